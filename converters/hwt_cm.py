@@ -1,0 +1,19 @@
+"""HWT-CM (hwtcm-sft-v1, Traditional Chinese Medicine instructions) -> `instruction` rows.
+
+Accepted layout: alpaca records instruction / input / output, as a JSON array or JSON Lines
+(each has a test). `input` becomes the context; other fields are kept in meta.
+"""
+
+from __future__ import annotations
+
+from meddata.convert import Converter
+
+from ._instruction import instruction_row
+
+
+class HWTCM(Converter):
+    source = "hwt_cm"
+    default_subset = "sft"
+
+    def row(self, rec):
+        return instruction_row(rec, ("instruction",), ("output",))

@@ -1,0 +1,19 @@
+"""ShenNong-TCM (ChatMed_TCM JSON Lines) -> `instruction` rows.
+
+Accepted layouts (each has a test): query / response records (the ChatMed_TCM release),
+and instruction / input / output records (alpaca re-exports of the same data).
+"""
+
+from __future__ import annotations
+
+from meddata.convert import Converter
+
+from ._instruction import instruction_row
+
+
+class ShenNong(Converter):
+    source = "shennong"
+    default_subset = "tcm"
+
+    def row(self, rec):
+        return instruction_row(rec, ("query", "instruction"), ("response", "output"))

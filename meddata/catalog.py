@@ -1,0 +1,122 @@
+"""A DuckDB catalog over the store's manifests, and version diffs computed in DuckDB.
+
+Tables: `versions` (one row per version), `tags`, `stages` (row conservation per stage),
+`shards`. Each version's rows can be queried with `read_parquet` over its shard paths.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from meddata.store import Store, Version
+
+
+def catalog(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog tables registered."""
+    versions, tags, stages, shards = [], [], [], []
+    tag_index: dict[tuple[str, str, str], list[str]] = {}
+    for kind, name in store.names():
+        for tag, vid in store.tags(kind, name).items():
+            tags.append({"kind": kind, "name": name, "tag": tag, "id": vid})
+            tag_index.setdefault((kind, name, vid), []).append(tag)
+    for v in store.versions():
+        m = v.manifest
+        versions.append({
+            "kind": v.kind, "name": v.name, "id": v.id, "created_at": m["created_at"],
+            "rows": m["rows"], "bytes": m["stats"].get("bytes", 0),
+            "rejects": m["rejects"]["rows"],
+            "tags": ",".join(sorted(tag_index.get((v.kind, v.name, v.id), []),
+                                    key=lambda t: (t == "latest", len(t), t))),
+            "parents": ",".join(p["ref"] if isinstance(p, dict) else str(p)
+                                for p in m["parents"]),
+            "meddata_version": m["meddata_version"], "path": str(v.path),
+        })
+        for i, st in enumerate(m["stages"]):
+            stages.append({"kind": v.kind, "name": v.name, "id": v.id, "position": i,
+                           "stage": st["stage"], "rows_in": st["rows_in"],
+                           "rows_out": st["rows_out"], "dropped": json.dumps(st["dropped"])})
+        for sh in m["shards"]:
+            shards.append({"kind": v.kind, "name": v.name, "id": v.id, "path": str(v.path / sh["path"]),
+                           "split": sh["split"], "rows": sh["rows"], "bytes": sh["bytes"],
+                           "sha256": sh["sha256"]})
+    con = duckdb.connect()
+    schemas = {
+        "versions": pa.schema([("kind", pa.string()), ("name", pa.string()), ("id", pa.string()),
+                               ("created_at", pa.string()), ("rows", pa.int64()),
+                               ("bytes", pa.int64()), ("rejects", pa.int64()),
+                               ("tags", pa.string()), ("parents", pa.string()),
+                               ("meddata_version", pa.string()), ("path", pa.string())]),
+        "tags": pa.schema([("kind", pa.string()), ("name", pa.string()), ("tag", pa.string()),
+                           ("id", pa.string())]),
+        "stages": pa.schema([("kind", pa.string()), ("name", pa.string()), ("id", pa.string()),
+                             ("position", pa.int64()), ("stage", pa.string()),
+                             ("rows_in", pa.int64()), ("rows_out", pa.int64()),
+                             ("dropped", pa.string())]),
+        "shards": pa.schema([("kind", pa.string()), ("name", pa.string()), ("id", pa.string()),
+                             ("path", pa.string()), ("split", pa.string()), ("rows", pa.int64()),
+                             ("bytes", pa.int64()), ("sha256", pa.string())]),
+    }
+    for table, rows in (("versions", versions), ("tags", tags), ("stages", stages),
+                        ("shards", shards)):
+        arrow = pa.Table.from_pylist(rows, schema=schemas[table])
+        con.register(f"_{table}", arrow)
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM _{table}")
+        con.unregister(f"_{table}")
+    return con
+
+
+def _quote(col: str) -> str:
+    return '"' + col.replace('"', '""') + '"'
+
+
+def diff(a: Version, b: Version, examples: int = 5) -> dict[str, Any]:
+    """Rows added, removed and changed by id from `a` to `b`, and schema changes.
+
+    A row is changed when any column the two versions share differs. Both versions are
+    hash-verified first.
+    """
+    a.verify()
+    b.verify()
+    fa = {f.name: str(f.type) for f in a.schema}
+    fb = {f.name: str(f.type) for f in b.schema}
+    if "id" not in fa or "id" not in fb:
+        raise ValueError("diff needs an `id` column in both versions")
+    common = [c for c in fa if c in fb and c != "id"]
+    body = ", ".join(f"{_quote(c)} := {_quote(c)}" for c in common) or "x := 1"
+    con = duckdb.connect()
+
+    def rel(v: Version) -> str:
+        files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in v.shard_paths())
+        return (f"SELECT id, md5(to_json(struct_pack({body}))::VARCHAR) AS h "
+                f"FROM read_parquet([{files}])")
+
+    con.execute(f"CREATE TEMP TABLE ha AS {rel(a)}")
+    con.execute(f"CREATE TEMP TABLE hb AS {rel(b)}")
+
+    def ids(sql: str) -> tuple[int, list[str]]:
+        n = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+        sample = [r[0] for r in con.execute(f"{sql} ORDER BY 1 LIMIT {examples}").fetchall()]
+        return n, sample
+
+    added = ids("SELECT hb.id FROM hb ANTI JOIN ha USING (id)")
+    removed = ids("SELECT ha.id FROM ha ANTI JOIN hb USING (id)")
+    changed = ids("SELECT ha.id FROM ha JOIN hb USING (id) WHERE ha.h <> hb.h")
+    unchanged = con.execute("SELECT count(*) FROM ha JOIN hb USING (id) WHERE ha.h = hb.h"
+                            ).fetchone()[0]
+    return {
+        "a": a.ref, "b": b.ref,
+        "rows": {"a": a.rows, "b": b.rows},
+        "added": {"count": added[0], "examples": added[1]},
+        "removed": {"count": removed[0], "examples": removed[1]},
+        "changed": {"count": changed[0], "examples": changed[1]},
+        "unchanged": unchanged,
+        "schema": {
+            "added": {c: t for c, t in fb.items() if c not in fa},
+            "removed": {c: t for c, t in fa.items() if c not in fb},
+            "changed": {c: [fa[c], fb[c]] for c in common if fa[c] != fb[c]},
+        },
+    }

@@ -1,0 +1,263 @@
+"""The `meddata` command (DESIGN.md §6).
+
+Only click and the standard library are imported at start-up, so `meddata --help` stays
+fast; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from meddata import __version__
+
+
+class Failure(click.ClickException):
+    """A one-line reason on stderr and exit status 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _store(ctx: click.Context):
+    from meddata.store import Store
+
+    return Store(ctx.obj["store"])
+
+
+def _store_errors():
+    from meddata.store import StoreError
+
+    return StoreError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="meddata")
+@click.option("--store", envvar="MEDDATA_STORE", default="./meddata-store", show_default=True,
+              type=click.Path(file_okay=False),
+              help="The dataset store folder (env MEDDATA_STORE).")
+@click.pass_context
+def cli(ctx: click.Context, store: str) -> None:
+    """meddata: medical QA, instruction and reasoning data, converted, deduplicated,
+    validated and published as immutable versions in the formats TRL reads.
+
+    References name a version as KIND/NAME@SELECTOR, where SELECTOR is a tag (v1, v2,
+    latest) or a prefix of the content id; @latest is the default.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["store"] = store
+
+
+# ---- store inspection ------------------------------------------------------------------------
+@cli.command("ls")
+@click.argument("kind", required=False)
+@click.pass_context
+def ls_cmd(ctx: click.Context, kind: str | None) -> None:
+    """List the versions in the store (optionally of one KIND)."""
+    from meddata.catalog import catalog
+    from meddata.report import human_bytes, table
+
+    con = catalog(_store(ctx))
+    where = "WHERE kind = ?" if kind else ""
+    rows = con.execute(f"SELECT kind || '/' || name, id, tags, rows, rejects, bytes, created_at "
+                       f"FROM versions {where} ORDER BY kind, name, created_at",
+                       [kind] if kind else []).fetchall()
+    if not rows:
+        click.echo(f"no versions in {ctx.obj['store']}")
+        return
+    click.echo(table([(r[0], r[1], r[2], r[3], r[4], human_bytes(r[5]), r[6]) for r in rows],
+                     ["dataset", "id", "tags", "rows", "rejects", "size", "created"]))
+
+
+@cli.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@click.pass_context
+def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show a version: inputs, row conservation per stage, schema, stats and reports."""
+    from meddata.report import human_bytes, stages_table, table
+
+    try:
+        v = _store(ctx).resolve(ref)
+    except _store_errors() as e:
+        raise Failure(str(e)) from e
+    m = v.manifest
+    if as_json:
+        click.echo(json.dumps(m, indent=2, ensure_ascii=False))
+        return
+    tags = [t for t, i in _store(ctx).tags(v.kind, v.name).items() if i == v.id]
+    click.echo(f"{v.kind}/{v.name}@{v.id}  tags: {', '.join(sorted(tags)) or '-'}")
+    click.echo(f"created {m['created_at']} by meddata {m['meddata_version']}; "
+               f"{m['rows']} rows in {len(m['shards'])} shard(s), "
+               f"{human_bytes(m['stats'].get('bytes', 0))}; path {v.path}")
+    if m["parents"]:
+        click.echo("parents: " + ", ".join(p["ref"] if isinstance(p, dict) else str(p)
+                                           for p in m["parents"]))
+    if m["inputs"]:
+        click.echo("\ninputs:")
+        for i in m["inputs"]:
+            where = i.get("path") or i.get("hub_id") or i.get("ref")
+            click.echo(f"  {where}" + (f"  sha256 {i['sha256'][:16]}" if i.get("sha256") else ""))
+    if m["stages"]:
+        click.echo("\nrow conservation:\n" + stages_table(m["stages"]))
+    if m["rejects"]["rows"]:
+        click.echo(f"\nrejects: {m['rejects']['rows']} (" + ", ".join(
+            f"{k}: {n}" for k, n in m["rejects"]["by_reason"].items()) + ")")
+    for report in ("convert_report", "dedup", "decontam", "build"):
+        if m.get(report):
+            summary = m[report].get("summary", m[report]) if isinstance(m[report], dict) else None
+            click.echo(f"\n{report}: " + json.dumps(summary, ensure_ascii=False)[:2000])
+    click.echo("\nschema:\n" + table([(f["name"], f["type"]) for f in m["schema"]],
+                                     ["column", "type"]))
+    counts = m["stats"].get("counts", {})
+    if counts:
+        click.echo("\ncounts:")
+        for col, values in counts.items():
+            click.echo(f"  {col}: " + ", ".join(f"{k}={n}" for k, n in values.items()))
+    for key, value in m["stats"].items():
+        if key not in ("rows", "bytes", "counts", "nulls"):
+            click.echo(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+    if m.get("validation"):
+        val = m["validation"]
+        click.echo(f"\nvalidation at publish: {'passed' if val.get('success') else 'FAILED'}"
+                   + (" (published with --allow-invalid)" if val.get("allow_invalid") else ""))
+    for later in v.validations()[-3:]:
+        click.echo(f"later validation {later.get('run_at', '')}: "
+                   f"{'passed' if later.get('success') else 'FAILED'}")
+
+
+@cli.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
+@click.pass_context
+def diff_cmd(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
+    """Rows added, removed and changed (by id) from version A to version B; schema changes."""
+    from meddata.catalog import diff
+    from meddata.report import table
+
+    store = _store(ctx)
+    try:
+        result = diff(store.resolve(a), store.resolve(b))
+    except (_store_errors(), ValueError) as e:
+        raise Failure(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{result['a']}  ->  {result['b']}")
+    click.echo(table([(k, result[k]["count"], ", ".join(result[k]["examples"]))
+                      for k in ("added", "removed", "changed")]
+                     + [("unchanged", result["unchanged"], "")],
+                     ["rows", "count", "examples"]))
+    sch = result["schema"]
+    if any(sch.values()):
+        click.echo("\nschema changes:")
+        for c, t in sch["added"].items():
+            click.echo(f"  + {c}: {t}")
+        for c, t in sch["removed"].items():
+            click.echo(f"  - {c}: {t}")
+        for c, (t1, t2) in sch["changed"].items():
+            click.echo(f"  ~ {c}: {t1} -> {t2}")
+    else:
+        click.echo("\nschema unchanged")
+
+
+@cli.command("sql")
+@click.argument("query")
+@click.pass_context
+def sql_cmd(ctx: click.Context, query: str) -> None:
+    """Run an ad-hoc SQL QUERY on the catalog (tables: versions, tags, stages, shards).
+
+    Example: meddata sql "SELECT kind, name, sum(rows) FROM versions GROUP BY ALL"
+    """
+    import duckdb
+
+    from meddata.catalog import catalog
+    from meddata.report import table
+
+    con = catalog(_store(ctx))
+    try:
+        cur = con.execute(query)
+    except duckdb.Error as e:
+        raise Failure(f"SQL error: {e}") from e
+    click.echo(table(cur.fetchall(), [d[0] for d in cur.description]))
+
+
+@cli.command("tag")
+@click.argument("ref")
+@click.argument("tag")
+@click.pass_context
+def tag_cmd(ctx: click.Context, ref: str, tag: str) -> None:
+    """Point a human TAG (for example `paper-2026`) at the version REF."""
+    try:
+        _store(ctx).tag(ref, tag)
+    except _store_errors() as e:
+        raise Failure(str(e)) from e
+    click.echo(f"tagged {ref} as {tag}")
+
+
+# ---- conversion ----------------------------------------------------------------------------
+@cli.command("convert")
+@click.argument("source")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--subset", help="Subset name (for example medqa us|mcmle|tw, medical_o1 "
+                               "en|zh|en_mix|zh_mix); inferred from file names when omitted.")
+@click.option("--split", help="Split name for every row; inferred from file names "
+                              "(train, dev, validation, test) when omitted, else train.")
+@click.option("--name", help="Publish as canonical/NAME (default: the source name).")
+@click.option("--max-reject-rate", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="Fail, publishing nothing, when more input records than this are rejected.")
+@click.option("--cop-base", type=click.Choice(["0", "1"]),
+              help="medmcqa: base of the answer index, when a file cannot decide it.")
+@click.option("--hub-config", help="Config name when INPUT is a Hugging Face dataset id.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_base, hub_config,
+                quiet) -> None:
+    """Convert raw SOURCE files (or one hub dataset id) into canonical/NAME.
+
+    SOURCE is one of: pubmedqa, medmcqa, medqa, hwt_cm, shennong, medical_o1,
+    chinese_medical_dialogue, corpus. INPUTS are files (JSON, JSONL, Parquet, CSV, TXT,
+    optionally .gz) or folders of them. Malformed records go to the version's
+    rejects.parquet with file, position, raw text and reason.
+    """
+    from meddata import convert as conv_mod
+    from meddata.converters import get
+    from meddata.report import table
+
+    try:
+        cls = get(source)
+    except KeyError as e:
+        raise Failure(e.args[0]) from e
+    options = {"cop_base": int(cop_base)} if cop_base is not None else {}
+    if options and "cop_base" not in cls.options:
+        raise Failure(f"--cop-base does not apply to {source}")
+    try:
+        conv = cls(subset=subset, split=split, **options)
+        result = conv_mod.run(conv, list(inputs), _store(ctx), name=name,
+                              max_reject_rate=max_reject_rate, hub_config=hub_config,
+                              progress=not quiet)
+    except (conv_mod.ConversionError, FileNotFoundError, ValueError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    v = result.version
+    click.echo(f"published {v.kind}/{v.name}@{v.id}")
+    rows = [("rows in", result.rows_in), ("rows out", result.rows_out)]
+    rows += [(f"rejected: {reason}", n) for reason, n in result.rejects.most_common()]
+    click.echo(table(rows, ["", "count"]))
+    report = v.manifest.get("convert_report")
+    if report:
+        click.echo(", ".join(f"{k}: {n}" for k, n in report.items()))
+
+
+def main() -> None:
+    try:
+        cli(obj={})
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,525 @@
+"""The dataset store: immutable, content-addressed versions of `kind/name` (DESIGN.md §5).
+
+Layout::
+
+    <store>/<kind>/<name>/<id>/data/<split>-00000.parquet ...
+                              /manifest.json
+                              /rejects.parquet
+                              /README.md
+                              /validations/<utc time>.json   (later runs; not part of the id)
+    <store>/<kind>/<name>/tags.json                            {"v1": id, ..., "latest": id}
+    <store>/.tmp/                                              publishes in progress
+
+A version id is the first 16 hex digits of sha256 over the Arrow schema and the shards'
+sha256 digests, so the same content always gets the same id. Publishing writes into
+`.tmp/` and renames the finished folder into place: a crash leaves no half version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from meddata import __version__
+from meddata.schema import REJECTS
+
+DEFAULT_STORE = "./meddata-store"
+ROW_GROUP_ROWS = 8_192
+SHARD_ROWS = 500_000
+# Columns whose value counts go into the manifest's stats.
+COUNTED_COLUMNS = ("source", "subset", "split", "lang", "task", "rejected_by", "label")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")
+
+
+class StoreError(Exception):
+    """A reference that does not resolve, or a store that is not in the expected state."""
+
+
+class ShardIntegrityError(StoreError):
+    """A shard's bytes no longer match the size or sha256 recorded in its manifest."""
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("MEDDATA_STORE", DEFAULT_STORE))
+
+
+def _utcnow() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """A stable text form of a schema, without metadata."""
+    return schema.remove_metadata().to_string(show_field_metadata=False,
+                                              show_schema_metadata=False)
+
+
+def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """`kind/name@selector`, where selector is a tag (`v2`, `latest`) or an id prefix."""
+
+    kind: str
+    name: str
+    selector: str = "latest"
+
+    @classmethod
+    def parse(cls, text: str) -> "Ref":
+        body, _, selector = text.partition("@")
+        parts = body.strip("/").split("/")
+        if len(parts) != 2 or not all(_NAME.match(p) for p in parts):
+            raise StoreError(f"bad reference {text!r}: expected kind/name[@tag|@id], "
+                             "for example canonical/medmcqa@latest")
+        return cls(parts[0], parts[1], selector or "latest")
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}@{self.selector}"
+
+
+class Version:
+    """One published, immutable version."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path / "manifest.json", encoding="utf-8") as f:
+            self.manifest: dict[str, Any] = json.load(f)
+
+    id = property(lambda self: self.manifest["id"])
+    kind = property(lambda self: self.manifest["kind"])
+    name = property(lambda self: self.manifest["name"])
+    rows = property(lambda self: self.manifest["rows"])
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}@{self.id}"
+
+    def __repr__(self) -> str:
+        return f"Version({self.ref})"
+
+    def shard_paths(self, split: str | None = None) -> list[Path]:
+        return [self.path / s["path"] for s in self.manifest["shards"]
+                if split is None or s["split"] == split]
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({s["split"] for s in self.manifest["shards"] if s["rows"]})
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pq.read_schema(self.shard_paths()[0])
+
+    def verify(self, mode: str = "full") -> None:
+        """Check every shard against the manifest: `size` compares sizes, `full` also sha256."""
+        if mode == "none":
+            return
+        for shard in self.manifest["shards"]:
+            path = self.path / shard["path"]
+            if not path.exists():
+                raise ShardIntegrityError(f"{self.ref}: shard {shard['path']} is missing")
+            size = path.stat().st_size
+            if size != shard["bytes"]:
+                raise ShardIntegrityError(
+                    f"{self.ref}: shard {shard['path']} has {size} bytes, manifest says "
+                    f"{shard['bytes']}")
+            if mode == "full" and sha256_file(path) != shard["sha256"]:
+                raise ShardIntegrityError(
+                    f"{self.ref}: shard {shard['path']} does not match its sha256 in the manifest "
+                    "(the file changed after publishing)")
+
+    def iter_batches(self, columns: list[str] | None = None, split: str | None = None,
+                     batch_size: int = 8_192, verify: str = "full") -> Iterator[pa.RecordBatch]:
+        self.verify(verify)
+        for path in self.shard_paths(split):
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+
+    def to_table(self, columns: list[str] | None = None, split: str | None = None,
+                 verify: str = "full") -> pa.Table:
+        self.verify(verify)
+        tables = [pq.read_table(p, columns=columns) for p in self.shard_paths(split)]
+        return pa.concat_tables(tables) if tables else self.schema.empty_table()
+
+    def to_dataset(self, split: str | None = None, verify: str = "full"):
+        """The rows as a `datasets.Dataset` (memory-mapped Arrow, cached inside the store)."""
+        import datasets
+
+        self.verify(verify)
+        files = [str(p) for p in self.shard_paths(split)]
+        if not files:
+            raise StoreError(f"{self.ref} has no shards for split {split!r}; "
+                             f"splits: {', '.join(self.splits) or 'none'}")
+        cache = self.path.parents[2] / ".cache" / "datasets"
+        return datasets.Dataset.from_parquet(files, cache_dir=str(cache), keep_in_memory=False)
+
+    def scan(self, split: str | None = None, verify: str = "full"):
+        """The rows as a polars LazyFrame, for analysis."""
+        import polars as pl
+
+        self.verify(verify)
+        return pl.scan_parquet([str(p) for p in self.shard_paths(split)])
+
+    def rejects(self) -> pa.Table:
+        path = self.path / "rejects.parquet"
+        return pq.read_table(path) if path.exists() else REJECTS.empty_table()
+
+    def validations(self) -> list[dict[str, Any]]:
+        folder = self.path / "validations"
+        if not folder.exists():
+            return []
+        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+
+
+class Store:
+    """A folder of versions. `Store()` uses $MEDDATA_STORE or ./meddata-store."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_store_path()
+
+    # ---- publishing -------------------------------------------------------------------
+    def publisher(self, kind: str, name: str, schema: pa.Schema, **manifest: Any) -> "Publisher":
+        for part in (kind, name):
+            if not _NAME.match(part):
+                raise StoreError(f"bad kind or name {part!r}: use letters, digits, . _ -")
+        return Publisher(self, kind, name, schema, manifest)
+
+    def publish(self, kind: str, name: str, schema: pa.Schema,
+                batches: Iterable[pa.RecordBatch | pa.Table], **manifest: Any) -> Version:
+        with self.publisher(kind, name, schema, **manifest) as pub:
+            for batch in batches:
+                pub.write(batch)
+        return pub.version
+
+    # ---- resolving --------------------------------------------------------------------
+    def _name_dir(self, kind: str, name: str) -> Path:
+        return self.root / kind / name
+
+    def tags(self, kind: str, name: str) -> dict[str, str]:
+        path = self._name_dir(kind, name) / "tags.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def names(self) -> list[tuple[str, str]]:
+        if not self.root.exists():
+            return []
+        return sorted((k.name, n.name) for k in self.root.iterdir()
+                      if k.is_dir() and not k.name.startswith(".")
+                      for n in k.iterdir() if n.is_dir())
+
+    def versions(self, kind: str | None = None, name: str | None = None) -> list[Version]:
+        out = []
+        for k, n in self.names():
+            if (kind and k != kind) or (name and n != name):
+                continue
+            for d in sorted(self._name_dir(k, n).iterdir()):
+                if d.is_dir() and (d / "manifest.json").exists():
+                    out.append(Version(d))
+        return sorted(out, key=lambda v: (v.kind, v.name, v.manifest["created_at"], v.id))
+
+    def resolve(self, ref: str | Ref) -> Version:
+        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        base = self._name_dir(ref.kind, ref.name)
+        if not base.exists():
+            known = ", ".join(f"{k}/{n}" for k, n in self.names()) or "none"
+            raise StoreError(f"no dataset {ref.kind}/{ref.name} in store {self.root} "
+                             f"(datasets: {known})")
+        tags = self.tags(ref.kind, ref.name)
+        if ref.selector in tags:
+            return Version(base / tags[ref.selector])
+        if _HEX.match(ref.selector):
+            hits = [d for d in base.iterdir() if d.is_dir() and d.name.startswith(ref.selector)]
+            if len(hits) == 1:
+                return Version(hits[0])
+            if len(hits) > 1:
+                raise StoreError(f"{ref}: id prefix is ambiguous ({len(hits)} versions match)")
+        raise StoreError(f"{ref}: no tag or id {ref.selector!r}; tags: "
+                         f"{', '.join(sorted(tags)) or 'none'}")
+
+    def load(self, ref: str | Ref, split: str | None = None, verify: str = "full"):
+        return self.resolve(ref).to_dataset(split=split, verify=verify)
+
+    def scan(self, ref: str | Ref, split: str | None = None, verify: str = "full"):
+        return self.resolve(ref).scan(split=split, verify=verify)
+
+    def record_validation(self, version: Version, result: dict[str, Any]) -> Path:
+        """Store a later validation result beside the version; its content id is unchanged."""
+        folder = version.path / "validations"
+        folder.mkdir(exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        path = folder / f"{stamp}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @contextlib.contextmanager
+    def _locked(self, kind: str, name: str) -> Iterator[None]:
+        base = self._name_dir(kind, name)
+        base.mkdir(parents=True, exist_ok=True)
+        with open(base / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_tags(self, kind: str, name: str, tags: dict[str, str]) -> None:
+        path = self._name_dir(kind, name) / "tags.json"
+        tmp = path.with_name(f".tags-{uuid.uuid4().hex}.json")
+        tmp.write_text(json.dumps(tags, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def tag(self, ref: str | Ref, tag: str) -> None:
+        """Point a human tag (not `v<N>`, which publishing owns) at a version."""
+        if re.fullmatch(r"v\d+", tag) or not _NAME.match(tag):
+            raise StoreError(f"tag {tag!r} is reserved or malformed")
+        version = self.resolve(ref)
+        with self._locked(version.kind, version.name):
+            tags = self.tags(version.kind, version.name)
+            tags[tag] = version.id
+            self._write_tags(version.kind, version.name, tags)
+
+
+class Publisher:
+    """Writes one version: shards per split, rejects, manifest, dataset card; then renames.
+
+    Use as a context manager; an exception inside the block removes everything written.
+    """
+
+    def __init__(self, store: Store, kind: str, name: str, schema: pa.Schema,
+                 manifest: dict[str, Any]):
+        self.store, self.kind, self.name = store, kind, name
+        self.schema = schema.remove_metadata()
+        self.extra = dict(manifest)
+        self.stages: list[dict[str, Any]] = []
+        self.tmp = store.root / ".tmp" / f"{kind}-{name}-{uuid.uuid4().hex}"
+        (self.tmp / "data").mkdir(parents=True)
+        self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
+        self._shards: list[dict[str, Any]] = []
+        self._rejects: pq.ParquetWriter | None = None
+        self.reject_counts: Counter[str] = Counter()
+        self.rows = 0
+        self._counts: dict[str, Counter[str]] = {c: Counter() for c in COUNTED_COLUMNS
+                                                 if c in self.schema.names}
+        self._nulls: Counter[str] = Counter()
+        self.version: Version | None = None
+        self._closed = False
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    # ---- rows ------------------------------------------------------------------------
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        if batch.schema.remove_metadata() != self.schema:
+            batch = batch.select(self.schema.names).cast(self.schema)
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        self.rows += table.num_rows
+        for col, counter in self._counts.items():
+            for item in pc.value_counts(table.column(col)).to_pylist():
+                counter[str(item["values"])] += item["counts"]
+        for col in self.schema.names:
+            self._nulls[col] += table.column(col).null_count
+        if "split" in self.schema.names:
+            splits = pc.unique(table.column("split")).to_pylist()
+            for split in splits:
+                mask = (pc.is_null(table.column("split")) if split is None
+                        else pc.equal(table.column("split"), split))
+                self._write_split(split or "unsplit", table.filter(mask))
+        else:
+            self._write_split("train", table)
+
+    def _write_split(self, split: str, table: pa.Table) -> None:
+        split = re.sub(r"[^A-Za-z0-9._-]", "_", split)
+        writer, idx, rows = self._writers.get(split, (None, -1, SHARD_ROWS))
+        offset = 0
+        while offset < table.num_rows:
+            if writer is None or rows >= SHARD_ROWS:
+                if writer is not None:
+                    self._close_shard(split, writer, idx, rows)
+                idx += 1
+                writer, rows = self._open_shard(split, idx), 0
+            take = min(SHARD_ROWS - rows, table.num_rows - offset)
+            writer.write_table(table.slice(offset, take), row_group_size=ROW_GROUP_ROWS)
+            rows += take
+            offset += take
+        self._writers[split] = (writer, idx, rows)
+
+    def _open_shard(self, split: str, idx: int) -> pq.ParquetWriter:
+        path = self.tmp / "data" / f"{split}-{idx:05d}.parquet"
+        return pq.ParquetWriter(path, self.schema, compression="zstd",
+                                use_content_defined_chunking=True, write_statistics=True)
+
+    def _close_shard(self, split: str, writer: pq.ParquetWriter, idx: int, rows: int) -> None:
+        writer.close()
+        rel = f"data/{split}-{idx:05d}.parquet"
+        path = self.tmp / rel
+        self._shards.append({"path": rel, "split": split, "rows": rows,
+                             "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+
+    def reject(self, rows: list[dict[str, Any]]) -> None:
+        """Quarantine input rows: dicts with the fields of meddata.schema.REJECTS."""
+        if not rows:
+            return
+        if self._rejects is None:
+            self._rejects = pq.ParquetWriter(self.tmp / "rejects.parquet", REJECTS,
+                                             compression="zstd")
+        self._rejects.write_table(pa.Table.from_pylist(rows, schema=REJECTS))
+        self.reject_counts.update(r["reason"] for r in rows)
+
+    def add_stage(self, name: str, rows_in: int, rows_out: int,
+                  dropped: dict[str, int] | None = None, **extra: Any) -> None:
+        """Record a stage's row conservation: rows_in == rows_out + sum(dropped)."""
+        dropped = {k: int(v) for k, v in (dropped or {}).items() if v}
+        if rows_in != rows_out + sum(dropped.values()):
+            raise StoreError(f"stage {name}: rows are not conserved: {rows_in} in, {rows_out} "
+                             f"out, {sum(dropped.values())} dropped ({dropped})")
+        self.stages.append({"stage": name, "rows_in": int(rows_in), "rows_out": int(rows_out),
+                            "dropped": dropped, **extra})
+
+    # ---- finishing -------------------------------------------------------------------
+    def abort(self) -> None:
+        self._closed = True
+        for writer, _, _ in self._writers.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+        if self._rejects is not None:
+            with contextlib.suppress(Exception):
+                self._rejects.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def commit(self) -> Version:
+        if self._closed:
+            raise StoreError("publisher already closed")
+        self._closed = True
+        try:
+            return self._commit()
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    def _commit(self) -> Version:
+        if not self._writers:  # an empty version still has one shard carrying the schema
+            self._writers["train"] = (self._open_shard("train", 0), 0, 0)
+        for split, (writer, idx, rows) in sorted(self._writers.items()):
+            self._close_shard(split, writer, idx, rows)
+        if self._rejects is not None:
+            self._rejects.close()
+        self._shards.sort(key=lambda s: s["path"])
+        fingerprint = schema_fingerprint(self.schema)
+        digest = hashlib.sha256(json.dumps(
+            {"schema": fingerprint, "shards": [[s["path"], s["sha256"]] for s in self._shards]},
+            sort_keys=True).encode()).hexdigest()
+        vid = digest[:16]
+        base = self.store._name_dir(self.kind, self.name)
+        final = base / vid
+        with self.store._locked(self.kind, self.name):
+            if final.exists():  # identical content: a no-op that returns the existing version
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.version = Version(final)
+                return self.version
+            manifest = self._manifest(vid, digest)
+            (self.tmp / "manifest.json").write_text(
+                json.dumps(manifest, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+            (self.tmp / "README.md").write_text(dataset_card(manifest), encoding="utf-8")
+            os.rename(self.tmp, final)
+            tags = self.store.tags(self.kind, self.name)
+            numbers = [int(t[1:]) for t in tags if re.fullmatch(r"v\d+", t)]
+            tag = f"v{max(numbers, default=0) + 1}"
+            tags[tag] = vid
+            tags["latest"] = vid
+            self.store._write_tags(self.kind, self.name, tags)
+        self.version = Version(final)
+        return self.version
+
+    def _manifest(self, vid: str, digest: str) -> dict[str, Any]:
+        extra = dict(self.extra)
+        stats = {"rows": self.rows,
+                 "bytes": sum(s["bytes"] for s in self._shards),
+                 "nulls": {k: v for k, v in self._nulls.items() if v},
+                 "counts": {c: dict(sorted(v.items())) for c, v in self._counts.items()},
+                 **extra.pop("stats", {})}
+        return {
+            "id": vid,
+            "content_sha256": digest,
+            "kind": self.kind,
+            "name": self.name,
+            "created_at": _utcnow(),
+            "meddata_version": __version__,
+            "rows": self.rows,
+            "inputs": extra.pop("inputs", []),
+            "recipe": extra.pop("recipe", None),
+            "parents": extra.pop("parents", []),
+            "stages": self.stages,
+            "rejects": {"rows": sum(self.reject_counts.values()),
+                        "by_reason": dict(self.reject_counts.most_common())},
+            "shards": self._shards,
+            "schema": schema_to_json(self.schema),
+            "schema_text": schema_fingerprint(self.schema),
+            "stats": stats,
+            **extra,
+        }
+
+
+def dataset_card(manifest: dict[str, Any]) -> str:
+    """A Hugging Face dataset card whose YAML `configs` point at the shards, split by split."""
+    import yaml
+
+    splits = sorted({s["split"] for s in manifest["shards"]})
+    header = {
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits]}],
+        "tags": ["medical", "meddata", manifest["kind"]],
+    }
+    langs = sorted(manifest["stats"].get("counts", {}).get("lang", {}))
+    if langs:
+        header["language"] = langs
+    lines = ["---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(), "---", "",
+             f"# {manifest['kind']}/{manifest['name']} @ {manifest['id']}", "",
+             f"Built by meddata {manifest['meddata_version']} on {manifest['created_at']}.", "",
+             f"- rows: {manifest['rows']}",
+             f"- rejected input rows: {manifest['rejects']['rows']} (see rejects.parquet)"]
+    for parent in manifest["parents"]:
+        lines.append(f"- parent: {parent['ref'] if isinstance(parent, dict) else parent}")
+    for inp in manifest["inputs"]:
+        lines.append(f"- input: {inp.get('path') or inp.get('hub_id')}"
+                     + (f" (sha256 {inp['sha256'][:12]})" if inp.get("sha256") else ""))
+    if manifest["stages"]:
+        lines += ["", "| stage | rows in | rows out | dropped |", "|---|---|---|---|"]
+        for st in manifest["stages"]:
+            dropped = ", ".join(f"{k}: {v}" for k, v in st["dropped"].items()) or "-"
+            lines.append(f"| {st['stage']} | {st['rows_in']} | {st['rows_out']} | {dropped} |")
+    lines += ["", "Load it with `meddata.store.Store(<store>).load('"
+              f"{manifest['kind']}/{manifest['name']}@{manifest['id']}')`, or with "
+              "`datasets.load_dataset(\"parquet\", data_files=...)` on the shards.", ""]
+    return "\n".join(lines)

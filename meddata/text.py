@@ -1,0 +1,59 @@
+"""Text helpers shared by converters, dedup and decontamination (DESIGN.md §9).
+
+`normalize_key` is for comparison keys only, never for the stored text: NFKC (which also
+maps full-width forms to half-width), case-fold, punctuation and symbols (Chinese ones too)
+removed, whitespace collapsed. Digits are kept: "5 mg" and "50 mg" differ.
+`tokens` is one mixed-script tokenizer: runs of letters/digits are words, and every CJK
+character is a token of its own, so Chinese, English and mixed text need no segmenter.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import regex
+
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Bopomofo}"
+_PUNCT = regex.compile(r"[\p{P}\p{S}]+")
+_WS = regex.compile(r"\s+")
+_TOKEN = regex.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+_CJK_CHAR = regex.compile(rf"[{_CJK}]")
+_LATIN_CHAR = regex.compile(r"[A-Za-z]")
+
+
+def normalize_key(text: str | None) -> str:
+    if not text:
+        return ""
+    text = _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+    return _WS.sub(" ", text).strip()
+
+
+def tokens(text: str | None) -> list[str]:
+    """Mixed-script word tokens of the normalized text."""
+    return _TOKEN.findall(normalize_key(text))
+
+
+def cjk_ratio(text: str) -> float:
+    """Share of CJK characters among CJK and Latin letters (0.0 for text with neither)."""
+    cjk = len(_CJK_CHAR.findall(text))
+    latin = len(_LATIN_CHAR.findall(text))
+    return cjk / (cjk + latin) if cjk + latin else 0.0
+
+
+def detect_lang(*texts: str | None) -> str:
+    """`zh` when CJK characters make up at least 30 % of the letters, else `en`.
+
+    Chinese medical text often carries Latin drug names and units; 30 % keeps it `zh`.
+    """
+    joined = " ".join(t for t in texts if t)[:4000]
+    return "zh" if cjk_ratio(joined) >= 0.3 else "en"
+
+
+def clean(text: object) -> str | None:
+    """A stripped string, or None for missing, empty or non-text values."""
+    if text is None or isinstance(text, (dict, list, bool)):
+        return None
+    if isinstance(text, float) and text != text:  # NaN from pandas-made files
+        return None
+    out = str(text).strip()
+    return out or None
