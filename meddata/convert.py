@@ -164,10 +164,10 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
     local = [p for p in inputs if Path(p).exists()]
     if len(local) == len(inputs):
         files = list_files(inputs)
-        files = conv.prepare(files)
-        stream = (rec for f in files for rec in read_file(f))
         input_info = [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
                       for f in files]
+        files = conv.prepare(files)
+        stream = (rec for f in files for rec in read_file(f))
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
         stream = hub_records(inputs[0], hub_config, conv.split)
         input_info = [{"hub_id": inputs[0], "config": hub_config, "split": conv.split}]

@@ -69,12 +69,17 @@ def sniff_json(path: Path) -> str:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if text.startswith("["):
         return "array"
-    first_line = text.split("\n", 1)[0].strip()
+    first_line, _, rest = text.partition("\n")
     try:
-        json.loads(first_line)
-        return "jsonl"  # a whole object on the first line: one record per line
+        first = json.loads(first_line)
     except ValueError:
+        return "object"  # a pretty-printed object (or a broken file: ijson will say where)
+    if rest.strip():
+        return "jsonl"  # a whole object on the first line and more lines: one record per line
+    # a single line: an object of objects is keyed by id, anything else is one record
+    if isinstance(first, dict) and first and all(isinstance(v, dict) for v in first.values()):
         return "object"
+    return "jsonl"
 
 
 def read_file(path: Path) -> Iterator[RawRecord]:

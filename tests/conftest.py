@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SAMPLES = ROOT.parent / "shared" / "samples" / "raw"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def store(tmp_path):
+    from meddata.store import Store
+
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture
+def samples():
+    """The real sample files in ../shared/samples/raw; skipped where ../shared is absent."""
+    if not SAMPLES.exists():
+        pytest.skip("../shared/samples/raw is not present (a fresh clone)")
+    return SAMPLES
