@@ -251,6 +251,107 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
         click.echo(", ".join(f"{k}: {n}" for k, n in report.items()))
 
 
+# ---- building ------------------------------------------------------------------------------
+@cli.command("build")
+@click.argument("kind", type=click.Choice(["sft", "preference", "kto", "pretrain", "prompts"]))
+@click.argument("refs", nargs=-1)
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
+              help="Recipe YAML (see docs/recipes.md). Without a recipe and without REFS, the "
+                   "bundled examples are converted and built.")
+@click.option("--name", help="Publish as KIND/NAME (default: the recipe's name).")
+@click.option("--seed", type=int, help="Override the recipe's seed.")
+@click.option("--reasoning", type=click.Choice(["think", "inline", "none"]),
+              help="How rationales are rendered (override).")
+@click.option("--prompt-style", type=click.Choice(["instruct", "plain"]), help="Override.")
+@click.option("--system-prompt", help="A system message for every conversation (override).")
+@click.option("--validation-ratio", type=click.FloatRange(0, 1, max_open=True),
+              help="Share of rows in the validation split (override).")
+@click.option("--max-tokens", type=click.IntRange(8), help="Drop rows longer than this.")
+@click.option("--tokenizer", type=click.Path(exists=True, file_okay=False),
+              help="Local tokenizer folder for token counts (and packing).")
+@click.option("--pack", is_flag=True, default=None,
+              help="pretrain: also pack input_ids (needs --tokenizer and --max-tokens).")
+@click.option("--rejected", "rejected_strategy",
+              type=click.Choice(["auto", "distractor", "cross_sample"]),
+              help="Rejected-response strategy for preference and kto (override).")
+@click.option("--from", "from_ref", help="kto: unpair this preference version instead.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
+              validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, from_ref,
+              quiet) -> None:
+    """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
+
+    \b
+    meddata build preference                       # the bundled examples, offline
+    meddata build sft canonical/medqa canonical/medmcqa --validation-ratio 0.05
+    meddata build kto --from preference/examples@latest
+    """
+    from meddata import recipe as recipe_mod
+    from meddata.builders import pipeline
+    from meddata.convert import ConversionError
+    from meddata.report import stages_table, table
+
+    overrides = {"seed": seed, "reasoning": reasoning, "prompt_style": prompt_style,
+                 "system_prompt": system_prompt, "validation_ratio": validation_ratio,
+                 "max_tokens": max_tokens, "tokenizer": tokenizer, "pack": pack,
+                 "from_ref": from_ref}
+    try:
+        if recipe_path:
+            base = recipe_mod.load(recipe_path).to_dict()
+        elif refs or from_ref:
+            base = {"name": name or "default", "sources": []}
+        else:
+            base = pipeline.examples_recipe().to_dict()
+        base["sources"] = base.get("sources", []) + [{"ref": r} for r in refs]
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        if rejected_strategy:
+            base.setdefault("rejected", {})["strategy"] = rejected_strategy
+        base["kind"] = kind
+        recipe = recipe_mod.from_dict(base)
+        version, build = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet)
+    except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError,
+            _store_errors()) as e:
+        raise Failure(str(e)) from e
+    m = version.manifest
+    click.echo(f"published {version.kind}/{version.name}@{version.id}  ({m['rows']} rows)")
+    click.echo("\n" + stages_table(m["stages"]))
+    counts = m["stats"]["counts"]
+    for col in ("source", "lang", "split", "rejected_by", "label"):
+        if counts.get(col):
+            click.echo(f"\n{col}:\n" + table(sorted(counts[col].items()), [col, "rows"]))
+    lengths = m["stats"].get("length_tokens", {})
+    if lengths:
+        click.echo(f"\nlength in tokens ({lengths.get('counter')}): " + ", ".join(
+            f"{k} {v}" for k, v in lengths.items() if k != "counter"))
+    if m["stats"].get("kto"):
+        k = m["stats"]["kto"]
+        click.echo(f"kto: {k['desirable']} desirable / {k['undesirable']} undesirable "
+                   f"(ratio {k['desirable_ratio']})")
+
+
+@cli.command("export")
+@click.argument("ref")
+@click.option("--format", "fmt", type=click.Choice(["llamafactory", "jsonl"]), required=True,
+              help="llamafactory: dataset_info.json plus JSON files in its documented "
+                   "layouts; jsonl: one JSON object per row.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder to write into (created).")
+@click.option("--layout", type=click.Choice(["sharegpt", "alpaca"]), default="sharegpt",
+              show_default=True, help="llamafactory layout for sft data.")
+@click.pass_context
+def export_cmd(ctx, ref, fmt, out_dir, layout) -> None:
+    """Export version REF for other tools (LLaMA-Factory, or plain JSONL)."""
+    from meddata.builders import export
+
+    try:
+        written = export.export(_store(ctx).resolve(ref), out_dir, fmt, layout=layout)
+    except (ValueError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 def main() -> None:
     try:
         cli(obj={})

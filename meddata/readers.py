@@ -17,9 +17,10 @@ import csv
 import gzip
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".txt")
 

@@ -27,9 +27,10 @@ import re
 import shutil
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -90,7 +91,7 @@ class Ref:
     selector: str = "latest"
 
     @classmethod
-    def parse(cls, text: str) -> "Ref":
+    def parse(cls, text: str) -> Ref:
         body, _, selector = text.partition("@")
         parts = body.strip("/").split("/")
         if len(parts) != 2 or not all(_NAME.match(p) for p in parts):
@@ -201,7 +202,7 @@ class Store:
         self.root = Path(root) if root is not None else default_store_path()
 
     # ---- publishing -------------------------------------------------------------------
-    def publisher(self, kind: str, name: str, schema: pa.Schema, **manifest: Any) -> "Publisher":
+    def publisher(self, kind: str, name: str, schema: pa.Schema, **manifest: Any) -> Publisher:
         for part in (kind, name):
             if not _NAME.match(part):
                 raise StoreError(f"bad kind or name {part!r}: use letters, digits, . _ -")
@@ -328,7 +329,7 @@ class Publisher:
         self.version: Version | None = None
         self._closed = False
 
-    def __enter__(self) -> "Publisher":
+    def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

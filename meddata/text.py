@@ -57,3 +57,25 @@ def clean(text: object) -> str | None:
         return None
     out = str(text).strip()
     return out or None
+
+
+def shingles(text: str | None, n: int = 3) -> set[str]:
+    """Word n-gram shingles over `tokens` (a text shorter than n gives one shingle)."""
+    toks = tokens(text)
+    if len(toks) <= n:
+        return {" ".join(toks)} if toks else set()
+    return {" ".join(toks[i:i + n]) for i in range(len(toks) - n + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def near_equal(a: str | None, b: str | None, threshold: float = 0.8, n: int = 3) -> bool:
+    """True when two texts are equal after normalization or their exact shingle Jaccard
+    similarity reaches `threshold`."""
+    if normalize_key(a) == normalize_key(b):
+        return True
+    return jaccard(shingles(a, n), shingles(b, n)) >= threshold

@@ -1,0 +1,204 @@
+"""The build pipeline: recipe -> canonical rows -> kind rows -> checks -> published version.
+
+Stages, each recorded with row conservation in the manifest:
+  select  source versions (converted first when the recipe names raw files), filtered by
+          split (default: every split but `test`), subset, weight and limit
+  <kind>  the kind builder: rendering, rejected responses, drops with reasons
+  length  rows over `max_tokens` (tokenizer count, or an estimate) dropped as too_long
+  split   train / validation by a seeded hash of the id
+  pack    (pretrain with `pack: true`) documents packed into fixed-length sequences
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from meddata import convert
+from meddata.converters import get as get_converter
+from meddata.recipe import Recipe, load
+from meddata.store import Store, Version
+
+from .length import Measure
+from .rejected import seeded
+
+_SCALE = float(2**64)
+
+
+def examples_dir() -> Path:
+    """The bundled examples (the repository's examples/, installed as meddata.examples)."""
+    return Path(str(resources.files("meddata.examples")))
+
+
+def examples_recipe() -> Recipe:
+    return load(examples_dir() / "recipe.yaml")
+
+
+def kind_module(kind: str):
+    return importlib.import_module(f"meddata.builders.{kind}")
+
+
+@dataclass
+class Build:
+    recipe: Recipe
+    kind: str
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    parents: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, name: str, rows_in: int, rows_out: int, dropped: Counter | dict,
+              **extra: Any) -> None:
+        self.stages.append({"name": name, "rows_in": rows_in, "rows_out": rows_out,
+                            "dropped": {k: v for k, v in dict(dropped).items() if v}, **extra})
+
+
+def _fraction(seed: int, *parts: str) -> float:
+    return seeded(seed, *parts) / _SCALE
+
+
+def source_version(spec, store: Store, progress: bool) -> Version:
+    if spec.ref:
+        return store.resolve(spec.ref)
+    conv = get_converter(spec.source)()
+    return convert.run(conv, spec.paths, store, name=spec.name or spec.source,
+                       progress=progress).version
+
+
+def select(build: Build, store: Store, progress: bool) -> list[dict[str, Any]]:
+    recipe, rows_in, dropped, selected = build.recipe, 0, Counter(), []
+    seen: set[str] = set()
+    for spec in recipe.sources:
+        version = source_version(spec, store, progress)
+        build.parents.append({"ref": version.ref, "kind": version.kind, "name": version.name,
+                              "id": version.id, "content_sha256": version.manifest[
+                                  "content_sha256"]})
+        if version.kind != "canonical":
+            raise ValueError(f"{version.ref}: sources must be canonical versions, "
+                             f"not {version.kind}")
+        rows = version.to_table().to_pylist()
+        rows_in += len(rows)
+        kept = []
+        for row in rows:
+            if spec.split is not None and row["split"] not in spec.split:
+                dropped["split_not_selected"] += 1
+            elif spec.split is None and row["split"] == "test":
+                dropped["test_split"] += 1
+            elif spec.subset is not None and row["subset"] != spec.subset:
+                dropped["subset_not_selected"] += 1
+            elif spec.weight < 1 and _fraction(recipe.seed, "weight", row["id"]) >= spec.weight:
+                dropped["weight_sampled_out"] += 1
+            elif row["id"] in seen:
+                dropped["duplicate_id"] += 1
+            else:
+                seen.add(row["id"])
+                kept.append(row)
+        if spec.limit is not None and len(kept) > spec.limit:
+            keep = set(sorted((r["id"] for r in kept),
+                              key=lambda i: seeded(recipe.seed, "limit", i))[:spec.limit])
+            dropped["over_limit"] += len(kept) - len(keep)
+            kept = [r for r in kept if r["id"] in keep]
+        selected.extend(kept)
+    build.stage("select", rows_in, len(selected), dropped)
+    return selected
+
+
+def percentiles(values: list[int]) -> dict[str, int]:
+    if not values:
+        return {}
+    s = sorted(values)
+
+    def at(q: float) -> int:
+        return s[min(len(s) - 1, int(q * len(s)))]
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": s[-1]}
+
+
+def run(kind: str, recipe: Recipe, store: Store, name: str | None = None,
+        progress: bool = True) -> tuple[Version, Build]:
+    """Build `kind` from `recipe` and publish `<kind>/<name>`."""
+    module = kind_module(kind)
+    build = Build(recipe=recipe, kind=kind)
+    measure = Measure(recipe.tokenizer)
+    schema = module.SCHEMA
+    if kind == "kto" and recipe.from_ref:
+        pref = store.resolve(recipe.from_ref)
+        if pref.kind != "preference":
+            raise ValueError(f"from_ref {recipe.from_ref}: expected a preference version")
+        build.parents.append({"ref": pref.ref, "kind": pref.kind, "name": pref.name,
+                              "id": pref.id, "content_sha256": pref.manifest["content_sha256"]})
+        pairs = pref.to_table().to_pylist()
+        build.stage("select", len(pairs), len(pairs), {})
+    else:
+        rows = select(build, store, progress)
+        if kind == "kto":
+            pairs, dropped = kind_module("preference").build(rows, recipe)
+            build.stage("preference", len(rows), len(pairs), dropped)
+        else:
+            built, dropped = module.build(rows, recipe)
+            build.stage(kind, len(rows), len(built), dropped)
+    if kind == "kto":
+        built = pairs
+
+    lengths: list[int] = []
+    measured_kind = "preference" if kind == "kto" else kind
+    kept = []
+    too_long = 0
+    for row in built:
+        n = measure.row(measured_kind, row)
+        if recipe.max_tokens is not None and n > recipe.max_tokens and not recipe.pack:
+            too_long += 1
+            continue
+        lengths.append(n)
+        kept.append(row)
+    build.stage("length", len(built), len(kept), {"too_long": too_long},
+                max_tokens=recipe.max_tokens, **measure.describe())
+    built = kept
+
+    for row in built:
+        val = recipe.validation_ratio and _fraction(recipe.seed, "split", row["id"]) < \
+            recipe.validation_ratio
+        row["split"] = "validation" if val else "train"
+    build.stage("split", len(built), len(built), {},
+                validation=sum(r["split"] == "validation" for r in built))
+
+    if kind == "kto":
+        n_pairs = len(built)
+        built = module.unpair(built, recipe.seed)
+        build.stage("unpair", n_pairs, n_pairs, {}, kto_rows=len(built))
+        build.stats["kto"] = module.stats(built)
+    if kind == "pretrain" and recipe.pack:
+        if measure.tok is None:
+            raise ValueError("packing needs a tokenizer")
+        packed: list[dict[str, Any]] = []
+        totals = Counter()
+        for split in ("train", "validation"):
+            seqs, info = module.pack([r for r in built if r["split"] == split], measure.tok,
+                                     recipe.max_tokens)
+            for s in seqs:
+                s["id"] = f"{split}/{s['id']}"
+            packed.extend(seqs)
+            totals.update({k: v for k, v in info.items() if k != "max_len"})
+        build.stage("pack", len(built), len(built), {}, sequences=totals["sequences"],
+                    tokens=totals["tokens"], max_len=recipe.max_tokens)
+        built = packed
+        schema = module.PACKED_SCHEMA
+    build.stats["length_tokens"] = {**percentiles(lengths),
+                                    "counter": measure.describe()["counter"]}
+    if measure.tok is not None:
+        build.stats["tokenizer"] = measure.describe()
+    name = name or recipe.name or "default"
+    table = pa.Table.from_pylist(built, schema=schema)
+    with store.publisher(kind, name, schema, inputs=[{"ref": p["ref"]} for p in build.parents],
+                         recipe=recipe.to_dict(), parents=build.parents,
+                         stats=build.stats) as pub:
+        pub.write(table)
+        for st in build.stages:
+            st = dict(st)
+            pub.add_stage(st.pop("name"), st.pop("rows_in"), st.pop("rows_out"),
+                          st.pop("dropped"), **st)
+    return pub.version, build

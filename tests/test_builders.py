@@ -1,0 +1,271 @@
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from conftest import EXAMPLES
+from meddata import recipe as recipe_mod
+from meddata.builders import export, pipeline, render
+from meddata.builders.rejected import CrossSample, Distractor
+from meddata.cli import cli
+
+MSGS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+OPTS = pa.list_(pa.struct([("label", pa.string()), ("text", pa.string())]))
+LINEAGE = [("id", pa.string()), ("source", pa.string()), ("lang", pa.string()),
+           ("task", pa.string()), ("split", pa.string())]
+EXPECTED = {  # DESIGN.md §4, written out
+    "sft": LINEAGE + [("messages", MSGS)],
+    "preference": LINEAGE + [("prompt", MSGS), ("chosen", MSGS), ("rejected", MSGS),
+                             ("rejected_by", pa.string())],
+    "kto": LINEAGE + [("prompt", MSGS), ("completion", MSGS), ("label", pa.bool_()),
+                      ("rejected_by", pa.string())],
+    "pretrain": LINEAGE + [("text", pa.string())],
+    "prompts": LINEAGE + [("prompt", MSGS), ("answer", pa.string()),
+                          ("answer_label", pa.string()), ("options", OPTS)],
+}
+
+
+def examples(**overrides):
+    data = pipeline.examples_recipe().to_dict()
+    data.update(overrides)
+    return recipe_mod.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Every kind built once from the examples into one store."""
+    from meddata.store import Store
+
+    store = Store(tmp_path_factory.mktemp("b") / "store")
+    out = {}
+    for kind in EXPECTED:
+        out[kind] = pipeline.run(kind, examples(), store, progress=False)[0]
+    return store, out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from meddata.testing import tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tok")
+    return folder, tiny_tokenizer(folder)
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_columns_and_types_are_exactly_the_design(built, kind):
+    import datasets
+
+    version = built[1][kind]
+    assert version.schema.remove_metadata().equals(pa.schema(EXPECTED[kind]))
+    files = [str(p) for p in version.shard_paths()]
+    ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    assert ds.num_rows == version.rows > 0
+    assert len(set(ds["id"])) == ds.num_rows
+    for st in version.manifest["stages"]:
+        assert st["rows_in"] == st["rows_out"] + sum(st["dropped"].values())
+    assert version.manifest["parents"] and all(p["id"] for p in version.manifest["parents"])
+
+
+@pytest.mark.parametrize("kind", ["sft", "preference", "kto", "prompts"])
+def test_trl_reads_rows_as_they_are(built, tokenizer, kind):
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    ds = built[1][kind].to_dataset()
+    for row in ds.select(range(min(5, ds.num_rows))):
+        example = {k: v for k, v in row.items()
+                   if k in ("messages", "prompt", "chosen", "rejected", "completion", "label")}
+        assert is_conversational(example)
+        templated = apply_chat_template(example, tokenizer[1])
+        assert all(isinstance(v, str) for k, v in templated.items() if k != "label")
+        assert "<|im_start|>user" in (templated.get("prompt") or templated.get("text"))
+
+
+def test_rendering_per_task_and_language(built):
+    ds = built[1]["sft"].to_dataset()
+    rows = {r["id"]: r for r in ds}
+    zh_mcq = next(r for r in rows.values() if r["source"] == "medqa" and r["lang"] == "zh")
+    assert "选项：" in zh_mcq["messages"][0]["content"]
+    assert "答案是" in zh_mcq["messages"][1]["content"]
+    scurvy = rows["medmcqa/default/dev/ex-mm-0001"]["messages"]
+    assert "A. Vitamin A\nB. Vitamin B1" in scurvy[0]["content"]
+    answer = scurvy[1]["content"]
+    assert answer.startswith("<think>\n") and answer.endswith("The answer is C. Vitamin C.")
+    o1 = next(r for r in rows.values() if r["source"] == "medical_o1" and r["lang"] == "en")
+    assert o1["messages"][1]["content"].startswith("<think>\nSwelling of lips")
+    alpaca = next(r for r in rows.values() if r["source"] == "hwt_cm" and "输入：" in
+                  r["messages"][0]["content"])
+    assert "畏寒肢冷" in alpaca["messages"][0]["content"]
+    pub = next(r for r in rows.values() if r["source"] == "pubmedqa")
+    assert pub["messages"][0]["content"].startswith("Context:\nBACKGROUND:")
+
+
+def test_reasoning_options(tmp_path):
+    row = {"id": "x", "task": "reasoning", "lang": "en", "question": "Q", "response": "R",
+           "rationale": "because"}
+    assert render.chosen_text(row, "think") == "<think>\nbecause\n</think>\n\nR"
+    assert render.chosen_text(row, "inline") == "because\n\nR"
+    assert render.chosen_text(row, "none") == "R"
+    mcq = {"id": "y", "task": "mcq", "lang": "en", "question": "Q", "answer_label": "B",
+           "answer": "beta", "rationale": "why", "options": [{"label": "A", "text": "alpha"},
+                                                             {"label": "B", "text": "beta"}]}
+    assert render.chosen_text(mcq, "inline") == "The answer is B. beta.\n\nwhy"
+
+
+def test_distractor_commits_to_a_wrong_option_without_copying(built):
+    ds = built[1]["preference"].to_dataset()
+    for row in ds:
+        if row["rejected_by"] != "distractor" or row["task"] != "mcq":
+            continue
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        gold_line = chosen.rsplit("\n", 1)[-1]
+        assert gold_line not in rejected
+        think_gold = chosen.split("</think>")[0]
+        think_bad = rejected.split("</think>")[0]
+        assert think_gold != think_bad
+        assert ("The answer is" in rejected) or ("答案是" in rejected)
+
+
+def test_cross_sample_prefers_same_subject_and_drops_near_equal():
+    recipe = examples()
+    rows = [{"id": f"r{i}", "source": "s", "task": "open_qa", "lang": "en",
+             "meta": json.dumps({"subject": "cardio" if i < 2 else "renal"})} for i in range(4)]
+    chosen = ["c0", "c1", "c2", "c3"]
+    out = CrossSample(recipe).rejected(rows, chosen)
+    assert sorted(out[:2]) == ["c0", "c1"] and out[0] != "c0"
+    assert sorted(out[2:]) == ["c2", "c3"]
+    lonely = CrossSample(recipe).rejected(rows[:1], chosen[:1])
+    assert lonely == [None]
+    from meddata.builders import preference
+
+    same = [{"id": f"d{i}", "source": "s", "lang": "en", "task": "instruction", "split": "train",
+             "question": f"Question {i}?", "context": None, "response": "Identical answer text "
+             "for every row here.", "rationale": None, "meta": "{}", "options": []}
+            for i in range(3)]
+    pairs, dropped = preference.build(same, recipe)
+    assert pairs == [] and dropped == {"rejected_near_chosen": 3}
+
+
+def test_yes_no_distractor_flips_the_decision():
+    recipe = examples()
+    row = {"id": "p", "task": "yes_no", "lang": "en", "answer": "yes", "answer_label": "yes"}
+    assert Distractor(recipe).one(row).endswith("The answer is no.")
+
+
+def test_kto_interleaves_both_labels_and_unpairs_a_version(built):
+    store, versions = built
+    rows = versions["kto"].to_table().to_pylist()
+    labels = [r["label"] for r in rows]
+    assert labels[:4] == [True, False, True, False]
+    assert versions["kto"].manifest["stats"]["kto"]["desirable_ratio"] == 0.5
+    assert all(r["rejected_by"] for r in rows if not r["label"])
+    v, _ = pipeline.run("kto", recipe_mod.from_dict(
+        {"from_ref": versions["preference"].ref, "name": "unpaired"}), store, progress=False)
+    assert v.rows == 2 * versions["preference"].rows
+    assert v.manifest["parents"][0]["id"] == versions["preference"].id
+
+
+def test_same_recipe_same_id_and_seed_changes_it(tmp_path):
+    from meddata.store import Store
+
+    a, _ = pipeline.run("preference", examples(), Store(tmp_path / "a"), progress=False)
+    b, _ = pipeline.run("preference", examples(), Store(tmp_path / "b"), progress=False)
+    c, _ = pipeline.run("preference", examples(seed=7), Store(tmp_path / "c"), progress=False)
+    assert a.id == b.id and c.id != a.id
+
+
+def test_max_tokens_with_tokenizer_and_packing(tmp_path, tokenizer):
+    from meddata.store import Store
+
+    store = Store(tmp_path / "s")
+    v, _ = pipeline.run("sft", examples(max_tokens=150, tokenizer=str(tokenizer[0])), store,
+                        progress=False)
+    length = next(s for s in v.manifest["stages"] if s["stage"] == "length")
+    assert length["dropped"]["too_long"] > 0 and length["counter"] == "tokenizer"
+    assert v.manifest["stats"]["length_tokens"]["max"] <= 150
+    assert v.manifest["stats"]["tokenizer"]["tokenizer_sha256"]
+    p, _ = pipeline.run("pretrain", examples(max_tokens=64, tokenizer=str(tokenizer[0]),
+                                             pack=True), store, progress=False)
+    rows = p.to_table().to_pylist()
+    for split in ("train", "validation"):  # every sequence but each split's last is full
+        lengths = [len(r["input_ids"]) for r in rows if r["split"] == split]
+        assert set(lengths[:-1]) == {64} and 0 < lengths[-1] <= 64
+    assert p.schema.field("input_ids").type == pa.list_(pa.int32())
+    eos = tokenizer[1].eos_token_id
+    assert sum(r["input_ids"].count(eos) for r in rows) == next(
+        s for s in p.manifest["stages"] if s["stage"] == "split")["rows_in"]
+
+
+def test_select_filters_conserve_rows(tmp_path):
+    from meddata.store import Store
+
+    data = examples().to_dict()
+    data["sources"] = [{"source": "medmcqa", "paths": [str(EXAMPLES / "medmcqa")],
+                        "limit": 3}, {"source": "pubmedqa", "paths": [str(EXAMPLES / "pubmedqa")],
+                                      "split": ["test"]}]
+    v, _ = pipeline.run("sft", recipe_mod.from_dict(data), Store(tmp_path / "s"), progress=False)
+    select = v.manifest["stages"][0]
+    assert select["rows_out"] == 3 + 2
+    assert select["dropped"] == {"over_limit": 7, "split_not_selected": 4}
+
+
+def test_export_llamafactory_and_jsonl(built, tmp_path):
+    versions = built[1]
+    for kind in ("sft", "preference", "kto", "pretrain", "prompts"):
+        out = tmp_path / kind
+        export.export(versions[kind], out, "llamafactory")
+        info = json.loads((out / "dataset_info.json").read_text())
+        entry = info["examples_train"]
+        data = json.loads((out / entry["file_name"]).read_text())
+        assert data and set(entry) <= {"file_name", "formatting", "ranking", "columns", "tags"}
+        if kind == "preference":
+            assert entry["ranking"] is True and entry["formatting"] == "sharegpt"
+            assert set(data[0]) >= {"messages", "chosen", "rejected"}
+            assert data[0]["chosen"]["role"] == "assistant"
+        if kind == "kto":
+            assert entry["columns"]["kto_tag"] == "label"
+            assert {type(r["label"]) for r in data} == {bool}
+        if kind == "pretrain":
+            assert entry["columns"] == {"prompt": "text"} and "text" in data[0]
+        if kind == "sft":
+            assert entry["tags"]["role_tag"] == "role" and data[0]["messages"][-1][
+                "role"] == "assistant"
+    written = export.export(versions["sft"], tmp_path / "j", "jsonl")
+    first = json.loads(written[0].read_text().splitlines()[0])
+    assert first["messages"][0]["role"] == "user"
+
+
+def test_cli_default_build_from_a_fresh_store(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--store", str(tmp_path / "fresh"), "build", "preference",
+                              "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("published preference/examples@")
+    for word in ("rejected_by", "distractor", "cross_sample", "length in tokens", "lang"):
+        assert word in out.output
+    again = runner.invoke(cli, ["--store", str(tmp_path / "fresh"), "build", "kto", "--from",
+                                "preference/examples", "--name", "k", "--quiet"])
+    assert again.exit_code == 0 and "desirable" in again.output
+    exp = runner.invoke(cli, ["--store", str(tmp_path / "fresh"), "export", "preference/examples",
+                              "--format", "llamafactory", "--out", str(tmp_path / "lf")])
+    assert exp.exit_code == 0 and "dataset_info.json" in exp.output
+
+
+def test_recipe_errors_are_clear(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("sources:\n  - {ref: canonical/x, wieght: 0.5}\n")
+    out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "build", "sft",
+                                   "--recipe", str(bad)])
+    assert out.exit_code == 1
+    assert "recipe.sources[0]: unknown key(s) wieght" in out.output
+    bad.write_text("reasoning: sometimes\nsources: [{ref: canonical/x}]\n")
+    out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "build", "sft",
+                                   "--recipe", str(bad)])
+    assert "recipe.reasoning: 'sometimes' is not think, inline or none" in out.output
+    with pytest.raises(recipe_mod.RecipeError, match="validation_ratio"):
+        recipe_mod.from_dict({"sources": [{"ref": "a/b"}], "validation_ratio": 1.5})
+    out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "build", "sft",
+                                   "canonical/none"])
+    assert out.exit_code == 1 and "no dataset canonical/none" in out.output
