@@ -20,7 +20,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from meddata.convert import ConversionError, Converter, Reject, as_record, require
+from meddata.convert import (
+    ConversionError,
+    Converter,
+    Reject,
+    as_record,
+    require,
+    split_from_name,
+)
 from meddata.readers import RawRecord
 from meddata.text import clean
 
@@ -53,9 +60,15 @@ def decide_base(values: set[int], n_options: int = 4) -> int | None:
     raise ValueError("only values 1..3 occur, which fit both 0- and 1-based answers")
 
 
+TEXT_FIELDS = ("id", "question", "opa", "opb", "opc", "opd", "choice_type", "exp",
+               "subject_name", "topic_name")
+OPTION_FIELDS = ("opa", "opb", "opc", "opd")
+
+
 class MedMCQA(Converter):
     source = "medmcqa"
     default_subset = "default"
+    fast = True
     options = {"cop_base": "0 or 1: the base of `cop` / `answer` indices, when a file cannot "
                            "decide it itself"}
 
@@ -85,6 +98,94 @@ class MedMCQA(Converter):
         if base is None:  # prepare() found no answered row, yet this one has an index
             raise Reject("unknown_index_base", "answer index in a file without a decided base")
         return base
+
+    def fast_layout(self, df) -> bool:
+        """The release layout with four non-null options: `frame` handles it vectorized."""
+        import polars as pl
+
+        cols = set(df.columns)
+        if not cols <= set(TEXT_FIELDS) | {"cop"} or not {"question", *OPTION_FIELDS} <= cols:
+            return False
+        if any(df.schema[c] not in (pl.String, pl.Null) for c in cols - {"cop"}):
+            return False
+        if "cop" in cols and df.schema["cop"] not in (pl.Int64, pl.Null):
+            return False
+        return all(df[c].null_count() == 0 for c in OPTION_FIELDS)
+
+    def frame(self, df, file: str):
+        """`row` over a chunk of release-layout records, in polars expressions."""
+        import polars as pl
+
+        from meddata.text import CJK_CLASS
+
+        present = [c for c in TEXT_FIELDS if c in df.columns]
+        cleaned = {c: pl.col(c).cast(pl.String).str.strip_chars() for c in present}
+        df = df.with_columns(**{c: pl.when(e == "").then(None).otherwise(e)
+                                for c, e in cleaned.items()})
+        df = df.with_columns(**{c: pl.lit(None, pl.String) for c in TEXT_FIELDS
+                                if c not in df.columns})
+        q, opts = pl.col("question"), [pl.col(f) for f in OPTION_FIELDS]
+        base = getattr(self, "base", {}).get(file)
+        cop = pl.col("cop") if "cop" in df.columns else pl.lit(None, pl.Int64)
+        answered = cop.is_not_null() & (cop >= 0)
+        reason = pl.when(q.is_null()).then(pl.lit("missing_field:question"))
+        detail = pl.when(q.is_null()).then(pl.lit("no non-empty question"))
+        for letter, opt in zip("ABCD", opts):
+            reason = reason.when(opt.is_null()).then(pl.lit("empty_option"))
+            detail = detail.when(opt.is_null()).then(pl.lit(f"option {letter} is empty"))
+        if base is None:
+            reason = reason.when(answered).then(pl.lit("unknown_index_base"))
+            detail = detail.when(answered).then(
+                pl.lit("answer index in a file without a decided base"))
+            index = pl.lit(None, pl.Int64)
+        else:
+            index = pl.when(answered).then(cop - base)
+            bad = answered & ((index < 0) | (index > 3))
+            reason = reason.when(bad).then(pl.lit("answer_not_in_options"))
+            detail = detail.when(bad).then(pl.format(f"answer index {{}} ({base}-based) with 4 "
+                                                     "options", cop))
+        answer, label = pl.when(index == 0).then(opts[0]), pl.when(index == 0).then(pl.lit("A"))
+        for i, letter in enumerate("BCD", 1):
+            answer = answer.when(index == i).then(opts[i])
+            label = label.when(index == i).then(pl.lit(letter))
+
+        def member(key: str, value: pl.Expr) -> pl.Expr:
+            encoded = pl.struct(value.alias("v")).struct.json_encode()
+            return pl.when(value.is_not_null()).then(
+                pl.lit(f'"{key}": ') + encoded.str.slice(5, encoded.str.len_chars() - 6))
+
+        meta = pl.concat_list([member("choice_type", pl.col("choice_type")),
+                               member("subject", pl.col("subject_name")),
+                               member("topic", pl.col("topic_name"))]).list.drop_nulls()
+        out = df.select(
+            source_id=pl.col("id"),
+            subset=pl.lit(self.subset_for(file)),
+            split=pl.lit(self.split or split_from_name(file)),
+            lang=pl.lit("en"),
+            task=pl.lit("mcq"),
+            question=q,
+            context=pl.lit(None, pl.String),
+            options=pl.concat_list(opts).list.eval(pl.struct(
+                label=pl.lit("ABCD").str.slice(pl.int_range(pl.len()), 1), text=pl.element())),
+            answer_label=label,
+            answer=answer,
+            rationale=pl.col("exp"),
+            response=pl.lit(None, pl.String),
+            meta=pl.lit("{") + meta.list.join(", ") + pl.lit("}"),
+            _reason=reason,
+            _detail=detail,
+        )
+        # lang as meddata.text.detect_lang: only rows with a CJK character can be zh
+        has_cjk = out["question"].str.contains(f"[{CJK_CLASS}]").fill_null(False)
+        if has_cjk.any():
+            sample = pl.col("question").str.slice(0, 4000)
+            cjk = sample.str.count_matches(f"[{CJK_CLASS}]")
+            latin = sample.str.count_matches("[A-Za-z]")
+            zh = out.filter(has_cjk).select(cjk / (cjk + latin) >= 0.3).to_series()
+            lang = pl.Series("lang", ["en"] * out.height).scatter(
+                has_cjk.arg_true(), pl.Series(["zh" if z else "en" for z in zh]))
+            out = out.with_columns(lang=lang)
+        return out
 
     def row(self, rec: RawRecord) -> dict[str, Any]:
         r = as_record(rec)

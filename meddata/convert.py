@@ -8,6 +8,7 @@ reject-rate limit, and publishing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -18,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from meddata.readers import RawRecord, list_files, read_file
+from meddata.readers import RawRecord, jsonl_record, list_files, read_file
 from meddata.schema import CANONICAL, LANGS, TASKS
 from meddata.store import Store, Version, sha256_file
 from meddata.text import clean, detect_lang
@@ -62,6 +63,20 @@ class Converter:
     def infer_subset(self, file: str) -> str | None:
         return None
 
+    #: set by converters that implement `frame`; tests turn it off to compare both paths
+    fast: bool = False
+
+    def fast_layout(self, df) -> bool:
+        """Whether a parsed JSON Lines chunk (a polars DataFrame) suits `frame`."""
+        return False
+
+    def frame(self, df, file: str):
+        """Vectorized `row` over a chunk that `fast_layout` accepted: a polars DataFrame with
+        the canonical columns except id, source and raw_sha1, plus `source_id`, `_reason` and
+        `_detail` (the reject reason and detail, null for a good row). It must give exactly
+        what `row` gives; the tests compare the two on every sample."""
+        raise NotImplementedError
+
     def report(self) -> dict[str, Any]:
         """Facts about the conversion for the manifest (for example labels left unjoined)."""
         return {}
@@ -72,21 +87,27 @@ class Converter:
 
     # shared -------------------------------------------------------------------------------
     def subset_for(self, file: str) -> str:
-        return self.subset or self.infer_subset(file) or self.default_subset
+        if self.subset:
+            return self.subset
+        cache = self.__dict__.setdefault("_subsets", {})
+        if file not in cache:
+            cache[file] = self.infer_subset(file) or self.default_subset
+        return cache[file]
 
     def split_for(self, rec: RawRecord) -> str:
-        if self.split:
-            return self.split
-        if rec.split:
-            return rec.split
-        stem = Path(rec.file).name.lower()
-        for word in re.split(r"[^a-z]+", stem):
-            if word in SPLIT_WORDS:
-                return word
-        return "train"
+        return self.split or rec.split or split_from_name(rec.file)
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "subset": self.subset, "split": self.split, **self.opts}
+
+
+@functools.lru_cache(maxsize=256)
+def split_from_name(file: str) -> str:
+    """A split word in the file name (train, dev, validation, valid, val, test), else train."""
+    for word in re.split(r"[^a-z]+", Path(file).name.lower()):
+        if word in SPLIT_WORDS:
+            return word
+    return "train"
 
 
 def as_record(rec: RawRecord) -> dict[str, Any]:
@@ -155,6 +176,169 @@ def hub_records(hub_id: str, config: str | None, split: str | None) -> Iterator[
                             split=split_name)
 
 
+class _Sink:
+    """Collects converted rows and rejects for one publish: ids, duplicates, batching.
+
+    Rows arrive one at a time (`record`) or as a vectorized chunk (`frame`); both go
+    through `_admit`, which drops ids seen before (in this run) as duplicates, vectorized.
+    """
+
+    def __init__(self, conv: Converter, pub):
+        import polars as pl
+
+        self.conv, self.pub = conv, pub
+        self.rows_in = self.rows_out = 0
+        self.seen = pl.Series("key", [], pl.UInt64)
+        self.rejects: Counter[str] = Counter()
+        self.batch: list[dict[str, Any]] = []
+        self.origin: list[tuple[str, int, str]] = []
+        self.pending: list[dict[str, Any]] = []
+
+    def quarantine(self, file: str, position: int, raw: str, reason: str, detail: str) -> None:
+        self.rejects[reason] += 1
+        self.pending.append({"stage": "convert", "source": self.conv.source, "file": file,
+                             "position": position, "raw": raw, "reason": reason,
+                             "detail": detail})
+        if len(self.pending) >= BATCH_ROWS:
+            self.pub.reject(self.pending)
+            self.pending = []
+
+    def record(self, rec: RawRecord) -> None:
+        self.rows_in += 1
+        if rec.error:
+            self.quarantine(rec.file, rec.position, rec.raw, "unparseable", rec.error)
+            return
+        try:
+            row = _finish(self.conv.row(rec), self.conv, rec)
+        except Reject as e:
+            self.quarantine(rec.file, rec.position, rec.raw, e.reason, e.detail)
+            return
+        self.batch.append(row)
+        self.origin.append((rec.file, rec.position, rec.raw))
+        if len(self.batch) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        import polars as pl
+
+        if self.batch:
+            rows = pl.from_arrow(pa.Table.from_pylist(self.batch, schema=CANONICAL))
+            files, positions, raws = zip(*self.origin)
+            self._admit(rows, pl.DataFrame({"file": files, "position": positions, "raw": raws},
+                                           schema={"file": pl.String, "position": pl.Int64,
+                                                   "raw": pl.String}))
+            self.batch, self.origin = [], []
+
+    def frame(self, file: str, first_line: int, lines, out) -> None:
+        """A chunk converted by the converter's vectorized `frame`: `lines` (a polars String
+        Series of raw JSON lines, no blank ones) starting at line `first_line`."""
+        import duckdb
+        import polars as pl
+
+        self.flush()
+        n = len(lines)
+        self.rows_in += n
+        con = duckdb.connect()
+        con.register("chunk", pl.DataFrame({"raw": lines}).to_arrow())
+        sha = pl.from_arrow(con.sql("SELECT sha1(raw) AS h FROM chunk").to_arrow_table())["h"]
+        origin = pl.DataFrame({"file": pl.Series([file] * n, dtype=pl.String),
+                               "position": pl.int_range(first_line, first_line + n, eager=True),
+                               "raw": lines})
+        out = out.with_columns(raw_sha1=sha, source=pl.lit(self.conv.source)).with_columns(
+            id=pl.concat_str([pl.lit(f"{self.conv.source}/"), "subset", pl.lit("/"), "split",
+                              pl.lit("/"), pl.coalesce("source_id", sha.str.slice(0, 16))]))
+        bad = out["_reason"].is_not_null()
+        if bad.any():
+            for o, r in zip(origin.filter(bad).iter_rows(named=True),
+                            out.filter(bad).select("_reason", "_detail").iter_rows()):
+                self.quarantine(o["file"], o["position"], o["raw"], r[0], r[1] or "")
+        self._admit(out.filter(~bad), origin.filter(~bad))
+
+    def _admit(self, rows, origin) -> None:
+        import polars as pl
+
+        key = rows["id"].hash()
+        dup = key.is_in(self.seen.implode()) | ~key.is_first_distinct()
+        if dup.any():
+            for o, (row_id, sha) in zip(origin.filter(dup).iter_rows(named=True),
+                                        rows.filter(dup).select("id", "raw_sha1").iter_rows()):
+                if row_id.endswith(sha[:16]):
+                    self.quarantine(o["file"], o["position"], o["raw"], "duplicate_record",
+                                    "an identical record was already converted")
+                else:
+                    self.quarantine(o["file"], o["position"], o["raw"], "duplicate_id",
+                                    f"id {row_id} was already converted")
+            rows, key = rows.filter(~dup), key.filter(~dup)
+        self.seen = pl.concat([self.seen, key.rename("key")], rechunk=False)
+        self.rows_out += rows.height
+        if rows.height:
+            self.pub.write(rows.select(CANONICAL.names).to_arrow().cast(CANONICAL))
+
+    def close(self) -> None:
+        self.flush()
+        self.pub.reject(self.pending)
+        self.pending = []
+
+
+def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 32 << 20):
+    """JSON Lines for a converter's vectorized path, in chunks of whole lines. Yields
+    (path, first_line, lines, frame) for a chunk `frame` can take, else the chunk's
+    RawRecords one by one (a blank line, malformed JSON, bytes that are not UTF-8, a field
+    of another type or layout: the careful path handles and quarantines them)."""
+    import io
+
+    import polars as pl
+
+    from meddata.readers import _open
+
+    first_line = 1
+    with _open(path) as f:
+        rest = b""
+        while True:
+            block = f.read(chunk_bytes)
+            data = rest + block
+            if not block:
+                rest = b""
+            else:
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+            if not data:
+                break
+            n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            frame = lines = None
+            try:  # a blank line makes the counts differ, and takes the careful path
+                lines = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f",
+                                    quote_char=None, schema={"raw": pl.String})["raw"]
+                df = pl.read_ndjson(io.BytesIO(data))
+                if df.height == len(lines) == n_lines and conv.fast_layout(df):
+                    frame = conv.frame(df, str(path))
+            except Exception:  # noqa: BLE001  (any surprise: take the careful path)
+                frame = None
+            if frame is not None:
+                yield path, first_line, lines.str.strip_suffix("\r"), frame
+            else:
+                for offset, raw in enumerate(data.split(b"\n")[:n_lines]):
+                    rec = jsonl_record(str(path), first_line + offset, raw)
+                    if rec is not None:
+                        yield rec
+            first_line += n_lines
+            if not block:
+                break
+
+
+def _file_items(conv: Converter, path: Path):
+    """RawRecords, or (path, positions, lines, frame) chunks where the converter has a
+    vectorized path and the file is JSON Lines."""
+    from meddata.readers import base_suffix, sniff_json
+
+    suffix = base_suffix(path)
+    jsonl = suffix in (".jsonl", ".ndjson") or (suffix == ".json" and sniff_json(path) == "jsonl")
+    if conv.fast and jsonl:
+        yield from _fast_chunks(conv, path)
+    else:
+        yield from read_file(path)
+
+
 def run(conv: Converter, inputs: list[str], store: Store, name: str | None = None,
         max_reject_rate: float = 0.05, hub_config: str | None = None,
         progress: bool = True) -> ConversionResult:
@@ -168,7 +352,7 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
         input_info = [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
                       for f in files]
         files = conv.prepare(files)
-        stream = (rec for f in files for rec in read_file(f))
+        stream = (item for f in files for item in _file_items(conv, f))
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
         stream = hub_records(inputs[0], hub_config, conv.split)
         input_info = [{"hub_id": inputs[0], "config": hub_config, "split": conv.split}]
@@ -177,51 +361,22 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
         raise ConversionError(f"no such file or folder: {', '.join(missing)} "
                               "(a hub id must be the only input)")
 
-    rows_in = rows_out = 0
-    seen: set[bytes] = set()
-    rejects: Counter[str] = Counter()
-    batch: list[dict[str, Any]] = []
-    pending_rejects: list[dict[str, Any]] = []
     with store.publisher("canonical", name, CANONICAL, inputs=input_info,
                          recipe={"convert": conv.describe()}) as pub:
-
-        def quarantine(rec: RawRecord, reason: str, detail: str) -> None:
-            rejects[reason] += 1
-            pending_rejects.append({"stage": "convert", "source": conv.source, "file": rec.file,
-                                    "position": rec.position, "raw": rec.raw,
-                                    "reason": reason, "detail": detail})
-
-        bar = tqdm(stream, desc=f"convert {conv.source}", unit=" rec", disable=not progress,
+        sink = _Sink(conv, pub)
+        bar = tqdm(desc=f"convert {conv.source}", unit=" rec", disable=not progress,
                    mininterval=0.5)
-        for rec in bar:
-            rows_in += 1
-            if rec.error:
-                quarantine(rec, "unparseable", rec.error)
-            else:
-                try:
-                    row = _finish(conv.row(rec), conv, rec)
-                except Reject as e:
-                    quarantine(rec, e.reason, e.detail)
-                else:
-                    digest = hashlib.blake2b(row["id"].encode(), digest_size=8).digest()
-                    if digest in seen and row["id"].endswith(row["raw_sha1"][:16]):
-                        quarantine(rec, "duplicate_record",
-                                   "an identical record was already converted")
-                    elif digest in seen:
-                        quarantine(rec, "duplicate_id", f"id {row['id']} was already converted")
-                    else:
-                        seen.add(digest)
-                        batch.append(row)
-                        rows_out += 1
-            if len(batch) >= BATCH_ROWS:
-                pub.write(pa.RecordBatch.from_pylist(batch, schema=CANONICAL))
-                batch = []
-            if len(pending_rejects) >= BATCH_ROWS:
-                pub.reject(pending_rejects)
-                pending_rejects = []
-        if batch:
-            pub.write(pa.RecordBatch.from_pylist(batch, schema=CANONICAL))
-        pub.reject(pending_rejects)
+        for item in stream:
+            if isinstance(item, RawRecord):
+                sink.record(item)
+                bar.update(1)
+                continue
+            path, first_line, lines, frame = item
+            sink.frame(str(path), first_line, lines, frame)
+            bar.update(len(lines))
+        bar.close()
+        sink.close()
+        rows_in, rows_out, rejects = sink.rows_in, sink.rows_out, sink.rejects
         n_rejects = sum(rejects.values())
         if rows_in == 0:
             raise ConversionError(f"{conv.source}: the input holds no records")

@@ -101,22 +101,28 @@ def read_file(path: Path) -> Iterator[RawRecord]:
                          f"(supported: {', '.join(SUFFIXES)}, optionally .gz)")
 
 
+def jsonl_record(file: str, lineno: int, line: bytes) -> RawRecord | None:
+    """One JSON Lines line as a RawRecord (None for a blank line)."""
+    if not line.strip():
+        return None
+    try:
+        text = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        return RawRecord(file, lineno, line.decode("utf-8", errors="replace"),
+                         error=f"not UTF-8: {e}")
+    try:
+        return RawRecord(file, lineno, text, json.loads(text))
+    except ValueError as e:
+        return RawRecord(file, lineno, text, error=f"invalid JSON: {e}")
+
+
 def read_jsonl(path: Path) -> Iterator[RawRecord]:
     name = str(path)
     with _open(path) as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                text = line.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                yield RawRecord(name, lineno, line.decode("utf-8", errors="replace"),
-                                error=f"not UTF-8: {e}")
-                continue
-            try:
-                yield RawRecord(name, lineno, text, json.loads(text))
-            except ValueError as e:
-                yield RawRecord(name, lineno, text, error=f"invalid JSON: {e}")
+            rec = jsonl_record(name, lineno, line)
+            if rec is not None:
+                yield rec
 
 
 def read_json(path: Path, layout: str) -> Iterator[RawRecord]:

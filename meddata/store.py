@@ -41,7 +41,7 @@ from meddata.schema import REJECTS
 
 DEFAULT_STORE = "./meddata-store"
 ROW_GROUP_ROWS = 8_192
-SHARD_ROWS = 500_000
+SHARD_ROWS = 61 * ROW_GROUP_ROWS  # 499,712: shards hold whole row groups
 # Columns whose value counts go into the manifest's stats.
 COUNTED_COLUMNS = ("source", "subset", "split", "lang", "task", "rejected_by", "label")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -319,6 +319,7 @@ class Publisher:
         self.tmp = store.root / ".tmp" / f"{kind}-{name}-{uuid.uuid4().hex}"
         (self.tmp / "data").mkdir(parents=True)
         self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
+        self._pending: dict[str, list[pa.Table]] = {}
         self._shards: list[dict[str, Any]] = []
         self._rejects: pq.ParquetWriter | None = None
         self.reject_counts: Counter[str] = Counter()
@@ -361,7 +362,19 @@ class Publisher:
             self._write_split("train", table)
 
     def _write_split(self, split: str, table: pa.Table) -> None:
+        """Buffer rows and write whole row groups, so the bytes (and the id) do not depend on
+        how the rows were batched when they arrived."""
         split = re.sub(r"[^A-Za-z0-9._-]", "_", split)
+        pending = self._pending.setdefault(split, [])
+        pending.append(table)
+        buffered = sum(t.num_rows for t in pending)
+        if buffered >= ROW_GROUP_ROWS:
+            whole = pa.concat_tables(pending)
+            cut = buffered - buffered % ROW_GROUP_ROWS
+            self._emit(split, whole.slice(0, cut))
+            self._pending[split] = [whole.slice(cut)] if cut < buffered else []
+
+    def _emit(self, split: str, table: pa.Table) -> None:
         writer, idx, rows = self._writers.get(split, (None, -1, SHARD_ROWS))
         offset = 0
         while offset < table.num_rows:
@@ -371,7 +384,8 @@ class Publisher:
                 idx += 1
                 writer, rows = self._open_shard(split, idx), 0
             take = min(SHARD_ROWS - rows, table.num_rows - offset)
-            writer.write_table(table.slice(offset, take), row_group_size=ROW_GROUP_ROWS)
+            writer.write_table(table.slice(offset, take).combine_chunks(),
+                               row_group_size=ROW_GROUP_ROWS)
             rows += take
             offset += take
         self._writers[split] = (writer, idx, rows)
@@ -430,6 +444,9 @@ class Publisher:
             raise
 
     def _commit(self) -> Version:
+        for split, pending in sorted(self._pending.items()):
+            if pending:
+                self._emit(split, pa.concat_tables(pending))
         if not self._writers:  # an empty version still has one shard carrying the schema
             self._writers["train"] = (self._open_shard("train", 0), 0, 0)
         for split, (writer, idx, rows) in sorted(self._writers.items()):

@@ -13,7 +13,8 @@ import unicodedata
 
 import regex
 
-_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Bopomofo}"
+CJK_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Bopomofo}"  # also valid in polars' regex
+_CJK = CJK_CLASS
 _PUNCT = regex.compile(r"[\p{P}\p{S}]+")
 _WS = regex.compile(r"\s+")
 _TOKEN = regex.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")

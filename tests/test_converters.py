@@ -386,3 +386,42 @@ def test_random_malformed_records_never_crash(tmp_path_factory, source, recs):
         return
     check_conservation(res)
     assert res.rows_in == len(recs) + 1
+
+
+def _both_paths(store, path, **opts):
+    results = []
+    for fast in (True, False):
+        conv = get("medmcqa")(**opts)
+        conv.fast = fast
+        results.append(convert.run(conv, [str(path)], store, name=f"fast-{fast}",
+                                   max_reject_rate=1.0, progress=False))
+    return results
+
+
+def test_medmcqa_vectorized_path_equals_record_path(store, tmp_path):
+    edge = [{**MM, "id": "e1", "cop": 1}, {**MM, "id": "e2", "cop": 4, "opb": "  "},
+            {**MM, "id": "e3", "cop": 7}, {**MM, "id": "e4", "question": " ", "cop": 2},
+            {**MM, "id": "e1", "cop": 2}, {**MM, "cop": 3, "exp": "  "},
+            {**MM, "cop": 3, "exp": "  "}, {**MM, "id": "e5", "question": "下列哪项是维生素C缺乏的表现？",
+                                            "cop": 2, "subject_name": "生化 \"quoted\""},
+            {**MM, "id": "e6", "cop": -1, "topic_name": "t\n2"}]
+    path = write_jsonl(tmp_path / "dev.jsonl", edge)
+    fast, slow = _both_paths(store, path)
+    assert fast.version.id == slow.version.id
+    assert fast.rejects == slow.rejects == {"empty_option": 1, "answer_not_in_options": 1,
+                                            "missing_field:question": 1, "duplicate_id": 1,
+                                            "duplicate_record": 1}
+    cols = ["file", "position", "raw", "reason", "detail"]
+    assert fast.version.rejects().select(cols).to_pylist() == \
+        slow.version.rejects().select(cols).to_pylist()
+    rows = rows_of(fast)
+    assert rows["medmcqa/default/dev/e5"]["lang"] == "zh"
+    # blank and broken lines send a chunk down the careful path, with the same result
+    path.write_text(path.read_text() + "\n{oops\n" + json.dumps({**MM, "id": "e9", "cop": 1}))
+    fast, slow = _both_paths(store, path)
+    assert fast.version.id == slow.version.id and fast.rejects == slow.rejects
+
+
+def test_medmcqa_vectorized_path_on_real_samples(store, samples):
+    fast, slow = _both_paths(store, samples / "medmcqa" / "dev.json")
+    assert fast.version.id == slow.version.id and fast.rows_out == 1000
