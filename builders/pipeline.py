@@ -3,6 +3,8 @@
 Stages, each recorded with row conservation in the manifest:
   select  source versions (converted first when the recipe names raw files), filtered by
           split (default: every split but `test`), subset, weight and limit
+  dedup   (recipe `dedup`) exact and near duplicates removed, survivors by rule
+  decontam (recipe `decontam`) rows overlapping the benchmark versions removed
   <kind>  the kind builder: rendering, rejected responses, drops with reasons
   length  rows over `max_tokens` (tokenizer count, or an estimate) dropped as too_long
   split   train / validation by a seeded hash of the id
@@ -12,6 +14,7 @@ Stages, each recorded with row conservation in the manifest:
 from __future__ import annotations
 
 import importlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,6 +54,8 @@ class Build:
     stages: list[dict[str, Any]] = field(default_factory=list)
     parents: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    reports: dict[str, Any] = field(default_factory=dict)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
 
     def stage(self, name: str, rows_in: int, rows_out: int, dropped: Counter | dict,
               **extra: Any) -> None:
@@ -108,6 +113,42 @@ def select(build: Build, store: Store, progress: bool) -> list[dict[str, Any]]:
     return selected
 
 
+def clean_up(build: Build, rows: list[dict[str, Any]], store: Store) -> list[dict[str, Any]]:
+    """The recipe's dedup and decontam stages over the selected canonical rows."""
+    from meddata import dedup as dd
+
+    recipe = build.recipe
+    steps = []
+    if recipe.dedup is not None:
+        steps.append(("dedup", lambda r: dd.dedup(r, dd.DedupConfig(**recipe.dedup))))
+    if recipe.decontam is not None:
+        cfg = {k: v for k, v in recipe.decontam.items() if k != "against"}
+        benches = [store.resolve(ref) for ref in recipe.decontam["against"]]
+        for b in benches:
+            build.parents.append({"ref": b.ref, "kind": b.kind, "name": b.name, "id": b.id,
+                                  "content_sha256": b.manifest["content_sha256"],
+                                  "role": "benchmark"})
+        bench_rows = [r for b in benches for r in b.to_table().to_pylist()]
+        steps.append(("decontam", lambda r: dd.decontaminate(r, bench_rows,
+                                                             dd.DecontamConfig(**cfg))))
+    for stage, fn in steps:
+        by_id = {r["id"]: r for r in rows}
+        kept, dropped, summary = fn(rows)
+        reasons = Counter(d["reason"] for d in dropped)
+        build.stage(stage, len(rows), len(kept), reasons)
+        build.reports[stage] = {"summary": summary, "dropped": dropped[:dd.REPORT_EXAMPLES],
+                                "dropped_listed": min(len(dropped), dd.REPORT_EXAMPLES)}
+        for d in dropped:
+            row = by_id[d["id"]]
+            build.rejects.append({"stage": stage, "source": row["source"], "file": None,
+                                  "position": None, "raw": json.dumps(row, ensure_ascii=False,
+                                                                      default=str),
+                                  "reason": d["reason"], "detail": json.dumps(
+                                      {k: v for k, v in d.items() if k not in ("id", "reason")})})
+        rows = kept
+    return rows
+
+
 def percentiles(values: list[int]) -> dict[str, int]:
     if not values:
         return {}
@@ -134,7 +175,7 @@ def run(kind: str, recipe: Recipe, store: Store, name: str | None = None,
         pairs = pref.to_table().to_pylist()
         build.stage("select", len(pairs), len(pairs), {})
     else:
-        rows = select(build, store, progress)
+        rows = clean_up(build, select(build, store, progress), store)
         if kind == "kto":
             pairs, dropped = kind_module("preference").build(rows, recipe)
             build.stage("preference", len(rows), len(pairs), dropped)
@@ -195,8 +236,9 @@ def run(kind: str, recipe: Recipe, store: Store, name: str | None = None,
     table = pa.Table.from_pylist(built, schema=schema)
     with store.publisher(kind, name, schema, inputs=[{"ref": p["ref"]} for p in build.parents],
                          recipe=recipe.to_dict(), parents=build.parents,
-                         stats=build.stats) as pub:
+                         stats=build.stats, **build.reports) as pub:
         pub.write(table)
+        pub.reject(build.rejects)
         for st in build.stages:
             st = dict(st)
             pub.add_stage(st.pop("name"), st.pop("rows_in"), st.pop("rows_out"),

@@ -251,6 +251,61 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
         click.echo(", ".join(f"{k}: {n}" for k, n in report.items()))
 
 
+# ---- dedup and decontamination ------------------------------------------------------------------
+@cli.command("dedup")
+@click.argument("ref")
+@click.option("--name", help="Publish as canonical/NAME (default: <name>-dedup).")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.8,
+              show_default=True, help="Exact Jaccard of 3-token shingles for a near duplicate.")
+@click.option("--priority", help="Comma-separated sources, best first: whose row survives.")
+@click.pass_context
+def dedup_cmd(ctx, ref, name, threshold, priority) -> None:
+    """Remove exact and near duplicates from canonical version REF (MinHash LSH, verified)."""
+    from meddata.dedup import DedupConfig, run_dedup
+    from meddata.report import table
+
+    config = DedupConfig(threshold=threshold,
+                         source_priority=[p for p in (priority or "").split(",") if p])
+    try:
+        v = run_dedup(_store(ctx), ref, name, config)
+    except (ValueError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    s = v.manifest["dedup"]["summary"]
+    click.echo(f"published {v.kind}/{v.name}@{v.id}")
+    click.echo(table([("rows in", s["rows_in"]), ("rows out", s["rows_out"]),
+                      ("exact duplicates", s["exact_duplicate"]),
+                      ("near duplicates", s["near_duplicate"]),
+                      ("clusters", s["clusters"])], ["", "count"]))
+
+
+@cli.command("decontam")
+@click.argument("ref")
+@click.option("--against", multiple=True, required=True,
+              help="A benchmark canonical version (repeat for several).")
+@click.option("--name", help="Publish as canonical/NAME (default: <name>-decontam).")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.8,
+              show_default=True, help="Verified MinHash similarity that counts as a match.")
+@click.pass_context
+def decontam_cmd(ctx, ref, against, name, threshold) -> None:
+    """Drop rows of canonical version REF that overlap benchmark versions (n-grams, MinHash,
+    PubMedQA PMID and title); the manifest names the benchmark row each one matched."""
+    from meddata.dedup import DecontamConfig, run_decontam
+    from meddata.report import table
+
+    try:
+        v = run_decontam(_store(ctx), ref, list(against), name,
+                         DecontamConfig(threshold=threshold))
+    except (ValueError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    s = v.manifest["decontam"]["summary"]
+    click.echo(f"published {v.kind}/{v.name}@{v.id}")
+    click.echo(table([("rows in", s["rows_in"]), ("rows out", s["rows_out"])]
+                     + [(f"contaminated: {k}", n) for k, n in s["by_method"].items()],
+                     ["", "count"]))
+    for d in v.manifest["decontam"]["dropped"][:5]:
+        click.echo(f"  {d['id']}  matched {d['matched']} ({d['method']})")
+
+
 # ---- building ------------------------------------------------------------------------------
 @cli.command("build")
 @click.argument("kind", type=click.Choice(["sft", "preference", "kto", "pretrain", "prompts"]))

@@ -73,6 +73,8 @@ class Recipe:
     tokenizer: str | None = None    # local tokenizer folder for counting (and packing)
     pack: bool = False              # pretrain: also pack input_ids (needs tokenizer, max_tokens)
     rejected: RejectedSpec = field(default_factory=RejectedSpec)
+    dedup: dict[str, Any] | None = None     # DedupConfig keys; {} for the defaults
+    decontam: dict[str, Any] | None = None  # {against: [refs], ...DecontamConfig keys}
     from_ref: str | None = None     # kto: unpair an existing preference version
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,9 +157,38 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Recipe:
             and (base_dir / recipe.tokenizer).exists():
         recipe.tokenizer = str(base_dir / recipe.tokenizer)
     recipe.rejected.check("recipe.rejected")
+    _check_stage_config(recipe)
     if not recipe.sources and not recipe.from_ref:
         raise RecipeError("recipe.sources: give at least one source (or from_ref for kto)")
     return recipe
+
+
+def _check_stage_config(recipe: Recipe) -> None:
+    from meddata.dedup import DecontamConfig, DedupConfig
+
+    for key, cls, extra in (("dedup", DedupConfig, ()), ("decontam", DecontamConfig,
+                                                         ("against",))):
+        value = getattr(recipe, key)
+        if value is None:
+            continue
+        allowed = [f.name for f in dataclasses.fields(cls)] + list(extra)
+        unknown = [k for k in value if k not in allowed]
+        if unknown:
+            raise RecipeError(f"recipe.{key}: unknown key(s) {', '.join(unknown)}; allowed: "
+                              f"{', '.join(allowed)}")
+        try:
+            config = cls(**{k: v for k, v in value.items() if k not in extra})
+            if hasattr(config, "check"):
+                config.check()
+        except (TypeError, ValueError) as e:
+            raise RecipeError(f"recipe.{key}: {e}") from None
+    if recipe.decontam is not None:
+        against = recipe.decontam.get("against")
+        if isinstance(against, str):
+            recipe.decontam["against"] = against = [against]
+        if not against or not all(isinstance(a, str) for a in against):
+            raise RecipeError("recipe.decontam.against: give the benchmark versions, for "
+                              "example [canonical/medqa-test@latest]")
 
 
 def load(path: str | Path) -> Recipe:

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from conftest import EXAMPLES
+
+from meddata import recipe as recipe_mod
+from meddata.builders import pipeline
+from meddata.cli import cli
+from meddata.dedup import DedupConfig, decontaminate, dedup
+from meddata.text import normalize_key, tokens
+
+BASE = {"source": "medqa", "subset": "us", "split": "train", "task": "mcq", "lang": "en",
+        "context": None, "rationale": None, "response": None, "meta": "{}", "raw_sha1": "0"}
+OPTS = [{"label": "A", "text": "Aspirin"}, {"label": "B", "text": "Heparin"},
+        {"label": "C", "text": "Warfarin"}, {"label": "D", "text": "Dabigatran"}]
+Q = ("A 67 year old man with atrial fibrillation and a mechanical mitral valve replaced three "
+     "years ago asks which oral drug he should take for long term prevention of valve "
+     "thrombosis and stroke")
+
+
+def mcq(id_, question=Q, options=OPTS, answer="Warfarin", **kw):
+    label = next((o["label"] for o in options if o["text"] == answer), None)
+    return {**BASE, "id": id_, "question": question, "options": options, "answer": answer,
+            "answer_label": label, **kw}
+
+
+def test_normalization_rules():
+    assert normalize_key("ＡＢＣ　１２３") == "abc 123"            # full-width to half-width
+    assert normalize_key("Straße DNA") == normalize_key("STRASSE dna")  # case-fold
+    assert normalize_key("a \t\n b") == "a b"                       # whitespace collapsed
+    assert normalize_key("发热，咳嗽。（3天）") == "发热 咳嗽 3天"        # Chinese punctuation
+    assert normalize_key("Hello, world!?") == "hello world"
+    assert normalize_key("5 mg") != normalize_key("50 mg")          # digits are kept
+    assert tokens("Aspirin 100mg 阿司匹林") == ["aspirin", "100mg", "阿", "司", "匹", "林"]
+
+
+def test_planted_cluster_keeps_one_by_rule():
+    rows = [mcq("a"), mcq("b", question=Q.upper() + " ?!"),           # exact after normalizing
+            mcq("c", question=Q.replace("oral drug", "oral medicine")),  # one word changed
+            mcq("d", options=OPTS[::-1], rationale="Warfarin is the only option for valves."),
+            mcq("other", question="Which vitamin deficiency causes scurvy in sailors on long "
+                                  "voyages without fresh fruit", answer="Aspirin")]
+    kept, dropped, summary = dedup(rows)
+    assert [r["id"] for r in kept] == ["d", "other"]  # d has the longest rationale
+    by_id = {d["id"]: d for d in dropped}
+    assert by_id["a"]["reason"] == "exact_duplicate" and by_id["a"]["kept"] == "d"
+    assert by_id["c"]["reason"] == "near_duplicate" and 0.8 <= by_id["c"]["similarity"] < 1
+    assert {d["cluster"] for d in dropped} == {"d"}
+    assert summary["rows_in"] == summary["rows_out"] + len(dropped)
+    # source priority beats everything else
+    prio = [mcq("x", source="medmcqa"), mcq("y", rationale="long " * 50)]
+    kept, _, _ = dedup(prio, DedupConfig(source_priority=["medmcqa", "medqa"]))
+    assert [r["id"] for r in kept] == ["x"]
+
+
+def test_different_answers_are_not_duplicates():
+    rows = [mcq("a"), mcq("b", answer="Dabigatran")]
+    kept, dropped, _ = dedup(rows)
+    assert len(kept) == 2 and not dropped
+
+
+def test_short_texts_are_exact_only_and_never_collapse():
+    rows = [mcq("a", question="Drug of choice?", answer="Aspirin"),
+            mcq("b", question="Dose of choice?", answer="Aspirin"),
+            mcq("c", question="drug of choice", answer="Aspirin")]
+    kept, dropped, _ = dedup(rows)
+    assert [r["id"] for r in kept] == ["a", "b"]
+    assert dropped[0]["id"] == "c" and dropped[0]["reason"] == "exact_duplicate"
+
+
+def test_chinese_near_duplicates_with_character_shingles():
+    q1 = "患者女性三十五岁反复上腹部疼痛两年进食后缓解夜间疼痛明显伴有反酸嗳气最可能的诊断是什么"
+    q2 = q1.replace("反复", "反反复复")
+    rows = [{**BASE, "id": "z1", "lang": "zh", "task": "open_qa", "question": q1,
+             "response": "十二指肠溃疡", "options": [], "answer": None},
+            {**BASE, "id": "z2", "lang": "zh", "task": "open_qa", "question": q2,
+             "response": "十二指肠溃疡。", "options": [], "answer": None}]
+    kept, dropped, _ = dedup(rows)
+    assert len(kept) == 1 and dropped[0]["reason"] == "near_duplicate"
+
+
+def test_decontam_whitespace_and_punctuation_paraphrase():
+    bench = [mcq("medqa/us/test/b1"), {**BASE, "id": "pubmedqa/labeled/test/123",
+                                        "source": "pubmedqa", "task": "yes_no",
+                                        "question": "Does X reduce Y?", "options": [],
+                                        "answer": "yes", "meta": json.dumps({"pmid": "123"})}]
+    train = [mcq("t1", question=Q.replace(" ", "  ").replace("stroke", "stroke ?!")),
+             {**bench[1], "id": "pubmedqa/artificial/train/123"},
+             {**bench[1], "id": "pubmedqa/artificial/train/9", "meta": "{}",
+              "question": "does x reduce y"},
+             mcq("clean", question="Which vitamin deficiency causes scurvy in sailors on long "
+                                   "voyages without fresh fruit", answer="Aspirin")]
+    kept, dropped, summary = decontaminate(train, bench)
+    assert [r["id"] for r in kept] == ["clean"]
+    by_id = {d["id"]: d for d in dropped}
+    assert by_id["t1"]["matched"] == "medqa/us/test/b1" and by_id["t1"]["method"] == "ngram"
+    assert by_id["pubmedqa/artificial/train/123"]["method"] == "pmid"
+    assert by_id["pubmedqa/artificial/train/9"]["method"] == "title"
+    assert summary["contaminated"] == 3
+
+
+def test_cli_dedup_then_decontam_conserves_rows(tmp_path, store):
+    runner = CliRunner()
+    src = tmp_path / "train.jsonl"
+    recs = [{"question": Q, "options": {o["label"]: o["text"] for o in OPTS}, "answer_idx": "C",
+             "realidx": "r1"},
+            {"question": Q + " ", "options": {o["label"]: o["text"] for o in OPTS[::-1]},
+             "answer": "Warfarin", "realidx": "r2"},
+            {"question": "Which antidote reverses heparin?", "options": {"A": "Protamine",
+                                                                        "B": "Vitamin K"},
+             "answer_idx": "A"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    bench = tmp_path / "test.jsonl"
+    bench.write_text(json.dumps(recs[2]) + "\n")
+    s = ["--store", str(store.root)]
+    assert runner.invoke(cli, s + ["convert", "medqa", str(src), "--quiet"]).exit_code == 0
+    assert runner.invoke(cli, s + ["convert", "medqa", str(bench), "--name", "bench",
+                                   "--quiet"]).exit_code == 0
+    out = runner.invoke(cli, s + ["dedup", "canonical/medqa"])
+    assert out.exit_code == 0, out.output
+    assert "exact duplicates  1" in out.output
+    out = runner.invoke(cli, s + ["decontam", "canonical/medqa-dedup", "--against",
+                                  "canonical/bench"])
+    assert out.exit_code == 0, out.output
+    assert "matched medqa/us/test/" in out.output
+    v = store.resolve("canonical/medqa-dedup-decontam")
+    assert v.rows == 1
+    stage = v.manifest["stages"][0]
+    assert stage["rows_in"] == 2 and stage["dropped"] == {"contaminated": 1}
+    assert [p["name"] for p in v.manifest["parents"]] == ["medqa-dedup", "bench"]
+    rej = v.rejects().to_pylist()
+    assert rej[0]["reason"] == "contaminated" and json.loads(rej[0]["raw"])["question"]
+    shown = runner.invoke(cli, s + ["show", "canonical/medqa-dedup"])
+    assert "dedup" in shown.output and '"exact_duplicate": 1' in shown.output
+
+
+def test_recipe_dedup_and_decontam_stages(tmp_path, store):
+    from meddata import convert
+    from meddata.converters import get
+
+    convert.run(get("medmcqa")(), [str(EXAMPLES / "medmcqa")], store, name="bench",
+                progress=False)
+    data = pipeline.examples_recipe().to_dict()
+    data["dedup"] = {"threshold": 0.9}
+    data["decontam"] = {"against": ["canonical/bench"]}
+    v, _ = pipeline.run("sft", recipe_mod.from_dict(data), store, progress=False)
+    stages = {s["stage"]: s for s in v.manifest["stages"]}
+    assert stages["decontam"]["dropped"]["contaminated"] == 10  # every MedMCQA example row
+    assert all(p["id"] for p in v.manifest["parents"])
+    assert v.manifest["decontam"]["summary"]["contaminated"] == 10
+    assert not any(r.startswith("medmcqa/") for r in v.to_table(columns=["id"])["id"]
+                   .to_pylist())
+    assert v.rejects().num_rows == 10
+    bad = dict(data, dedup={"treshold": 0.9})
+    try:
+        recipe_mod.from_dict(bad)
+    except recipe_mod.RecipeError as e:
+        assert "recipe.dedup: unknown key(s) treshold" in str(e)
+    else:
+        raise AssertionError("unknown dedup key accepted")
