@@ -9,6 +9,8 @@ Stages, each recorded with row conservation in the manifest:
   length  rows over `max_tokens` (tokenizer count, or an estimate) dropped as too_long
   split   train / validation by a seeded hash of the id
   pack    (pretrain with `pack: true`) documents packed into fixed-length sequences
+Then the kind's validation suite runs on the rows; a failing build publishes nothing
+unless `allow_invalid`, which the manifest records.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import pyarrow as pa
 
 from meddata import convert
 from meddata.converters import get as get_converter
+from meddata.length import Measure
 from meddata.recipe import Recipe, load
 from meddata.store import Store, Version
 
-from .length import Measure
 from .rejected import seeded
 
 _SCALE = float(2**64)
@@ -159,9 +161,37 @@ def percentiles(values: list[int]) -> dict[str, int]:
     return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": s[-1]}
 
 
+class ValidationFailed(ValueError):
+    """A built version failed its suite and --allow-invalid was not given."""
+
+    def __init__(self, result: dict[str, Any]):
+        failed = [c for c in result["checks"] if not c["success"]]
+        super().__init__("the built rows fail validation, nothing published: " + "; ".join(
+            f"{c['name']} ({c['failing_rows']} rows, e.g. {', '.join(map(str, c['examples']))})"
+            for c in failed) + " (rerun with --allow-invalid to publish anyway)")
+        self.result = result
+
+
+def validate_before_publish(kind: str, table: pa.Table, recipe: Recipe,
+                            lengths: list[int] | None, allow_invalid: bool) -> dict[str, Any]:
+    import polars as pl
+
+    from meddata.validation.run import Bounds, check_rows
+
+    tokens = pl.Series("tokens", lengths) if lengths is not None else None
+    result = check_rows(kind, pl.from_arrow(table).lazy(),
+                        Bounds(max_tokens=recipe.max_tokens), tokens=tokens)
+    if not result["success"] and not allow_invalid:
+        raise ValidationFailed(result)
+    return {"success": result["success"], "allow_invalid": allow_invalid,
+            "mode": result["mode"], "rows_checked": result["rows_checked"],
+            "failed": [c for c in result["checks"] if not c["success"]],
+            "checks": [c["name"] for c in result["checks"]]}
+
+
 def run(kind: str, recipe: Recipe, store: Store, name: str | None = None,
-        progress: bool = True) -> tuple[Version, Build]:
-    """Build `kind` from `recipe` and publish `<kind>/<name>`."""
+        progress: bool = True, allow_invalid: bool = False) -> tuple[Version, Build]:
+    """Build `kind` from `recipe`, validate it, and publish `<kind>/<name>`."""
     module = kind_module(kind)
     build = Build(recipe=recipe, kind=kind)
     measure = Measure(recipe.tokenizer)
@@ -218,12 +248,14 @@ def run(kind: str, recipe: Recipe, store: Store, name: str | None = None,
         packed: list[dict[str, Any]] = []
         totals = Counter()
         for split in ("train", "validation"):
-            seqs, info = module.pack([r for r in built if r["split"] == split], measure.tok,
-                                     recipe.max_tokens)
-            for s in seqs:
-                s["id"] = f"{split}/{s['id']}"
-            packed.extend(seqs)
-            totals.update({k: v for k, v in info.items() if k != "max_len"})
+            for lang in sorted({r["lang"] for r in built}):  # one language per sequence
+                seqs, info = module.pack([r for r in built if r["split"] == split
+                                          and r["lang"] == lang], measure.tok,
+                                         recipe.max_tokens)
+                for s in seqs:
+                    s["id"] = f"{split}/{lang}/{s['id']}"
+                packed.extend(seqs)
+                totals.update({k: v for k, v in info.items() if k != "max_len"})
         build.stage("pack", len(built), len(built), {}, sequences=totals["sequences"],
                     tokens=totals["tokens"], max_len=recipe.max_tokens)
         built = packed
@@ -234,9 +266,13 @@ def run(kind: str, recipe: Recipe, store: Store, name: str | None = None,
         build.stats["tokenizer"] = measure.describe()
     name = name or recipe.name or "default"
     table = pa.Table.from_pylist(built, schema=schema)
+    # token lengths line up with the rows only while rows are neither unpaired nor packed
+    checked_lengths = lengths if measure.tok is not None and kind != "kto" and not (
+        kind == "pretrain" and recipe.pack) else None
+    validation = validate_before_publish(kind, table, recipe, checked_lengths, allow_invalid)
     with store.publisher(kind, name, schema, inputs=[{"ref": p["ref"]} for p in build.parents],
                          recipe=recipe.to_dict(), parents=build.parents,
-                         stats=build.stats, **build.reports) as pub:
+                         stats=build.stats, validation=validation, **build.reports) as pub:
         pub.write(table)
         pub.reject(build.rejects)
         for st in build.stages:

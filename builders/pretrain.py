@@ -4,8 +4,8 @@ packed `input_ids` too.
 Documents become their title and body; QA, instruction and reasoning rows become the
 rendered prompt followed by the reference answer. Packing joins the documents' token ids
 with the tokenizer's EOS and cuts them into sequences of exactly `max_tokens` (the last
-one may be shorter); each sequence row carries its decoded text, and its source, lang and
-task list every contributing document's.
+one may be shorter); the pipeline packs each split and language separately. Each sequence
+row carries its decoded text, and its source and task list every contributing document's.
 """
 
 from __future__ import annotations

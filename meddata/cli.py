@@ -255,7 +255,7 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
 @cli.command("dedup")
 @click.argument("ref")
 @click.option("--name", help="Publish as canonical/NAME (default: <name>-dedup).")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.8,
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.7,
               show_default=True, help="Exact Jaccard of 3-token shingles for a near duplicate.")
 @click.option("--priority", help="Comma-separated sources, best first: whose row survives.")
 @click.pass_context
@@ -330,11 +330,13 @@ def decontam_cmd(ctx, ref, against, name, threshold) -> None:
               type=click.Choice(["auto", "distractor", "cross_sample"]),
               help="Rejected-response strategy for preference and kto (override).")
 @click.option("--from", "from_ref", help="kto: unpair this preference version instead.")
+@click.option("--allow-invalid", is_flag=True,
+              help="Publish even when validation fails (recorded in the manifest).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
               validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, from_ref,
-              quiet) -> None:
+              allow_invalid, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
@@ -364,7 +366,8 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             base.setdefault("rejected", {})["strategy"] = rejected_strategy
         base["kind"] = kind
         recipe = recipe_mod.from_dict(base)
-        version, build = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet)
+        version, build = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
+                                      allow_invalid=allow_invalid)
     except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError,
             _store_errors()) as e:
         raise Failure(str(e)) from e
@@ -383,6 +386,57 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         k = m["stats"]["kto"]
         click.echo(f"kto: {k['desirable']} desirable / {k['undesirable']} undesirable "
                    f"(ratio {k['desirable_ratio']})")
+    val = m["validation"]
+    click.echo(f"validation: {'passed' if val['success'] else 'FAILED'} "
+               f"({len(val['checks'])} checks on {val['rows_checked']} rows)"
+               + ("; published with --allow-invalid" if not val["success"] else ""))
+
+
+@cli.command("validate")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write the full results (all checks, all refs) to this file.")
+@click.option("--sample", type=click.IntRange(1),
+              help="Run the expectations on a seeded random sample of this many rows "
+                   "(derived columns are still computed over every row).")
+@click.option("--max-chars", type=click.IntRange(1), default=100_000, show_default=True,
+              help="Upper bound on the characters of a row's text.")
+@click.pass_context
+def validate_cmd(ctx, refs, json_path, sample, max_chars) -> None:
+    """Validate versions with their kind's Great Expectations suite; exit 1 on any failure.
+
+    Prints each failed expectation with the number of failing rows and up to five example
+    ids. Results are also stored beside each version (its content id does not change).
+    """
+    from meddata.report import table
+    from meddata.validation.run import Bounds, validate
+
+    store = _store(ctx)
+    results, failed_any = [], False
+    for ref in refs:
+        try:
+            version = store.resolve(ref)
+        except _store_errors() as e:
+            raise Failure(str(e)) from e
+        result = validate(version, sample=sample, bounds=Bounds(max_chars=max_chars))
+        store.record_validation(version, result)
+        results.append(result)
+        failed = [c for c in result["checks"] if not c["success"]]
+        failed_any |= bool(failed)
+        how = {"full": f"all {result['rows_checked']} rows",
+               "sample": f"a sample of {result['rows_checked']} of {result['rows_total']} rows",
+               }.get(result["mode"], "the manifest only: its shards changed")
+        status = "passed" if not failed else f"FAILED {len(failed)} of {len(result['checks'])}"
+        click.echo(f"{version.ref}: {status} ({len(result['checks'])} checks on {how})")
+        if failed:
+            click.echo(table([(c["name"], c["failing_rows"], ", ".join(map(str, c["examples"])))
+                              for c in failed], ["failed expectation", "rows", "examples"]))
+    if json_path:
+        from pathlib import Path
+
+        Path(json_path).write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    if failed_any:
+        ctx.exit(1)
 
 
 @cli.command("export")

@@ -15,8 +15,8 @@ Near duplicates: shingles of 3 tokens, so English rows get 3-word shingles and C
 deduplicated exactly. Signatures are computed in bulk with numpy (a 64-bit hash per
 shingle from polars, `num_perm` affine permutations, a min per row: no Python loop over
 tokens), wrapped as datasketch LeanMinHash objects and indexed with datasketch's
-MinHashLSH with bands x rows set explicitly (20 x 6 by default: a Jaccard-0.8 pair
-becomes a candidate with probability 0.998). Every candidate pair is verified with the
+MinHashLSH with bands x rows set explicitly (25 x 5 by default: a pair at Jaccard 0.7
+becomes a candidate with probability 0.99, at 0.8 with 0.9999). Every candidate pair is verified with the
 exact Jaccard of the two shingle sets, and for MCQ and yes/no rows the normalized gold
 answers must agree too. Clusters are connected components of the verified pairs; each
 keeps one survivor chosen by `survivor_key`.
@@ -38,11 +38,11 @@ MASK32 = np.uint64(0xFFFFFFFF)
 
 @dataclass
 class DedupConfig:
-    threshold: float = 0.8          # exact Jaccard of 3-token shingles to call rows duplicates
+    threshold: float = 0.7          # exact Jaccard of 3-token shingles to call rows duplicates
     ngram: int = 3                  # shingle size in tokens
     num_perm: int = 128
-    bands: int = 20
-    rows: int = 6                   # bands * rows <= num_perm
+    bands: int = 25
+    rows: int = 5                   # bands * rows <= num_perm
     min_tokens: int = 8             # shorter texts are deduplicated exactly only
     seed: int = 1
     source_priority: list[str] = field(default_factory=list)  # earlier wins

@@ -189,9 +189,11 @@ def test_max_tokens_with_tokenizer_and_packing(tmp_path, tokenizer):
     p, _ = pipeline.run("pretrain", examples(max_tokens=64, tokenizer=str(tokenizer[0]),
                                              pack=True), store, progress=False)
     rows = p.to_table().to_pylist()
-    for split in ("train", "validation"):  # every sequence but each split's last is full
-        lengths = [len(r["input_ids"]) for r in rows if r["split"] == split]
-        assert set(lengths[:-1]) == {64} and 0 < lengths[-1] <= 64
+    for split in ("train", "validation"):  # every sequence but each group's last is full
+        for lang in ("en", "zh"):
+            lengths = [len(r["input_ids"]) for r in rows
+                       if r["split"] == split and r["lang"] == lang]
+            assert set(lengths[:-1]) == {64} and 0 < lengths[-1] <= 64
     assert p.schema.field("input_ids").type == pa.list_(pa.int32())
     eos = tokenizer[1].eos_token_id
     assert sum(r["input_ids"].count(eos) for r in rows) == next(

@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from conftest import EXAMPLES
 
+from conftest import EXAMPLES
 from meddata import recipe as recipe_mod
 from meddata.builders import pipeline
 from meddata.cli import cli

@@ -1,0 +1,193 @@
+"""Great Expectations suites, one per kind, over checkable columns derived in polars.
+
+Row-level rules that are not a single built-in expectation (messages that alternate
+correctly, an answer label among the option labels, chosen != rejected, lang consistent
+with the script) are first computed as boolean or numeric columns with polars expressions
+over the version's shards (lazily, without loading the texts into Python); Great
+Expectations then evaluates one expectation per rule on the derived frame, with the row
+`id` as the index column, so every failure comes with example ids.
+
+Each rule has a meddata name (the `name` below), used in reports and in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from meddata.schema import LANGS, TASKS
+from meddata.text import CJK_CLASS
+
+ROLE_PATTERN = r"^(?:system,)?(?:user,assistant,)*user,assistant$"
+PROMPT_PATTERN = r"^(?:system,)?(?:user,assistant,)*user$"
+
+
+@dataclass
+class Bounds:
+    min_chars: int = 1
+    max_chars: int = 100_000
+    max_tokens: int | None = None
+
+
+@dataclass
+class Rule:
+    name: str
+    expectation: str                 # a great_expectations.expectations class name
+    kwargs: dict[str, Any]
+    derive: dict[str, pl.Expr]       # derived columns this rule reads
+    description: str = ""
+
+
+def _roles(col: str) -> pl.Expr:
+    return pl.col(col).list.eval(pl.element().struct.field("role")).list.join(",")
+
+
+def _contents_ok(col: str) -> pl.Expr:
+    return pl.col(col).list.eval(
+        pl.element().struct.field("content").str.strip_chars().str.len_chars() > 0
+    ).list.all().fill_null(False)
+
+
+def _text_len(cols: list[str]) -> pl.Expr:
+    """Characters of a text column or of every message content in a conversation column."""
+    parts = []
+    for c in cols:
+        parts.append(pl.col(c).list.eval(pl.element().struct.field("content").str.len_chars())
+                     .list.sum() if c in ("messages", "prompt", "chosen", "rejected",
+                                          "completion") else pl.col(c).str.len_chars())
+    return pl.sum_horizontal(parts).fill_null(0)
+
+
+def _cjk_ratio(text: pl.Expr) -> pl.Expr:
+    sample = text.str.slice(0, 4000)
+    cjk = sample.str.count_matches(f"[{CJK_CLASS}]")
+    latin = sample.str.count_matches("[A-Za-z]")
+    return pl.when(cjk + latin > 0).then(cjk / (cjk + latin)).otherwise(0.0)
+
+
+def _messages_text(col: str) -> pl.Expr:
+    return pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
+
+
+def _rule_unique() -> Rule:
+    return Rule("unique_ids", "ExpectColumnValuesToBeUnique", {"column": "id"}, {},
+                "every id appears once")
+
+
+def _rule_lang(text: pl.Expr) -> list[Rule]:
+    ratio = _cjk_ratio(text)
+    ok = pl.when(pl.col("lang") == "zh").then(ratio >= 0.3).otherwise(ratio < 0.3)
+    return [
+        Rule("lang_known", "ExpectColumnValuesToBeInSet",
+             {"column": "lang", "value_set": list(LANGS)}, {"lang": pl.col("lang")}),
+        Rule("lang_matches_script", "ExpectColumnValuesToBeInSet",
+             {"column": "lang_script_ok", "value_set": [True]}, {"lang_script_ok": ok},
+             "a row marked zh is mostly CJK, a row marked en is not"),
+    ]
+
+
+def _rule_length(name: str, cols: list[str], b: Bounds) -> Rule:
+    return Rule(name, "ExpectColumnValuesToBeBetween",
+                {"column": f"{name}_chars", "min_value": b.min_chars, "max_value": b.max_chars},
+                {f"{name}_chars": _text_len(cols)}, f"characters within [{b.min_chars}, "
+                                                    f"{b.max_chars}]")
+
+
+def _rule_conversation(name: str, col: str, pattern: str) -> list[Rule]:
+    return [
+        Rule(f"{name}_roles", "ExpectColumnValuesToMatchRegex",
+             {"column": f"{name}_roles", "regex": pattern},
+             {f"{name}_roles": _roles(col).fill_null("")},
+             "optional system first, then user and assistant alternating"),
+        Rule(f"{name}_contents_non_empty", "ExpectColumnValuesToBeInSet",
+             {"column": f"{name}_contents_ok", "value_set": [True]},
+             {f"{name}_contents_ok": _contents_ok(col)}),
+    ]
+
+
+def _rule_mcq(options: str = "options") -> list[Rule]:
+    labels = pl.col(options).list.eval(pl.element().struct.field("label"))
+    n = pl.col(options).list.len()
+    in_options = pl.when(pl.col("task") != "mcq").then(True).when(
+        pl.col("answer_label").is_null()).then(True).otherwise(
+        labels.list.contains(pl.col("answer_label")))
+    contiguous = pl.when(n == 0).then(pl.col("task") != "mcq").otherwise(
+        labels.list.join("") == pl.lit("ABCDEFGHIJKLMNOPQRSTUVWXYZ").str.slice(0, n))
+    return [
+        Rule("mcq_answer_in_options", "ExpectColumnValuesToBeInSet",
+             {"column": "answer_in_options", "value_set": [True]},
+             {"answer_in_options": in_options.fill_null(False)},
+             "an MCQ answer_label is one of the option labels"),
+        Rule("mcq_option_labels_contiguous", "ExpectColumnValuesToBeInSet",
+             {"column": "labels_contiguous", "value_set": [True]},
+             {"labels_contiguous": contiguous.fill_null(False)},
+             "MCQ option labels run A, B, C, ... and only MCQ rows have options"),
+    ]
+
+
+def rules(kind: str, bounds: Bounds, contaminated: list[str] | None = None,
+          token_column: bool = False) -> list[Rule]:
+    """The suite for `kind` as rules (name, expectation, derived columns)."""
+    out = [_rule_unique()]
+    if kind == "canonical":
+        present = pl.when(pl.col("task") == "document").then(
+            pl.col("context").str.strip_chars().str.len_chars() > 0).otherwise(
+            pl.col("question").str.strip_chars().str.len_chars() > 0).fill_null(False)
+        out += [
+            Rule("text_present", "ExpectColumnValuesToBeInSet",
+                 {"column": "text_present", "value_set": [True]}, {"text_present": present},
+                 "question (or a document's body) is present and non-empty"),
+            Rule("task_known", "ExpectColumnValuesToBeInSet",
+                 {"column": "task", "value_set": list(TASKS)}, {"task": pl.col("task")}),
+            _rule_length("text_length", ["question", "context", "response"], bounds),
+            *_rule_mcq(),
+            *_rule_lang(pl.concat_str([pl.col("question"), pl.col("context"),
+                                       pl.col("response")], separator=" ",
+                                      ignore_nulls=True)),
+        ]
+    elif kind == "sft":
+        out += [*_rule_conversation("messages", "messages", ROLE_PATTERN),
+                _rule_length("text_length", ["messages"], bounds),
+                *_rule_lang(_messages_text("messages"))]
+    elif kind in ("preference", "kto", "prompts"):
+        out += _rule_conversation("prompt", "prompt", PROMPT_PATTERN)
+        out += _rule_lang(_messages_text("prompt"))
+        if kind == "preference":
+            out += [*_rule_conversation("chosen", "chosen", r"^assistant$"),
+                    *_rule_conversation("rejected", "rejected", r"^assistant$"),
+                    Rule("chosen_differs_from_rejected", "ExpectColumnValuesToBeInSet",
+                         {"column": "chosen_ne_rejected", "value_set": [True]},
+                         {"chosen_ne_rejected": (_messages_text("chosen") !=
+                                                 _messages_text("rejected")).fill_null(False)}),
+                    Rule("rejected_by_present", "ExpectColumnValuesToNotBeNull",
+                         {"column": "rejected_by"}, {"rejected_by": pl.col("rejected_by")}),
+                    _rule_length("text_length", ["prompt", "chosen", "rejected"], bounds)]
+        elif kind == "kto":
+            out += [*_rule_conversation("completion", "completion", r"^assistant$"),
+                    Rule("label_is_boolean", "ExpectColumnValuesToBeInSet",
+                         {"column": "label", "value_set": [True, False]},
+                         {"label": pl.col("label")}),
+                    Rule("label_has_both_values", "ExpectColumnDistinctValuesToEqualSet",
+                         {"column": "label", "value_set": [True, False]}, {}),
+                    _rule_length("text_length", ["prompt", "completion"], bounds)]
+        else:
+            out += [Rule("answer_present", "ExpectColumnValuesToNotBeNull",
+                         {"column": "answer"}, {"answer": pl.col("answer")}),
+                    *_rule_mcq(),
+                    _rule_length("text_length", ["prompt"], bounds)]
+    elif kind == "pretrain":
+        out += [_rule_length("text_length", ["text"], bounds),
+                *_rule_lang(pl.col("text"))]
+    else:
+        raise ValueError(f"no validation suite for kind {kind!r}")
+    if token_column and bounds.max_tokens:
+        out.append(Rule("token_length", "ExpectColumnValuesToBeBetween",
+                        {"column": "tokens", "min_value": 1, "max_value": bounds.max_tokens},
+                        {}, f"tokens <= {bounds.max_tokens} with the manifest's tokenizer"))
+    if contaminated:
+        out.append(Rule("not_contaminated", "ExpectColumnValuesToNotBeInSet",
+                        {"column": "id", "value_set": contaminated}, {},
+                        "no id the decontamination report lists"))
+    return out
