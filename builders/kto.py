@@ -37,11 +37,10 @@ def unpair(pairs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def build(rows: list[dict[str, Any]], recipe: Recipe) -> tuple[list[dict[str, Any]], Counter]:
-    pairs, dropped = preference.build(rows, recipe)
-    out = unpair(pairs, recipe.seed)
-    # conservation counts canonical rows: each kept row becomes two kto rows
-    return out, dropped
+def build(rows: list[dict[str, Any]], recipe: Recipe, **context: Any
+          ) -> tuple[list[dict[str, Any]], Counter]:
+    pairs, dropped = preference.build(rows, recipe, **context)
+    return unpair(pairs, recipe.seed), dropped
 
 
 def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:

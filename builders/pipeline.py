@@ -206,9 +206,13 @@ def run(kind: str, recipe: Recipe, store: Store, name: str | None = None,
         build.stage("select", len(pairs), len(pairs), {})
     else:
         rows = clean_up(build, select(build, store, progress), store)
+        context = {"store": store, "progress": progress, "reports": build.reports}
         if kind == "kto":
-            pairs, dropped = kind_module("preference").build(rows, recipe)
+            pairs, dropped = kind_module("preference").build(rows, recipe, **context)
             build.stage("preference", len(rows), len(pairs), dropped)
+        elif kind == "preference":
+            built, dropped = module.build(rows, recipe, **context)
+            build.stage(kind, len(rows), len(built), dropped)
         else:
             built, dropped = module.build(rows, recipe)
             build.stage(kind, len(rows), len(built), dropped)

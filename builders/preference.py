@@ -18,7 +18,7 @@ from meddata.text import near_equal
 
 from . import render
 from .common import lineage
-from .rejected import strategy
+from .rejected import NoRejected, strategy
 
 SCHEMA = KINDS["preference"]
 
@@ -29,7 +29,8 @@ def strategy_name(recipe: Recipe, row: dict[str, Any]) -> str:
     return "distractor" if row["task"] in ("mcq", "yes_no") else "cross_sample"
 
 
-def build(rows: list[dict[str, Any]], recipe: Recipe) -> tuple[list[dict[str, Any]], Counter]:
+def build(rows: list[dict[str, Any]], recipe: Recipe, store=None, progress: bool = False,
+          reports: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], Counter]:
     dropped: Counter = Counter()
     usable, chosen = [], []
     for row in rows:
@@ -45,17 +46,19 @@ def build(rows: list[dict[str, Any]], recipe: Recipe) -> tuple[list[dict[str, An
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(usable):
         groups.setdefault(strategy_name(recipe, row), []).append(i)
-    rejected: list[str | None] = [None] * len(usable)
+    rejected: list[Any] = [None] * len(usable)
     labels: list[str] = [""] * len(usable)
     for name, idx in groups.items():
-        strat = strategy(name, recipe)
+        strat = strategy(name, recipe, store=store, progress=progress)
         texts = strat.rejected([usable[i] for i in idx], [chosen[i] for i in idx])
         for i, text in zip(idx, texts):
             rejected[i], labels[i] = text, strat.label()
+        if reports is not None and strat.report():
+            reports.setdefault("rejected", {})[name] = strat.report()
     out = []
     for row, good, bad, by in zip(usable, chosen, rejected, labels):
-        if not bad:
-            dropped["no_rejected_candidate"] += 1
+        if isinstance(bad, NoRejected) or not bad:
+            dropped[bad.reason if isinstance(bad, NoRejected) else "no_rejected_candidate"] += 1
             continue
         if near_equal(good, bad, recipe.rejected.similarity):
             dropped["rejected_near_chosen"] += 1

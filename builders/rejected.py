@@ -2,7 +2,8 @@
 
 A strategy gets the rows to pair and the rendered chosen answers, and returns one rejected
 text per row (None where it has no candidate). `rejected_by` names the strategy per row.
-Strategies register by name in STRATEGIES and load only when asked for.
+Strategies register by name in STRATEGIES and load only when asked for; `weak_model`
+(builders/weak_model.py) samples a small model.
 
 - distractor: for MCQ, a fluent answer that commits to a wrong option, with an
   explanation-shaped body written from templates (it never copies the true explanation);
@@ -17,6 +18,7 @@ import hashlib
 import importlib
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from meddata.recipe import Recipe
@@ -55,11 +57,18 @@ def seeded(seed: int, *parts: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+@dataclass
+class NoRejected:
+    """A strategy's answer when it has no rejected text for a row, with the drop reason."""
+
+    reason: str = "no_rejected_candidate"
+
+
 class Strategy:
     name = ""
 
-    def __init__(self, recipe: Recipe):
-        self.recipe = recipe
+    def __init__(self, recipe: Recipe, store=None, progress: bool = False):
+        self.recipe, self.store, self.progress = recipe, store, progress
 
     def label(self) -> str:
         return self.name
@@ -67,7 +76,9 @@ class Strategy:
     def applies(self, row: dict[str, Any]) -> bool:
         return True
 
-    def rejected(self, rows: list[dict[str, Any]], chosen: list[str]) -> list[str | None]:
+    def rejected(self, rows: list[dict[str, Any]], chosen: list[str]
+                 ) -> list[str | NoRejected | None]:
+        """One rejected text per row; None or NoRejected(reason) where there is none."""
         raise NotImplementedError
 
     def report(self) -> dict[str, Any]:
@@ -135,13 +146,14 @@ class CrossSample(Strategy):
 STRATEGIES: dict[str, str] = {
     "distractor": "meddata.builders.rejected:Distractor",
     "cross_sample": "meddata.builders.rejected:CrossSample",
+    "weak_model": "meddata.builders.weak_model:WeakModel",
 }
 
 
-def strategy(name: str, recipe: Recipe) -> Strategy:
+def strategy(name: str, recipe: Recipe, store=None, progress: bool = False) -> Strategy:
     try:
         module, _, cls = STRATEGIES[name].partition(":")
     except KeyError:
         raise ValueError(f"unknown rejected strategy {name!r}; known: "
                          f"{', '.join(sorted(STRATEGIES))}") from None
-    return getattr(importlib.import_module(module), cls)(recipe)
+    return getattr(importlib.import_module(module), cls)(recipe, store=store, progress=progress)

@@ -119,6 +119,9 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     for key, value in m["stats"].items():
         if key not in ("rows", "bytes", "counts", "nulls"):
             click.echo(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+    for name, rep in m.get("rejected", {}).items():
+        click.echo(f"\nrejected by {name}: {rep['generated']} generated, {rep['from_cache']} "
+                   f"from the cache, {rep['new_tokens']} new tokens")
     if m.get("validation"):
         val = m["validation"]
         click.echo(f"\nvalidation at publish: {'passed' if val.get('success') else 'FAILED'}"
@@ -327,26 +330,33 @@ def decontam_cmd(ctx, ref, against, name, threshold) -> None:
 @click.option("--pack", is_flag=True, default=None,
               help="pretrain: also pack input_ids (needs --tokenizer and --max-tokens).")
 @click.option("--rejected", "rejected_strategy",
-              type=click.Choice(["auto", "distractor", "cross_sample"]),
+              type=click.Choice(["auto", "distractor", "cross_sample", "weak_model"]),
               help="Rejected-response strategy for preference and kto (override).")
+@click.option("--rejected-model",
+              help="weak_model: the model that writes rejected answers (a local folder or a "
+                   "hub id); implies --rejected weak_model.")
+@click.option("--rejected-backend", type=click.Choice(["transformers", "vllm"]),
+              help="weak_model: generation backend (vllm needs the vllm extra).")
 @click.option("--from", "from_ref", help="kto: unpair this preference version instead.")
 @click.option("--allow-invalid", is_flag=True,
               help="Publish even when validation fails (recorded in the manifest).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
-              validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, from_ref,
-              allow_invalid, quiet) -> None:
+              validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, rejected_model,
+              rejected_backend, from_ref, allow_invalid, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
     meddata build preference                       # the bundled examples, offline
     meddata build sft canonical/medqa canonical/medmcqa --validation-ratio 0.05
     meddata build kto --from preference/examples@latest
+    meddata build preference --rejected-model path/to/Qwen2.5-0.5B-Instruct
     """
     from meddata import recipe as recipe_mod
     from meddata.builders import pipeline
     from meddata.convert import ConversionError
+    from meddata.models import ModelNotFound
     from meddata.report import stages_table, table
 
     overrides = {"seed": seed, "reasoning": reasoning, "prompt_style": prompt_style,
@@ -362,14 +372,19 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             base = pipeline.examples_recipe().to_dict()
         base["sources"] = base.get("sources", []) + [{"ref": r} for r in refs]
         base.update({k: v for k, v in overrides.items() if v is not None})
+        rejected = base.setdefault("rejected", {})
+        if rejected_model:
+            rejected.update(strategy="weak_model", model=rejected_model)
         if rejected_strategy:
-            base.setdefault("rejected", {})["strategy"] = rejected_strategy
+            rejected["strategy"] = rejected_strategy
+        if rejected_backend:
+            rejected["backend"] = rejected_backend
         base["kind"] = kind
         recipe = recipe_mod.from_dict(base)
         version, build = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
                                       allow_invalid=allow_invalid)
-    except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError,
-            _store_errors()) as e:
+    except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError, OSError,
+            RuntimeError, ModelNotFound, _store_errors()) as e:
         raise Failure(str(e)) from e
     m = version.manifest
     click.echo(f"published {version.kind}/{version.name}@{version.id}  ({m['rows']} rows)")
@@ -386,6 +401,12 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         k = m["stats"]["kto"]
         click.echo(f"kto: {k['desirable']} desirable / {k['undesirable']} undesirable "
                    f"(ratio {k['desirable_ratio']})")
+    for name, rep in m.get("rejected", {}).items():
+        click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the cache, "
+                   f"{rep['new_tokens']} new tokens ({rep['cache']})")
+    for name, rep in m.get("rejected", {}).items():
+        click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the cache, "
+                   f"{rep['new_tokens']} new tokens ({rep['cache']})")
     val = m["validation"]
     click.echo(f"validation: {'passed' if val['success'] else 'FAILED'} "
                f"({len(val['checks'])} checks on {val['rows_checked']} rows)"

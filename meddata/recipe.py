@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("sft", "preference", "kto", "pretrain", "prompts")
-STRATEGIES = ("auto", "distractor", "cross_sample")
+STRATEGIES = ("auto", "distractor", "cross_sample", "weak_model")
 
 
 class RecipeError(ValueError):
@@ -50,6 +50,19 @@ class SourceSpec:
 class RejectedSpec:
     strategy: str = "auto"          # auto = distractor for MCQ and yes/no, cross_sample else
     similarity: float = 0.8         # drop a rejected whose shingle Jaccard to chosen >= this
+    # weak_model only:
+    model: str | None = None        # a local folder, a hub id (online) or an alias
+    revision: str | None = None
+    backend: str = "transformers"   # transformers | vllm
+    max_new_tokens: int = 256
+    temperature: float = 0.7        # 0 = greedy
+    top_p: float = 0.9
+    batch_size: int = 8
+    seed: int = 0
+    dtype: str = "auto"             # auto | float32 | bfloat16 | float16
+    device: str = "auto"            # auto | cpu | cuda | cuda:1 ...
+    trust_remote_code: bool = False
+    drop_unfinished: bool = True    # drop outputs that hit max_new_tokens without EOS
 
     def check(self, where: str) -> None:
         if self.strategy not in STRATEGIES:
@@ -57,6 +70,18 @@ class RejectedSpec:
                               f"{', '.join(STRATEGIES)}")
         if not 0 < self.similarity <= 1:
             raise RecipeError(f"{where}.similarity: must be in (0, 1], got {self.similarity}")
+        if self.strategy == "weak_model" and not self.model:
+            raise RecipeError(f"{where}: strategy weak_model needs `model` (a local folder, a "
+                              "hub id, or smollm2-135m-instruct)")
+        if self.backend not in ("transformers", "vllm"):
+            raise RecipeError(f"{where}.backend: {self.backend!r} is not transformers or vllm")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise RecipeError(f"{where}: max_new_tokens and batch_size must be at least 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise RecipeError(f"{where}: temperature must be >= 0 and top_p in (0, 1]")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise RecipeError(f"{where}.dtype: {self.dtype!r} is not auto, float32, bfloat16 "
+                              "or float16")
 
 
 @dataclass

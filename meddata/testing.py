@@ -88,5 +88,9 @@ def tiny_model(folder: str | Path, tokenizer=None, hidden_size: int = 32, layers
     model = Qwen2ForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    # random weights favour no token in particular: keep the other special tokens out of
+    # sampled text so generations decode to visible text
+    model.generation_config.suppress_tokens = [
+        tokenizer.convert_tokens_to_ids(t) for t in SPECIALS if t != tokenizer.eos_token]
     model.save_pretrained(folder)
     return model, tokenizer

@@ -1,0 +1,235 @@
+"""`weak_model` rejected responses: a small model answers the prompt; its answer is the
+rejected one (the seeds used Qwen2.5-0.5B-Instruct).
+
+- transformers backend: the model's chat template, left padding, prompts sorted by length
+  and batched, sampling (temperature > 0) or greedy, stopping at EOS; GPU when present.
+  The vLLM backend (`backend: vllm`, the `vllm` extra) generates through `LLM.chat`.
+- A generation cache in the store (`<store>/.cache/generations/`), one append-only JSON
+  Lines file per (model, revision, generation settings), keyed by the sha256 of the
+  rendered prompt; every batch is appended and flushed as soon as it is generated, so a
+  killed build, run again, generates only what is missing.
+- Filters, each a drop reason: `empty_generation`; `unfinished_generation` (hit
+  max_new_tokens without EOS, when drop_unfinished); a rejected equal or nearly equal to
+  the chosen is dropped by the preference builder as `rejected_near_chosen`.
+- Models load from a local folder or, online, from the hub, with trust_remote_code off
+  unless the recipe turns it on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from meddata.models import resolve_model
+
+from . import render
+from .rejected import NoRejected, Strategy
+
+
+@dataclass
+class Generation:
+    text: str
+    finished: bool
+    tokens: int
+
+
+def settings_of(spec) -> dict[str, Any]:
+    return {"max_new_tokens": spec.max_new_tokens, "temperature": spec.temperature,
+            "top_p": spec.top_p, "seed": spec.seed, "backend": spec.backend}
+
+
+class GenerationCache:
+    """Generations of one model and settings, persisted line by line."""
+
+    def __init__(self, folder: Path, model: str, revision: str | None, settings: dict):
+        ident = json.dumps({"model": model, "revision": revision, **settings}, sort_keys=True)
+        self.namespace = hashlib.sha256(ident.encode()).hexdigest()[:20]
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{self.namespace}.jsonl"
+        self.entries: dict[str, Generation] = {}
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:  # a line cut by a kill: generate that one again
+                        continue
+                    self.entries[rec["key"]] = Generation(rec["text"], rec["finished"],
+                                                          rec["tokens"])
+        header = folder / f"{self.namespace}.json"
+        if not header.exists():
+            header.write_text(ident, encoding="utf-8")
+
+    @staticmethod
+    def key(prompt: str) -> str:
+        return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+    def add(self, items: dict[str, Generation]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            for key, gen in items.items():
+                f.write(json.dumps({"key": key, **asdict(gen)}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.entries.update(items)
+
+
+class TransformersBackend:
+    def __init__(self, spec):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = resolve_model(spec.model)
+        self.spec = spec
+        self.device = spec.device if spec.device != "auto" else (
+            "cuda" if torch.cuda.is_available() else "cpu")
+        if spec.dtype == "auto":
+            dtype = torch.bfloat16 if self.device.startswith("cuda") and \
+                torch.cuda.is_bf16_supported() else torch.float32
+        else:
+            dtype = getattr(torch, spec.dtype)
+        kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code,
+                  **source.kwargs}
+        self.tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, **kwargs)
+        self.model.to(self.device).eval()
+        self.eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+        self.calls = 0  # prompts sent to the model (the tests count them)
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def generate(self, prompts: list[str]) -> list[Generation]:
+        import torch
+        from transformers import set_seed
+
+        spec = self.spec
+        self.calls += len(prompts)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True,
+                             add_special_tokens=False).to(self.device)
+        set_seed(spec.seed + int(hashlib.sha256(prompts[0].encode()).hexdigest()[:8], 16))
+        sampling = spec.temperature > 0
+        with torch.no_grad():
+            out = self.model.generate(
+                **enc, max_new_tokens=spec.max_new_tokens, do_sample=sampling,
+                temperature=spec.temperature if sampling else None,
+                top_p=spec.top_p if sampling else None, top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos)
+        new = out[:, enc["input_ids"].shape[1]:]
+        eos_ids = set(self.eos if isinstance(self.eos, list) else [self.eos])
+        results = []
+        for row in new.tolist():
+            ends = [i for i, t in enumerate(row) if t in eos_ids]
+            body = row[:ends[0]] if ends else [t for t in row if t != self.tokenizer.pad_token_id]
+            text = self.tokenizer.decode(body, skip_special_tokens=True).strip()
+            results.append(Generation(text, bool(ends), len(body)))
+        return results
+
+
+class VLLMBackend:
+    def __init__(self, spec):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise RuntimeError("backend vllm needs vLLM: pip install 'meddata[vllm]' (a CUDA "
+                               "machine), or use backend: transformers") from None
+        source = resolve_model(spec.model)
+        if source.kwargs.get("gguf_file"):
+            path = str(Path(source.path) / source.kwargs["gguf_file"])
+        else:
+            path = source.path
+        self.spec = spec
+        self.llm = LLM(model=path, revision=spec.revision, seed=spec.seed,
+                       dtype=spec.dtype if spec.dtype != "auto" else "auto",
+                       trust_remote_code=spec.trust_remote_code)
+        self.params = SamplingParams(max_tokens=spec.max_new_tokens,
+                                     temperature=spec.temperature, top_p=spec.top_p,
+                                     seed=spec.seed)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.calls = 0
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def generate(self, prompts: list[str]) -> list[Generation]:
+        self.calls += len(prompts)
+        outputs = self.llm.generate(prompts, self.params, use_tqdm=False)
+        return [Generation(o.outputs[0].text.strip(), o.outputs[0].finish_reason != "length",
+                           len(o.outputs[0].token_ids)) for o in outputs]
+
+
+BACKENDS = {"transformers": TransformersBackend, "vllm": VLLMBackend}
+
+
+class WeakModel(Strategy):
+    name = "weak_model"
+
+    def __init__(self, recipe, store=None, progress: bool = False, backend=None):
+        super().__init__(recipe, store=store, progress=progress)
+        self.spec = recipe.rejected
+        self.backend = backend  # tests may pass one; else built from the recipe on first use
+        self.report_data: dict[str, Any] = {}
+
+    def label(self) -> str:
+        return f"weak_model:{self.spec.model}"
+
+    def _backend(self):
+        if self.backend is None:
+            self.backend = BACKENDS[self.spec.backend](self.spec)
+        return self.backend
+
+    def rejected(self, rows, chosen):
+        from tqdm.auto import tqdm
+
+        spec = self.spec
+        backend = self._backend()
+        prompts = [backend.render(render.messages(render.prompt_text(r, self.recipe.prompt_style),
+                                                  system=self.recipe.system_prompt))
+                   for r in rows]
+        root = self.store.root if self.store is not None else Path(
+            os.environ.get("MEDDATA_STORE", "meddata-store"))
+        folder = root / ".cache" / "generations"
+        cache = GenerationCache(folder, spec.model, spec.revision, settings_of(spec))
+        keys = [cache.key(p) for p in prompts]
+        missing = sorted({k: p for k, p in zip(keys, prompts) if k not in cache.entries}.items(),
+                         key=lambda kp: len(kp[1]))  # batches of similar length
+        cached = len(set(keys)) - len(missing)
+        bar = tqdm(total=len(missing), desc=f"generate {spec.model}", unit=" rows",
+                   disable=not self.progress or not missing)
+        tokens, start = 0, time.perf_counter()
+        for i in range(0, len(missing), spec.batch_size):
+            batch = missing[i:i + spec.batch_size]
+            gens = backend.generate([p for _, p in batch])
+            cache.add({k: g for (k, _), g in zip(batch, gens)})
+            tokens += sum(g.tokens for g in gens)
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{tokens / max(1e-9, time.perf_counter() - start):.0f}")
+        bar.close()
+        self.report_data = {"model": spec.model, "revision": spec.revision,
+                            "backend": spec.backend, "cache": str(cache.path),
+                            "generated": len(missing), "from_cache": cached,
+                            "new_tokens": tokens, "settings": settings_of(spec)}
+        out: list[Any] = []
+        for k in keys:
+            gen = cache.entries[k]
+            if not gen.text:
+                out.append(NoRejected("empty_generation"))
+            elif spec.drop_unfinished and not gen.finished:
+                out.append(NoRejected("unfinished_generation"))
+            else:
+                out.append(gen.text)
+        return out
+
+    def report(self) -> dict[str, Any]:
+        return self.report_data
