@@ -482,6 +482,51 @@ def export_cmd(ctx, ref, fmt, out_dir, layout) -> None:
         click.echo(f"wrote {path}")
 
 
+# ---- training ------------------------------------------------------------------------------------
+@cli.command("train")
+@click.argument("stage", type=click.Choice(["cpt", "sft", "reward", "rlhf", "dpo", "kto",
+                                            "grpo"]))
+@click.option("--data", "data_ref", required=True,
+              help="The dataset version to train on (cpt: pretrain, sft: sft, reward/dpo: "
+                   "preference, kto: kto, grpo/rlhf: prompts).")
+@click.option("--model", required=True,
+              help="A model folder, a hub id (online), an alias (smollm2-135m-instruct), or "
+                   "the output folder of an earlier stage to continue from.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="A YAML file of training settings (docs/train.md lists them).")
+@click.option("--output", help="Output folder (default runs/<stage>-<data name>).")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--merge", is_flag=True, default=None,
+              help="Also save the base model with the LoRA weights merged in.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any config key, YAML-valued (repeatable): --set lora_r=8 "
+                   "--set rewards=[mcq_exact,judge].")
+@click.pass_context
+def train_cmd(ctx, stage, data_ref, model, config_path, output, max_steps, merge, sets):
+    """Train STAGE on a dataset version with TRL and LoRA; write the adapter and
+    training_manifest.json naming the data versions."""
+    from meddata.models import ModelNotFound
+    from meddata.train import run
+    from meddata.train.common import TrainConfig, TrainError, parse_overrides
+
+    try:
+        overrides = parse_overrides(sets)
+        for key, value in (("output_dir", output), ("max_steps", max_steps), ("merge", merge)):
+            if value is not None:
+                overrides[key] = value
+        config = TrainConfig.load(config_path, overrides)
+        manifest = run(stage, _store(ctx), data_ref, model, config)
+    except (TrainError, ModelNotFound, ValueError, OSError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    click.echo(f"{stage}: {manifest['global_step']} steps on "
+               f"{', '.join(d['ref'] for d in manifest['data'])}")
+    click.echo(f"adapter: {manifest['outputs']['adapter']}")
+    if manifest["outputs"]["merged"]:
+        click.echo(f"merged model: {manifest['outputs']['merged']}")
+    for k, v in manifest["metrics"].items():
+        click.echo(f"  {k}: {v:.4g}")
+
+
 def main() -> None:
     try:
         cli(obj={})

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from click.testing import CliRunner
+
+from meddata.cli import cli
+from meddata.train import rewards
+from meddata.train.judge import Judge, JudgeUnavailable
+
+pytest.importorskip("trl")
+
+FAST = ["--max-steps", "2", "--set", "per_device_train_batch_size=2", "--set",
+        "max_length=256", "--set", "logging_steps=1", "--set", "save_steps=2",
+        "--set", "lora_r=4", "--set", "num_generations=2", "--set", "max_completion_length=8"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A store with every kind built from the examples, and a tiny Qwen2 model."""
+    from meddata.testing import tiny_model
+
+    root = tmp_path_factory.mktemp("train")
+    model = root / "tiny"
+    tiny_model(model)
+    store = root / "store"
+    runner = CliRunner()
+    for kind in ("sft", "preference", "kto", "pretrain", "prompts"):
+        out = runner.invoke(cli, ["--store", str(store), "build", kind, "--quiet"])
+        assert out.exit_code == 0, out.output
+    return {"root": root, "model": str(model), "store": str(store)}
+
+
+def train(env, stage, data, model, name, *extra):
+    out = CliRunner().invoke(cli, ["--store", env["store"], "train", stage, "--data", data,
+                                   "--model", model, "--output", str(env["root"] / name),
+                                   *FAST, *extra])
+    assert out.exit_code == 0, out.output
+    return json.loads((env["root"] / name / "training_manifest.json").read_text())
+
+
+def check_manifest(manifest, env, stage, kind):
+    from meddata.store import Store
+
+    version = Store(env["store"]).resolve(f"{kind}/examples")
+    assert manifest["stage"] == stage and manifest["global_step"] == 2
+    data = manifest["data"][0]
+    assert data["id"] == version.id and data["content_sha256"] == version.manifest[
+        "content_sha256"]
+    assert [s["sha256"] for s in data["shards"]] == [s["sha256"] for s in
+                                                      version.manifest["shards"]]
+    assert manifest["config"]["lora_r"] == 4 and manifest["trl_args"]["max_steps"] == 2
+    assert {"torch", "transformers", "trl", "peft"} <= set(manifest["libraries"])
+    assert manifest["metrics"]["train_loss"] == manifest["metrics"]["train_loss"]  # not NaN
+    adapter = manifest["outputs"]["adapter"]
+    card = open(f"{adapter}/README.md").read()
+    assert version.ref in card
+
+
+@pytest.mark.parametrize("stage,kind", [("sft", "sft"), ("cpt", "pretrain"), ("dpo", "preference"),
+                                        ("kto", "kto"), ("reward", "preference"),
+                                        ("grpo", "prompts")])
+def test_each_stage_two_steps(env, stage, kind):
+    manifest = train(env, stage, f"{kind}/examples", env["model"], f"run-{stage}")
+    check_manifest(manifest, env, stage, kind)
+
+
+def test_chained_sft_then_dpo_then_merge(env):
+    sft = train(env, "sft", "sft/examples", env["model"], "chain-sft")
+    dpo = train(env, "dpo", "preference/examples", str(env["root"] / "chain-sft"), "chain-dpo",
+                "--merge")
+    assert dpo["parent_stage"]["stage"] == "sft"
+    assert dpo["parent_stage"]["data"] == [sft["data"][0]["ref"]]
+    assert dpo["base_model"]["name"] == env["model"]
+    merged = env["root"] / "chain-dpo" / "merged"
+    assert (merged / "config.json").exists()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(merged)  # a full checkpoint that loads by itself
+
+
+def test_rlhf_with_the_reward_stage_model(env):
+    train(env, "reward", "preference/examples", env["model"], "rm")
+    manifest = train(env, "rlhf", "prompts/examples", env["model"], "rlhf",
+                     "--set", f"reward_model={env['root'] / 'rm'}")
+    assert manifest["algorithm"] == "rloo" and manifest["trl_args"]["beta"] == 0.05
+    assert manifest["reward_model"]["parent"]["stage"] == "reward"
+
+
+def test_gspo_settings(env):
+    manifest = train(env, "grpo", "prompts/examples", env["model"], "gspo",
+                     "--set", "algorithm=gspo")
+    args = manifest["trl_args"]
+    assert args["importance_sampling_level"] == "sequence" and args["loss_type"] == "grpo"
+    assert args["beta"] == 0.0 and args["epsilon"] == 3e-4 and args["epsilon_high"] == 4e-4
+    assert args["steps_per_generation"] == 4
+
+
+def test_clear_errors(env):
+    runner = CliRunner()
+    base = ["--store", env["store"], "train"]
+    out = runner.invoke(cli, base + ["dpo", "--data", "sft/examples", "--model", env["model"]])
+    assert out.exit_code == 1 and "dpo trains on preference versions" in out.output
+    out = runner.invoke(cli, base + ["sft", "--data", "sft/examples", "--model", env["model"],
+                                     "--set", "quantization=4bit"])
+    import torch
+
+    if not torch.cuda.is_available():
+        assert out.exit_code == 1 and "needs a CUDA GPU" in out.output
+    out = runner.invoke(cli, base + ["sft", "--data", "sft/examples", "--model", env["model"],
+                                     "--set", "lora_rank=4"])
+    assert out.exit_code == 1 and "unknown config key(s) lora_rank" in out.output
+    out = runner.invoke(cli, base + ["rlhf", "--data", "prompts/examples", "--model",
+                                     env["model"]])
+    assert out.exit_code == 1 and "reward_model" in out.output
+
+
+# ---- rewards ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,letter", [
+    ("The answer is C.", "C"), ("Answer: (b)", "B"), ("I think the correct option is D", "D"),
+    ("<think>A seems wrong, B maybe</think>\nThe answer is B. Vitamin B1.", "B"),
+    ("<think>the answer is A</think> So the answer is C", "C"),
+    ("答案是C。", "C"), ("答案：D", "D"), ("故本题选B", "B"), ("C", "C"),
+    ("I cannot tell.", None), ("The answer is Z", None),
+])
+def test_answer_extraction(text, letter):
+    assert rewards.extract_letter(text, "ABCDE") == letter
+
+
+def test_rewards_on_prompts_columns():
+    completions = [[{"role": "assistant", "content": "<think>x</think>The answer is A."}],
+                   [{"role": "assistant", "content": "The answer is B."}],
+                   [{"role": "assistant", "content": "答案是yes"}],
+                   [{"role": "assistant", "content": "<think>a</think><think>b</think>A"}]]
+    opts = [{"label": "A", "text": "x"}, {"label": "B", "text": "y"}]
+    scores = rewards.mcq_exact(None, completions, answer_label=["A", "A", "yes", None],
+                               task=["mcq", "mcq", "yes_no", "open_qa"],
+                               options=[opts, opts, [], []])
+    assert scores == [1.0, 0.0, 1.0, None]
+    assert rewards.think_format(None, completions) == [1.0, 0.0, 0.0, 0.0]
+
+
+# ---- the judge ------------------------------------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    mode = "ok"
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        _Handler.seen.append(prompt)
+        if _Handler.mode == "down":
+            self.send_response(503)
+            self.end_headers()
+            return
+        grade = "A" if "vitamin C" in prompt.split("Answer to grade:")[1] else "D"
+        payload = json.dumps({"choices": [{"message": {"role": "assistant",
+                                                       "content": grade}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    _Handler.mode, _Handler.seen = "ok", []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+
+
+def _judge_call(judge, answers):
+    prompts = [[{"role": "user", "content": "Which vitamin prevents scurvy?"}]] * len(answers)
+    completions = [[{"role": "assistant", "content": a}] for a in answers]
+    return asyncio.run(judge.reward(prompts, completions, answer=["vitamin C"] * len(answers)))
+
+
+def test_judge_scores_only_text_after_think_and_caches(server, tmp_path):
+    judge = Judge(url=server, retries=0, cache_file=str(tmp_path / "judge.jsonl"))
+    scores = _judge_call(judge, ["<think>maybe vitamin D</think>It is vitamin C.",
+                                 "<think>vitamin C?</think>It is vitamin D."])
+    assert scores == [2.0, -0.5]
+    assert all("<think>" not in p.split("Answer to grade:")[1] for p in _Handler.seen)
+    calls = judge.calls
+    again = Judge(url=server, retries=0, cache_file=str(tmp_path / "judge.jsonl"))
+    assert _judge_call(again, ["<think>maybe vitamin D</think>It is vitamin C."]) == [2.0]
+    assert again.calls == 0 and calls == 2
+    custom = Judge(url=server, scores={"same": 1.0})
+    assert _judge_call(custom, ["It is vitamin C."]) == [1.0]
+
+
+def test_judge_failure_policy(server):
+    _Handler.mode = "down"
+    with pytest.raises(JudgeUnavailable, match="failed after 3 attempts"):
+        _judge_call(Judge(url=server, retries=2, backoff=0.01), ["vitamin C"])
+    assert len(_Handler.seen) == 3
+    assert _judge_call(Judge(url=server, retries=0, on_failure="skip"), ["x"]) == [None]
+    assert _judge_call(Judge(url=server, retries=0, on_failure="zero"), ["x"]) == [0.0]
+    dead = Judge(url="http://127.0.0.1:9/v1", retries=0, timeout=2, on_failure="zero")
+    assert _judge_call(dead, ["x"]) == [0.0]
