@@ -209,3 +209,11 @@ def test_judge_failure_policy(server):
     assert _judge_call(Judge(url=server, retries=0, on_failure="zero"), ["x"]) == [0.0]
     dead = Judge(url="http://127.0.0.1:9/v1", retries=0, timeout=2, on_failure="zero")
     assert _judge_call(dead, ["x"]) == [0.0]
+
+
+def test_grpo_trains_with_the_judge_reward(env, server):
+    manifest = train(env, "grpo", "prompts/examples", env["model"], "grpo-judge",
+                     "--set", "rewards=[judge, think_format]",
+                     "--set", f'judge={{url: "{server}", retries: 0, on_failure: zero}}')
+    assert manifest["rewards"] == ["judge", "think_format"]
+    assert _Handler.seen  # the judge was asked during training
