@@ -284,6 +284,28 @@ def output_dir(config: TrainConfig, stage: str, version: Version) -> Path:
     return Path(config.output_dir or f"runs/{stage}-{version.name}")
 
 
+@dataclass
+class Run:
+    """What a stage starts from: its data, its model and tokenizer, and where it writes."""
+
+    train: Any
+    evaluation: Any
+    version: Version
+    base: BaseModel
+    tokenizer: Any
+    model: Any
+    out: Path
+
+
+def start(stage: str, store: Store, data_ref: str, model_name: str, config: TrainConfig,
+          columns: list[str] | None = None, head: str = "causal_lm") -> Run:
+    """Load the stage's data version (checking its kind), then the model and tokenizer."""
+    train, evaluation, version = load_data(store, data_ref, stage, columns)
+    base = locate(model_name, config)
+    return Run(train, evaluation, version, base, load_tokenizer(base),
+               load_model(base, config, head=head), output_dir(config, stage, version))
+
+
 # ---- outputs ---------------------------------------------------------------------------------------
 def versions_of_libraries() -> dict[str, str]:
     out = {}
@@ -296,11 +318,11 @@ def versions_of_libraries() -> dict[str, str]:
     return out
 
 
-def train_and_save(trainer, stage: str, config: TrainConfig, output: Path, base: BaseModel,
-                   data: list[Version], trl_args, tokenizer, extra: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+def train_and_save(trainer, stage: str, config: TrainConfig, job: Run, trl_args,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (resuming when asked), save the adapter (and merged model), write the manifest
     and the model card. Returns the manifest."""
+    output, base, tokenizer, data = job.out, job.base, job.tokenizer, [job.version]
     ckpts = sorted((output / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if config.resume and ckpts else None)
     metrics = dict(result.metrics)

@@ -7,35 +7,24 @@ own `input_ids` are used instead when it was packed at build time), LoRA on top.
 
 from __future__ import annotations
 
-from .common import (
-    common_args,
-    load_data,
-    load_model,
-    load_tokenizer,
-    locate,
-    lora_config,
-    output_dir,
-    train_and_save,
-)
+from .common import common_args, lora_config, start, train_and_save
 
 
 def run(store, data_ref: str, model_name: str, config) -> dict:
     from trl import SFTConfig, SFTTrainer
 
-    train, evaluation, version = load_data(store, data_ref, "cpt")
-    packed_at_build = "input_ids" in train.column_names
+    job = start("cpt", store, data_ref, model_name, config)
+    packed_at_build = "input_ids" in job.train.column_names
     keep = ["input_ids"] if packed_at_build else ["text"]
-    train = train.select_columns(keep)
-    evaluation = evaluation.select_columns(keep) if evaluation is not None else None
-    base = locate(model_name, config)
-    tokenizer = load_tokenizer(base)
-    model = load_model(base, config)
-    out = output_dir(config, "cpt", version)
+    job.train = job.train.select_columns(keep)
+    if job.evaluation is not None:
+        job.evaluation = job.evaluation.select_columns(keep)
     packing = not packed_at_build if config.packing is None else config.packing
-    args = SFTConfig(**common_args(config, out, evaluation is not None),
+    args = SFTConfig(**common_args(config, job.out, job.evaluation is not None),
                      max_length=config.max_length, packing=packing,
                      packing_strategy=config.packing_strategy or "bfd_split",
                      dataset_text_field="text")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=tokenizer, peft_config=lora_config(config))
-    return train_and_save(trainer, "cpt", config, out, base, [version], args, tokenizer)
+    trainer = SFTTrainer(model=job.model, args=args, train_dataset=job.train,
+                         eval_dataset=job.evaluation, processing_class=job.tokenizer,
+                         peft_config=lora_config(config))
+    return train_and_save(trainer, "cpt", config, job, args)

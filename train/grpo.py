@@ -18,17 +18,7 @@ judge (an LLM judge over an OpenAI-compatible endpoint, config `judge`).
 
 from __future__ import annotations
 
-from .common import (
-    TrainError,
-    common_args,
-    load_data,
-    load_model,
-    load_tokenizer,
-    locate,
-    lora_config,
-    output_dir,
-    train_and_save,
-)
+from .common import TrainError, common_args, lora_config, start, train_and_save
 from .rewards import reward_functions
 
 GSPO = {"importance_sampling_level": "sequence", "loss_type": "grpo", "beta": 0.0,
@@ -58,15 +48,11 @@ def run(store, data_ref: str, model_name: str, config) -> dict:
     algorithm = config.algorithm or "grpo"
     if algorithm not in ("grpo", "gspo"):
         raise TrainError(f"grpo algorithm {algorithm!r}: use grpo or gspo")
-    train, evaluation, version = load_data(store, data_ref, "grpo")
-    base = locate(model_name, config)
-    tokenizer = load_tokenizer(base)
-    model = load_model(base, config)
-    out = output_dir(config, "grpo", version)
-    args = GRPOConfig(**rl_args(config, out, evaluation is not None, algorithm))
+    job = start("grpo", store, data_ref, model_name, config)
+    args = GRPOConfig(**rl_args(config, job.out, job.evaluation is not None, algorithm))
     rewards = reward_functions(config.rewards, config.judge)
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=train,
-                          eval_dataset=evaluation, processing_class=tokenizer,
-                          peft_config=lora_config(config))
-    return train_and_save(trainer, "grpo", config, out, base, [version], args, tokenizer,
+    trainer = GRPOTrainer(model=job.model, reward_funcs=rewards, args=args,
+                          train_dataset=job.train, eval_dataset=job.evaluation,
+                          processing_class=job.tokenizer, peft_config=lora_config(config))
+    return train_and_save(trainer, "grpo", config, job, args,
                           extra={"algorithm": algorithm, "rewards": config.rewards})

@@ -7,17 +7,7 @@ per-device batch size must be above 1.
 
 from __future__ import annotations
 
-from .common import (
-    TrainError,
-    common_args,
-    load_data,
-    load_model,
-    load_tokenizer,
-    locate,
-    lora_config,
-    output_dir,
-    train_and_save,
-)
+from .common import TrainError, common_args, lora_config, start, train_and_save
 
 
 def run(store, data_ref: str, model_name: str, config) -> dict:
@@ -25,16 +15,12 @@ def run(store, data_ref: str, model_name: str, config) -> dict:
 
     if config.per_device_train_batch_size < 2:
         raise TrainError("KTO needs per_device_train_batch_size of at least 2")
-    train, evaluation, version = load_data(store, data_ref, "kto",
-                                           ["prompt", "completion", "label"])
-    base = locate(model_name, config)
-    tokenizer = load_tokenizer(base)
-    model = load_model(base, config)
-    out = output_dir(config, "kto", version)
+    job = start("kto", store, data_ref, model_name, config, ["prompt", "completion", "label"])
     extra = {"beta": config.beta} if config.beta is not None else {}
-    args = KTOConfig(**common_args(config, out, evaluation is not None),
+    args = KTOConfig(**common_args(config, job.out, job.evaluation is not None),
                      max_length=config.max_length, desirable_weight=config.desirable_weight,
                      undesirable_weight=config.undesirable_weight, **extra)
-    trainer = KTOTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=tokenizer, peft_config=lora_config(config))
-    return train_and_save(trainer, "kto", config, out, base, [version], args, tokenizer)
+    trainer = KTOTrainer(model=job.model, args=args, train_dataset=job.train,
+                         eval_dataset=job.evaluation, processing_class=job.tokenizer,
+                         peft_config=lora_config(config))
+    return train_and_save(trainer, "kto", config, job, args)

@@ -7,31 +7,17 @@ folder is what the `rlhf` stage takes as `reward_model`.
 
 from __future__ import annotations
 
-from .common import (
-    common_args,
-    load_data,
-    load_model,
-    load_tokenizer,
-    locate,
-    lora_config,
-    output_dir,
-    train_and_save,
-)
+from .common import common_args, lora_config, start, train_and_save
 
 
 def run(store, data_ref: str, model_name: str, config) -> dict:
     from trl import RewardConfig, RewardTrainer
 
-    cols = ["prompt", "chosen", "rejected"]
-    train, evaluation, version = load_data(store, data_ref, "reward", cols)
-    base = locate(model_name, config)
-    tokenizer = load_tokenizer(base)
-    model = load_model(base, config, head="seq_cls")
-    out = output_dir(config, "reward", version)
-    args = RewardConfig(**common_args(config, out, evaluation is not None),
+    job = start("reward", store, data_ref, model_name, config,
+                ["prompt", "chosen", "rejected"], head="seq_cls")
+    args = RewardConfig(**common_args(config, job.out, job.evaluation is not None),
                         max_length=config.max_length)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train,
-                            eval_dataset=evaluation, processing_class=tokenizer,
+    trainer = RewardTrainer(model=job.model, args=args, train_dataset=job.train,
+                            eval_dataset=job.evaluation, processing_class=job.tokenizer,
                             peft_config=lora_config(config, task_type="SEQ_CLS"))
-    return train_and_save(trainer, "reward", config, out, base, [version], args, tokenizer,
-                          extra={"head": "seq_cls"})
+    return train_and_save(trainer, "reward", config, job, args, extra={"head": "seq_cls"})

@@ -16,12 +16,11 @@ from __future__ import annotations
 from .common import (
     TrainError,
     common_args,
-    load_data,
     load_model,
     load_tokenizer,
     locate,
     lora_config,
-    output_dir,
+    start,
     train_and_save,
 )
 
@@ -38,27 +37,21 @@ def run(store, data_ref: str, model_name: str, config) -> dict:
     beta = 0.05 if config.beta is None else config.beta
     if beta <= 0:
         raise TrainError("rlhf keeps a KL penalty to the reference model: beta must be > 0")
-    train, evaluation, version = load_data(store, data_ref, "rlhf")
-    base = locate(model_name, config)
-    tokenizer = load_tokenizer(base)
-    model = load_model(base, config)
+    job = start("rlhf", store, data_ref, model_name, config)
     rm_base = locate(config.reward_model, config)
     reward_model = load_model(rm_base, config, head="seq_cls")
-    reward_tokenizer = load_tokenizer(rm_base)
-    out = output_dir(config, "rlhf", version)
-    args = common_args(config, out, evaluation is not None)
+    args = common_args(config, job.out, job.evaluation is not None)
     args.update(num_generations=config.num_generations,
                 max_completion_length=config.max_completion_length,
                 temperature=config.temperature, beta=beta)
     cls_args, cls_trainer = (RLOOConfig, RLOOTrainer) if algorithm == "rloo" else (
         GRPOConfig, GRPOTrainer)
     trl_args = cls_args(**args)
-    trainer = cls_trainer(model=model, reward_funcs=reward_model, args=trl_args,
-                          train_dataset=train, eval_dataset=evaluation,
-                          processing_class=tokenizer,
-                          reward_processing_classes=reward_tokenizer,
+    trainer = cls_trainer(model=job.model, reward_funcs=reward_model, args=trl_args,
+                          train_dataset=job.train, eval_dataset=job.evaluation,
+                          processing_class=job.tokenizer,
+                          reward_processing_classes=load_tokenizer(rm_base),
                           peft_config=lora_config(config))
-    return train_and_save(trainer, "rlhf", config, out, base, [version], trl_args, tokenizer,
-                          extra={"algorithm": algorithm,
+    return train_and_save(trainer, "rlhf", config, job, trl_args, extra={"algorithm": algorithm,
                                  "reward_model": {"name": config.reward_model,
                                                   "parent": rm_base.parent}})
