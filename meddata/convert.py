@@ -327,7 +327,7 @@ def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 32 << 20):
 
 
 def _file_items(conv: Converter, path: Path):
-    """RawRecords, or (path, positions, lines, frame) chunks where the converter has a
+    """RawRecords, or (path, first_line, lines, frame) chunks where the converter has a
     vectorized path and the file is JSON Lines."""
     from meddata.readers import base_suffix, sniff_json
 
