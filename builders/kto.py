@@ -1,20 +1,18 @@
 """kto: unpaired `prompt`, `completion` and boolean `label` (KTOTrainer).
 
-Built from preference rows (chosen -> label true, rejected -> label false), either built in
-the same run from the recipe's sources or read from an existing preference version
+Built from preference pairs (chosen -> label true, rejected -> label false), either built
+in the same run from the recipe's sources (the pipeline runs builders/preference.py, bounds
+and splits the pairs, then calls `unpair`) or read from an existing preference version
 (`from_ref`). KTOTrainer does not shuffle and needs both labels in a batch, so rows are
 put in a seeded order and desirable and undesirable rows are interleaved.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-from meddata.recipe import Recipe
 from meddata.schema import KINDS
 
-from . import preference
 from .rejected import seeded
 
 SCHEMA = KINDS["kto"]
@@ -35,12 +33,6 @@ def unpair(pairs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     for i in range(max(len(good), len(bad))):
         out.extend(x[i] for x in (good, bad) if i < len(x))
     return out
-
-
-def build(rows: list[dict[str, Any]], recipe: Recipe, **context: Any
-          ) -> tuple[list[dict[str, Any]], Counter]:
-    pairs, dropped = preference.build(rows, recipe, **context)
-    return unpair(pairs, recipe.seed), dropped
 
 
 def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:

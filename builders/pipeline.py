@@ -82,9 +82,7 @@ def select(build: Build, store: Store, progress: bool) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for spec in recipe.sources:
         version = source_version(spec, store, progress)
-        build.parents.append({"ref": version.ref, "kind": version.kind, "name": version.name,
-                              "id": version.id, "content_sha256": version.manifest[
-                                  "content_sha256"]})
+        build.parents.append(version.as_parent())
         if version.kind != "canonical":
             raise ValueError(f"{version.ref}: sources must be canonical versions, "
                              f"not {version.kind}")
@@ -126,10 +124,7 @@ def clean_up(build: Build, rows: list[dict[str, Any]], store: Store) -> list[dic
     if recipe.decontam is not None:
         cfg = {k: v for k, v in recipe.decontam.items() if k != "against"}
         benches = [store.resolve(ref) for ref in recipe.decontam["against"]]
-        for b in benches:
-            build.parents.append({"ref": b.ref, "kind": b.kind, "name": b.name, "id": b.id,
-                                  "content_sha256": b.manifest["content_sha256"],
-                                  "role": "benchmark"})
+        build.parents += [b.as_parent(role="benchmark") for b in benches]
         bench_rows = [r for b in benches for r in b.to_table().to_pylist()]
         steps.append(("decontam", lambda r: dd.decontaminate(r, bench_rows,
                                                              dd.DecontamConfig(**cfg))))
@@ -200,24 +195,16 @@ def run(kind: str, recipe: Recipe, store: Store, name: str | None = None,
         pref = store.resolve(recipe.from_ref)
         if pref.kind != "preference":
             raise ValueError(f"from_ref {recipe.from_ref}: expected a preference version")
-        build.parents.append({"ref": pref.ref, "kind": pref.kind, "name": pref.name,
-                              "id": pref.id, "content_sha256": pref.manifest["content_sha256"]})
-        pairs = pref.to_table().to_pylist()
-        build.stage("select", len(pairs), len(pairs), {})
+        build.parents.append(pref.as_parent())
+        built = pref.to_table().to_pylist()  # kto rows stay pairs until the unpair stage
+        build.stage("select", len(built), len(built), {})
     else:
         rows = clean_up(build, select(build, store, progress), store)
-        context = {"store": store, "progress": progress, "reports": build.reports}
-        if kind == "kto":
-            pairs, dropped = kind_module("preference").build(rows, recipe, **context)
-            build.stage("preference", len(rows), len(pairs), dropped)
-        elif kind == "preference":
-            built, dropped = module.build(rows, recipe, **context)
-            build.stage(kind, len(rows), len(built), dropped)
-        else:
-            built, dropped = module.build(rows, recipe)
-            build.stage(kind, len(rows), len(built), dropped)
-    if kind == "kto":
-        built = pairs
+        # kto is built as preference pairs, measured and split as pairs, then unpaired
+        builder = kind_module("preference") if kind == "kto" else module
+        built, dropped = builder.build(rows, recipe, store=store, progress=progress,
+                                       reports=build.reports)
+        build.stage("preference" if kind == "kto" else kind, len(rows), len(built), dropped)
 
     lengths: list[int] = []
     measured_kind = "preference" if kind == "kto" else kind

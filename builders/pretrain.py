@@ -33,7 +33,8 @@ def document_text(row: dict[str, Any], recipe: Recipe) -> str | None:
     return f"{render.prompt_text(row, recipe.prompt_style)}\n\n{answer}"
 
 
-def build(rows: list[dict[str, Any]], recipe: Recipe) -> tuple[list[dict[str, Any]], Counter]:
+def build(rows: list[dict[str, Any]], recipe: Recipe, **context: Any
+          ) -> tuple[list[dict[str, Any]], Counter]:
     out, dropped = [], Counter()
     for row in rows:
         text = document_text(row, recipe)

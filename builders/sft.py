@@ -14,7 +14,8 @@ from .common import lineage
 SCHEMA = KINDS["sft"]
 
 
-def build(rows: list[dict[str, Any]], recipe: Recipe) -> tuple[list[dict[str, Any]], Counter]:
+def build(rows: list[dict[str, Any]], recipe: Recipe, **context: Any
+          ) -> tuple[list[dict[str, Any]], Counter]:
     out, dropped = [], Counter()
     for row in rows:
         if row["task"] == "document":

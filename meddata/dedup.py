@@ -390,11 +390,6 @@ def _publish(store, parent, name: str, kept: list[dict[str, Any]],
     return pub.version
 
 
-def _parent(version) -> dict[str, Any]:
-    return {"ref": version.ref, "kind": version.kind, "name": version.name, "id": version.id,
-            "content_sha256": version.manifest["content_sha256"]}
-
-
 def run_dedup(store, ref: str, name: str | None = None, config: DedupConfig | None = None):
     """Deduplicate canonical version `ref` and publish canonical/<name> (default
     <name>-dedup)."""
@@ -404,7 +399,7 @@ def run_dedup(store, ref: str, name: str | None = None, config: DedupConfig | No
     rows = version.to_table().to_pylist()
     kept, dropped, summary = dedup(rows, config)
     return _publish(store, version, name or f"{version.name}-dedup", kept, dropped, summary,
-                    "dedup", [_parent(version)], rows)
+                    "dedup", [version.as_parent()], rows)
 
 
 def run_decontam(store, ref: str, against: list[str], name: str | None = None,
@@ -420,4 +415,6 @@ def run_decontam(store, ref: str, against: list[str], name: str | None = None,
     kept, dropped, summary = decontaminate(rows, bench, config)
     summary["against"] = [b.ref for b in benches]
     return _publish(store, version, name or f"{version.name}-decontam", kept, dropped,
-                    summary, "decontam", [_parent(version), *map(_parent, benches)], rows)
+                    summary, "decontam",
+                    [version.as_parent(), *(b.as_parent(role="benchmark") for b in benches)],
+                    rows)

@@ -123,6 +123,11 @@ class Version:
     def __repr__(self) -> str:
         return f"Version({self.ref})"
 
+    def as_parent(self, **extra: Any) -> dict[str, Any]:
+        """How a version is recorded among another version's parents."""
+        return {"ref": self.ref, "kind": self.kind, "name": self.name, "id": self.id,
+                "content_sha256": self.manifest["content_sha256"], **extra}
+
     def shard_paths(self, split: str | None = None) -> list[Path]:
         return [self.path / s["path"] for s in self.manifest["shards"]
                 if split is None or s["split"] == split]
