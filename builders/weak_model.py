@@ -150,7 +150,7 @@ class VLLMBackend:
             path = source.path
         self.spec = spec
         self.llm = LLM(model=path, revision=spec.revision, seed=spec.seed,
-                       dtype=spec.dtype if spec.dtype != "auto" else "auto",
+                       dtype=spec.dtype,
                        trust_remote_code=spec.trust_remote_code)
         self.params = SamplingParams(max_tokens=spec.max_new_tokens,
                                      temperature=spec.temperature, top_p=spec.top_p,

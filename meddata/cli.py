@@ -529,8 +529,8 @@ def train_cmd(ctx, stage, data_ref, model, config_path, output, max_steps, merge
 
 @cli.command("eval")
 @click.option("--model", "models", multiple=True, required=True,
-              help="A model folder, hub id, alias, or training output; BASE::ADAPTER pairs a "
-                   "base with an adapter folder. Repeat to compare models.")
+              help="A model folder, hub id, alias, or training output; BASE:ADAPTER (or "
+                   "BASE::ADAPTER) pairs a base with an adapter folder. Repeat to compare.")
 @click.option("--bench", "benches", multiple=True, required=True,
               help="A canonical benchmark version (repeatable), e.g. canonical/medqa-test.")
 @click.option("--method", type=click.Choice(["loglik", "generate"]), default="loglik",

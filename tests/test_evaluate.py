@@ -120,3 +120,11 @@ def test_comparison_table_from_two_checkpoints(tmp_path, tiny):
     assert report["models"][1]["trained_on"][0].startswith("sft/examples@")
     md = (tmp_path / "eval" / "results.md").read_text()
     assert md.count("\n") == 4 and "canonical/bench@" in md and "(n=10)" in md  # 2 rows
+
+
+def test_model_spec_with_an_adapter(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    assert ev.split_model_spec(f"Qwen/Qwen2.5-0.5B:{tmp_path / 'adapter'}") == (
+        "Qwen/Qwen2.5-0.5B", str(tmp_path / "adapter"))
+    assert ev.split_model_spec("base::x") == ("base", "x")
+    assert ev.split_model_spec("runs/sft") == ("runs/sft", "")

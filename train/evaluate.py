@@ -121,13 +121,24 @@ def few_shot_prefix(rows: list[dict[str, Any]], index: int, shots: int) -> str:
 
 
 # ---- the model -------------------------------------------------------------------------------------
+def split_model_spec(spec: str) -> tuple[str, str]:
+    """`BASE::ADAPTER` or `BASE:ADAPTER` (when ADAPTER is a folder) -> (base, adapter)."""
+    if "::" in spec:
+        base, _, adapter = spec.partition("::")
+        return base, adapter
+    base, sep, adapter = spec.rpartition(":")
+    if sep and base and Path(adapter).is_dir():
+        return base, adapter
+    return spec, ""
+
+
 class Scorer:
     def __init__(self, model_spec: str, batch_size: int = 8, max_length: int = 2048):
         import torch
 
         from .common import TrainConfig, load_model, load_tokenizer, locate
 
-        base_name, _, adapter = model_spec.partition("::")
+        base_name, adapter = split_model_spec(model_spec)
         base = locate(base_name, TrainConfig())
         if adapter:
             base.adapter = adapter
