@@ -508,6 +508,7 @@ def train_cmd(ctx, stage, data_ref, model, config_path, output, max_steps, merge
     from meddata.models import ModelNotFound
     from meddata.train import run
     from meddata.train.common import TrainConfig, TrainError, parse_overrides
+    from meddata.train.judge import JudgeUnavailable
 
     try:
         overrides = parse_overrides(sets)
@@ -516,7 +517,8 @@ def train_cmd(ctx, stage, data_ref, model, config_path, output, max_steps, merge
                 overrides[key] = value
         config = TrainConfig.load(config_path, overrides)
         manifest = run(stage, _store(ctx), data_ref, model, config)
-    except (TrainError, ModelNotFound, ValueError, OSError, _store_errors()) as e:
+    except (TrainError, ModelNotFound, JudgeUnavailable, ValueError, OSError,
+            _store_errors()) as e:
         raise Failure(str(e)) from e
     click.echo(f"{stage}: {manifest['global_step']} steps on "
                f"{', '.join(d['ref'] for d in manifest['data'])}")
