@@ -154,31 +154,43 @@ class Scorer:
             if manifest.exists() else []
 
     def loglik(self, pairs: list[tuple[str, str]]) -> list[float]:
-        """Sum of log p(continuation tokens | context) for each (context, continuation)."""
+        """Sum of log p(continuation tokens | context) for each (context, continuation).
+
+        The model runs once per distinct input: the input of a pair is its context plus all
+        but the last continuation token, so single-token continuations (option letters)
+        of one question share a single forward pass of the question. Inputs are sorted by
+        length, left-padded, and only the logits the continuations need are computed
+        (`logits_to_keep`).
+        """
         import torch
 
         tok = self.tokenizer
-        encoded = []
-        for ctx, cont in pairs:
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
+        for i, (ctx, cont) in enumerate(pairs):
             c = tok(ctx, add_special_tokens=False)["input_ids"]
             t = tok(cont, add_special_tokens=False)["input_ids"]
-            keep = self.max_length - len(t)
-            encoded.append((c[-keep:] if keep > 0 else c[-1:], t))
-        out: list[float] = []
-        for i in range(0, len(encoded), self.batch_size):
-            batch = encoded[i:i + self.batch_size]
-            seqs = [c + t for c, t in batch]
-            width = max(len(s) for s in seqs)
-            pad = tok.pad_token_id or 0
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs],
+            keep = max(1, self.max_length - len(t))
+            groups[tuple(c[-keep:] + t[:-1])].append((i, t))
+        inputs = sorted(groups, key=len)
+        out = [0.0] * len(pairs)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        for start in range(0, len(inputs), self.batch_size):
+            batch = inputs[start:start + self.batch_size]
+            width = max(len(x) for x in batch)
+            k = max(len(t) for x in batch for _, t in groups[x])
+            ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in batch],
+                               device=self.device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch],
                                 device=self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.no_grad():
-                logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask)
-                                         .logits.float(), dim=-1)
-            for b, (c, t) in enumerate(batch):
-                positions = range(len(c) - 1, len(c) + len(t) - 1)
-                out.append(float(sum(logp[b, p, tok_id] for p, tok_id in zip(positions, t))))
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    logits_to_keep=k).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            for b, x in enumerate(batch):
+                for i, t in groups[x]:
+                    first = k - len(t)  # the kept logits that predict t[0], t[1], ...
+                    out[i] = float(sum(logp[b, first + j, tid] for j, tid in enumerate(t)))
         return out
 
     def generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
