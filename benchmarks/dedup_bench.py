@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import tempfile
 import time
 from itertools import combinations
@@ -201,9 +202,10 @@ def main() -> None:
         kept, dropped, summary = dedup(rows, cfg)
         seconds = time.perf_counter() - t0
         p, r = scores(pairs_from_clusters(dropped), truth)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"meddata threshold {th:.2f} bands {cfg.bands}x{cfg.rows}: {seconds:.1f} s, "
               f"{len(rows) / seconds:,.0f} docs/s, precision {p:.4f}, recall {r:.4f}, "
-              f"dropped {len(dropped):,}")
+              f"dropped {len(dropped):,}, peak RSS so far {rss:,.0f} MB")
         best = seconds if best is None else min(best, seconds)
     dt = run_datatrove(rows, truth, args.workers)
     if dt is None:
