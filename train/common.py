@@ -237,6 +237,12 @@ def load_model(base: BaseModel, config: TrainConfig, head: str = "causal_lm"):
                                                                    **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(base.path, **kwargs)
+    if base.kwargs.get("gguf_file"):
+        # transformers dequantizes GGUF weights to float tensors while loading and keeps only
+        # a marker, which would make Trainer refuse to train: nothing here is quantized
+        model.hf_quantizer, model.is_quantized = None, False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if base.adapter:
         from peft import PeftModel
 
