@@ -116,7 +116,7 @@ class MedMCQA(Converter):
         """`row` over a chunk of release-layout records, in polars expressions."""
         import polars as pl
 
-        from meddata.text import CJK_CLASS
+        from meddata.text import CJK_CLASS, ZH_RATIO, cjk_ratio_expr
 
         present = [c for c in TEXT_FIELDS if c in df.columns]
         cleaned = {c: pl.col(c).cast(pl.String).str.strip_chars() for c in present}
@@ -178,10 +178,8 @@ class MedMCQA(Converter):
         # lang as meddata.text.detect_lang: only rows with a CJK character can be zh
         has_cjk = out["question"].str.contains(f"[{CJK_CLASS}]").fill_null(False)
         if has_cjk.any():
-            sample = pl.col("question").str.slice(0, 4000)
-            cjk = sample.str.count_matches(f"[{CJK_CLASS}]")
-            latin = sample.str.count_matches("[A-Za-z]")
-            zh = out.filter(has_cjk).select(cjk / (cjk + latin) >= 0.3).to_series()
+            zh = out.filter(has_cjk).select(cjk_ratio_expr(pl.col("question")) >= ZH_RATIO
+                                            ).to_series()
             lang = pl.Series("lang", ["en"] * out.height).scatter(
                 has_cjk.arg_true(), pl.Series(["zh" if z else "en" for z in zh]))
             out = out.with_columns(lang=lang)

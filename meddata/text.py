@@ -16,6 +16,7 @@ import regex
 CJK_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Bopomofo}"  # also valid in polars' regex
 _CJK = CJK_CLASS
 _PUNCT = regex.compile(r"[\p{P}\p{S}]+")
+ZH_RATIO = 0.3  # share of CJK among letters from which a text counts as Chinese
 _WS = regex.compile(r"\s+")
 _TOKEN = regex.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _CJK_CHAR = regex.compile(rf"[{_CJK}]")
@@ -41,13 +42,23 @@ def cjk_ratio(text: str) -> float:
     return cjk / (cjk + latin) if cjk + latin else 0.0
 
 
+def cjk_ratio_expr(text):
+    """`cjk_ratio` as a polars expression over a String expression (first 4,000 chars)."""
+    import polars as pl
+
+    sample = text.str.slice(0, 4000)
+    cjk = sample.str.count_matches(f"[{CJK_CLASS}]")
+    latin = sample.str.count_matches("[A-Za-z]")
+    return pl.when(cjk + latin > 0).then(cjk / (cjk + latin)).otherwise(0.0)
+
+
 def detect_lang(*texts: str | None) -> str:
     """`zh` when CJK characters make up at least 30 % of the letters, else `en`.
 
     Chinese medical text often carries Latin drug names and units; 30 % keeps it `zh`.
     """
     joined = " ".join(t for t in texts if t)[:4000]
-    return "zh" if cjk_ratio(joined) >= 0.3 else "en"
+    return "zh" if cjk_ratio(joined) >= ZH_RATIO else "en"
 
 
 def clean(text: object) -> str | None:

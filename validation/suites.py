@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from meddata.schema import LANGS, TASKS
-from meddata.text import CJK_CLASS
+from meddata.text import ZH_RATIO, cjk_ratio_expr
 
 ROLE_PATTERN = r"^(?:system,)?(?:user,assistant,)*user,assistant$"
 PROMPT_PATTERN = r"^(?:system,)?(?:user,assistant,)*user$"
@@ -60,13 +60,6 @@ def _text_len(cols: list[str]) -> pl.Expr:
     return pl.sum_horizontal(parts).fill_null(0)
 
 
-def _cjk_ratio(text: pl.Expr) -> pl.Expr:
-    sample = text.str.slice(0, 4000)
-    cjk = sample.str.count_matches(f"[{CJK_CLASS}]")
-    latin = sample.str.count_matches("[A-Za-z]")
-    return pl.when(cjk + latin > 0).then(cjk / (cjk + latin)).otherwise(0.0)
-
-
 def _messages_text(col: str) -> pl.Expr:
     return pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
 
@@ -77,8 +70,8 @@ def _rule_unique() -> Rule:
 
 
 def _rule_lang(text: pl.Expr) -> list[Rule]:
-    ratio = _cjk_ratio(text)
-    ok = pl.when(pl.col("lang") == "zh").then(ratio >= 0.3).otherwise(ratio < 0.3)
+    ratio = cjk_ratio_expr(text)
+    ok = pl.when(pl.col("lang") == "zh").then(ratio >= ZH_RATIO).otherwise(ratio < ZH_RATIO)
     return [
         Rule("lang_known", "ExpectColumnValuesToBeInSet",
              {"column": "lang", "value_set": list(LANGS)}, {"lang": pl.col("lang")}),
