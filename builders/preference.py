@@ -17,7 +17,7 @@ from meddata.schema import KINDS
 from meddata.text import near_equal
 
 from . import render
-from .common import lineage
+from .common import answerable, lineage
 from .rejected import NoRejected, strategy
 
 SCHEMA = KINDS["preference"]
@@ -31,18 +31,7 @@ def strategy_name(recipe: Recipe, row: dict[str, Any]) -> str:
 
 def build(rows: list[dict[str, Any]], recipe: Recipe, store=None, progress: bool = False,
           reports: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], Counter]:
-    dropped: Counter = Counter()
-    usable, chosen = [], []
-    for row in rows:
-        if row["task"] == "document":
-            dropped["task_not_applicable"] += 1
-            continue
-        answer = render.chosen_text(row, recipe.reasoning)
-        if not answer:
-            dropped["no_answer"] += 1
-            continue
-        usable.append(row)
-        chosen.append(answer)
+    usable, chosen, dropped = answerable(rows, recipe.reasoning)
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(usable):
         groups.setdefault(strategy_name(recipe, row), []).append(i)

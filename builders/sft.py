@@ -9,23 +9,16 @@ from meddata.recipe import Recipe
 from meddata.schema import KINDS
 
 from . import render
-from .common import lineage
+from .common import answerable, lineage
 
 SCHEMA = KINDS["sft"]
 
 
 def build(rows: list[dict[str, Any]], recipe: Recipe, **context: Any
           ) -> tuple[list[dict[str, Any]], Counter]:
-    out, dropped = [], Counter()
-    for row in rows:
-        if row["task"] == "document":
-            dropped["task_not_applicable"] += 1
-            continue
-        answer = render.chosen_text(row, recipe.reasoning)
-        if not answer:
-            dropped["no_answer"] += 1
-            continue
-        prompt = render.prompt_text(row, recipe.prompt_style)
-        out.append({**lineage(row),
-                    "messages": render.messages(prompt, answer, recipe.system_prompt)})
+    kept, answers, dropped = answerable(rows, recipe.reasoning)
+    out = [{**lineage(row),
+            "messages": render.messages(render.prompt_text(row, recipe.prompt_style), answer,
+                                        recipe.system_prompt)}
+           for row, answer in zip(kept, answers)]
     return out, dropped

@@ -166,3 +166,12 @@ def resolve(options: list[dict[str, str]], letter: Any = None, text: Any = None)
         raise Reject("answer_mismatch",
                      f"answer letter {by_letter} but answer text matches option {by_text}")
     return by_letter or by_text
+
+
+def mcq_row(source_id: str | None, question: str, options: list[dict[str, str]],
+            label: str | None, rationale: str | None = None, response: str | None = None,
+            meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A canonical MCQ row; the answer text is the labelled option's."""
+    return {"source_id": source_id, "task": "mcq", "question": question, "options": options,
+            "answer_label": label, "answer": option_text(label, options),
+            "rationale": rationale, "response": response, "meta": meta or {}}

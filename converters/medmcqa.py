@@ -202,15 +202,8 @@ class MedMCQA(Converter):
                 label = _mcq.answer_from_index(index, self._base(rec), options)
         else:
             label = _mcq.resolve(options, letter=r.get("answer_idx"), text=r.get("answer"))
-        source_id = clean(r.get("id")) or clean(r.get("realidx"))
-        return {
-            "source_id": source_id,
-            "task": "mcq",
-            "question": question,
-            "options": options,
-            "answer_label": label,
-            "answer": _mcq.option_text(label, options),
-            "rationale": clean(r.get("exp")),
-            "meta": {"subject": clean(r.get("subject_name")), "topic": clean(r.get("topic_name")),
-                     "choice_type": clean(r.get("choice_type"))},
-        }
+        return _mcq.mcq_row(
+            clean(r.get("id")) or clean(r.get("realidx")), question, options, label,
+            rationale=clean(r.get("exp")),
+            meta={"subject": clean(r.get("subject_name")), "topic": clean(r.get("topic_name")),
+                  "choice_type": clean(r.get("choice_type"))})

@@ -52,14 +52,6 @@ class MedQA(Converter):
             meta["open_question"] = clean(r.get("Open-ended Verifiable Question")) or clean(
                 r.get("Question"))
             meta["ground_truth_answer"] = clean(r.get("Ground-True Answer"))
-        return {
-            "source_id": source_id,
-            "task": "mcq",
-            "question": question,
-            "options": options,
-            "answer_label": label,
-            "answer": _mcq.option_text(label, options),
-            "rationale": clean(r.get("Complex_CoT")),
-            "response": clean(r.get("Response")),
-            "meta": meta,
-        }
+        return _mcq.mcq_row(source_id, question, options, label,
+                            rationale=clean(r.get("Complex_CoT")),
+                            response=clean(r.get("Response")), meta=meta)
