@@ -187,6 +187,7 @@ def main() -> None:
     ap.add_argument("--bands", type=int, default=None)
     ap.add_argument("--band-rows", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--skip-datatrove", action="store_true")
     args = ap.parse_args()
 
     from meddata.dedup import DedupConfig, dedup
@@ -207,6 +208,8 @@ def main() -> None:
               f"{len(rows) / seconds:,.0f} docs/s, precision {p:.4f}, recall {r:.4f}, "
               f"dropped {len(dropped):,}, peak RSS so far {rss:,.0f} MB")
         best = seconds if best is None else min(best, seconds)
+    if args.skip_datatrove:
+        return
     dt = run_datatrove(rows, truth, args.workers)
     if dt is None:
         print("datatrove is not installed (pip install datatrove) - comparison skipped")
