@@ -27,3 +27,14 @@ def samples():
     if not SAMPLES.exists():
         pytest.skip("../shared/samples/raw is not present (a fresh clone)")
     return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny random-weight Qwen2 model and tokenizer, made offline (a folder path)."""
+    pytest.importorskip("torch")
+    from meddata.testing import tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    tiny_model(folder)
+    return str(folder)

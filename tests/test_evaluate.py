@@ -13,14 +13,6 @@ from meddata.train import evaluate as ev
 pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from meddata.testing import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny")
-    tiny_model(folder)
-    return str(folder)
-
 
 def mcq_rows(n=6, lang="en"):
     opts = [{"label": "A", "text": "aspirin"}, {"label": "B", "text": "heparin"},

@@ -20,19 +20,15 @@ FAST = ["--max-steps", "2", "--set", "per_device_train_batch_size=2", "--set",
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, tiny):
     """A store with every kind built from the examples, and a tiny Qwen2 model."""
-    from meddata.testing import tiny_model
-
     root = tmp_path_factory.mktemp("train")
-    model = root / "tiny"
-    tiny_model(model)
     store = root / "store"
     runner = CliRunner()
     for kind in ("sft", "preference", "kto", "pretrain", "prompts"):
         out = runner.invoke(cli, ["--store", str(store), "build", kind, "--quiet"])
         assert out.exit_code == 0, out.output
-    return {"root": root, "model": str(model), "store": str(store)}
+    return {"root": root, "model": tiny, "store": str(store)}
 
 
 def train(env, stage, data, model, name, *extra):

@@ -12,14 +12,6 @@ from meddata.cli import cli
 pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from meddata.testing import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny-qwen2")
-    tiny_model(folder)
-    return str(folder)
-
 
 def recipe(model: str, **rejected):
     return recipe_mod.from_dict({
