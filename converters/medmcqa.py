@@ -65,6 +65,30 @@ TEXT_FIELDS = ("id", "question", "opa", "opb", "opc", "opd", "choice_type", "exp
 OPTION_FIELDS = ("opa", "opb", "opc", "opd")
 
 
+def _options(df):
+    """The `options` column (A..D from opa..opd, none null) as a polars Series, assembled
+    from Arrow buffers: polars' own list-of-struct expressions are several times slower."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+
+    cols = [df[c].to_arrow() for c in OPTION_FIELDS]
+    cols = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols]
+    cols = [c.cast(pa.large_string()) for c in cols]
+    n = len(cols[0])
+    order = (np.arange(4, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None])
+
+    def int64s(values):  # (pa.array on numpy would import pandas, ~0.3 s)
+        return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+    texts = pa.concat_arrays(cols).take(int64s(order.ravel()))
+    labels = pa.LargeStringArray.from_buffers(
+        4 * n, pa.py_buffer(np.arange(4 * n + 1, dtype=np.int64)), pa.py_buffer(b"ABCD" * n))
+    items = pa.StructArray.from_arrays([labels, texts], names=["label", "text"])
+    offsets = int64s(np.arange(0, 4 * n + 1, 4, dtype=np.int64))
+    return pl.Series("options", pa.LargeListArray.from_arrays(offsets, items))
+
+
 class MedMCQA(Converter):
     source = "medmcqa"
     default_subset = "default"
@@ -154,9 +178,10 @@ class MedMCQA(Converter):
             return pl.when(value.is_not_null()).then(
                 pl.lit(f'"{key}": ') + encoded.str.slice(5, encoded.str.len_chars() - 6))
 
-        meta = pl.concat_list([member("choice_type", pl.col("choice_type")),
-                               member("subject", pl.col("subject_name")),
-                               member("topic", pl.col("topic_name"))]).list.drop_nulls()
+        meta = pl.concat_str([member("choice_type", pl.col("choice_type")),
+                              member("subject", pl.col("subject_name")),
+                              member("topic", pl.col("topic_name"))],
+                             separator=", ", ignore_nulls=True)
         out = df.select(
             source_id=pl.col("id"),
             subset=pl.lit(self.subset_for(file)),
@@ -165,16 +190,14 @@ class MedMCQA(Converter):
             task=pl.lit("mcq"),
             question=q,
             context=pl.lit(None, pl.String),
-            options=pl.concat_list(opts).list.eval(pl.struct(
-                label=pl.lit("ABCD").str.slice(pl.int_range(pl.len()), 1), text=pl.element())),
             answer_label=label,
             answer=answer,
             rationale=pl.col("exp"),
             response=pl.lit(None, pl.String),
-            meta=pl.lit("{") + meta.list.join(", ") + pl.lit("}"),
+            meta=pl.lit("{") + meta + pl.lit("}"),
             _reason=reason,
             _detail=detail,
-        )
+        ).with_columns(options=_options(df))
         # lang as meddata.text.detect_lang: only rows with a CJK character can be zh
         has_cjk = out["question"].str.contains(f"[{CJK_CLASS}]").fill_null(False)
         if has_cjk.any():

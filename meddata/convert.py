@@ -193,6 +193,7 @@ class _Sink:
         self.batch: list[dict[str, Any]] = []
         self.origin: list[tuple[str, int, str]] = []
         self.pending: list[dict[str, Any]] = []
+        self._duckdb = None  # one connection for every chunk's sha1
 
     def quarantine(self, file: str, position: int, raw: str, reason: str, detail: str) -> None:
         self.rejects[reason] += 1
@@ -238,9 +239,12 @@ class _Sink:
         self.flush()
         n = len(lines)
         self.rows_in += n
-        con = duckdb.connect()
-        con.register("chunk", pl.DataFrame({"raw": lines}).to_arrow())
-        sha = pl.from_arrow(con.sql("SELECT sha1(raw) AS h FROM chunk").to_arrow_table())["h"]
+        if self._duckdb is None:
+            self._duckdb = duckdb.connect()
+        self._duckdb.register("chunk", pl.DataFrame({"raw": lines}).to_arrow())
+        sha = pl.from_arrow(
+            self._duckdb.sql("SELECT sha1(raw) AS h FROM chunk").to_arrow_table())["h"]
+        self._duckdb.unregister("chunk")
         origin = pl.DataFrame({"file": pl.Series([file] * n, dtype=pl.String),
                                "position": pl.int_range(first_line, first_line + n, eager=True),
                                "raw": lines})
@@ -278,9 +282,12 @@ class _Sink:
         self.flush()
         self.pub.reject(self.pending)
         self.pending = []
+        if self._duckdb is not None:
+            self._duckdb.close()
+            self._duckdb = None
 
 
-def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 32 << 20):
+def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
     """JSON Lines for a converter's vectorized path, in chunks of whole lines. Yields
     (path, first_line, lines, frame) for a chunk `frame` can take, else the chunk's
     RawRecords one by one (a blank line, malformed JSON, bytes that are not UTF-8, a field

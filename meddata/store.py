@@ -26,8 +26,9 @@ import os
 import re
 import shutil
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,7 +326,9 @@ class Publisher:
         (self.tmp / "data").mkdir(parents=True)
         self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
         self._pending: dict[str, list[pa.Table]] = {}
-        self._shards: list[dict[str, Any]] = []
+        self._shards: list[dict[str, Any]] = []  # appended by the writer thread
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: deque[Future] = deque()
         self._rejects: pq.ParquetWriter | None = None
         self.reject_counts: Counter[str] = Counter()
         self.rows = 0
@@ -358,11 +361,10 @@ class Publisher:
         for col in self.schema.names:
             self._nulls[col] += table.column(col).null_count
         if "split" in self.schema.names:
-            splits = pc.unique(table.column("split")).to_pylist()
-            for split in splits:
-                mask = (pc.is_null(table.column("split")) if split is None
-                        else pc.equal(table.column("split"), split))
-                self._write_split(split or "unsplit", table.filter(mask))
+            column = table.column("split")
+            for split in pc.unique(column):  # Arrow scalars (a Python str would import pandas)
+                mask = pc.is_null(column) if not split.is_valid else pc.equal(column, split)
+                self._write_split(split.as_py() or "unsplit", table.filter(mask))
         else:
             self._write_split("train", table)
 
@@ -385,15 +387,37 @@ class Publisher:
         while offset < table.num_rows:
             if writer is None or rows >= SHARD_ROWS:
                 if writer is not None:
-                    self._close_shard(split, writer, idx, rows)
+                    self._in_background(self._close_shard, split, writer, idx, rows)
                 idx += 1
                 writer, rows = self._open_shard(split, idx), 0
             take = min(SHARD_ROWS - rows, table.num_rows - offset)
-            writer.write_table(table.slice(offset, take).combine_chunks(),
-                               row_group_size=ROW_GROUP_ROWS)
+            self._in_background(_write_row_groups, writer, table.slice(offset, take))
             rows += take
             offset += take
         self._writers[split] = (writer, idx, rows)
+
+    def _in_background(self, fn, *args) -> None:
+        """Run Parquet encoding and file work on one writer thread, in submission order, while
+        the caller prepares the next batch (pyarrow releases the GIL while it encodes). At
+        most two tasks wait, which bounds the memory they hold; a task's error is raised here
+        or at commit."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meddata-write")
+        while len(self._inflight) >= 2 or (self._inflight and self._inflight[0].done()):
+            self._inflight.popleft().result()
+        self._inflight.append(self._pool.submit(fn, *args))
+
+    def _drain(self, raise_errors: bool = True) -> None:
+        while self._inflight:
+            future = self._inflight.popleft()
+            if raise_errors:
+                future.result()
+            else:
+                with contextlib.suppress(BaseException):
+                    future.result()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _open_shard(self, split: str, idx: int) -> pq.ParquetWriter:
         path = self.tmp / "data" / f"{split}-{idx:05d}.parquet"
@@ -430,6 +454,7 @@ class Publisher:
     # ---- finishing -------------------------------------------------------------------
     def abort(self) -> None:
         self._closed = True
+        self._drain(raise_errors=False)
         for writer, _, _ in self._writers.values():
             with contextlib.suppress(Exception):
                 writer.close()
@@ -445,6 +470,7 @@ class Publisher:
         try:
             return self._commit()
         except BaseException:
+            self._drain(raise_errors=False)
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise
 
@@ -455,7 +481,8 @@ class Publisher:
         if not self._writers:  # an empty version still has one shard carrying the schema
             self._writers["train"] = (self._open_shard("train", 0), 0, 0)
         for split, (writer, idx, rows) in sorted(self._writers.items()):
-            self._close_shard(split, writer, idx, rows)
+            self._in_background(self._close_shard, split, writer, idx, rows)
+        self._drain()
         if self._rejects is not None:
             self._rejects.close()
         self._shards.sort(key=lambda s: s["path"])
@@ -512,6 +539,10 @@ class Publisher:
             "stats": stats,
             **extra,
         }
+
+
+def _write_row_groups(writer: pq.ParquetWriter, table: pa.Table) -> None:
+    writer.write_table(table.combine_chunks(), row_group_size=ROW_GROUP_ROWS)
 
 
 def dataset_card(manifest: dict[str, Any]) -> str:

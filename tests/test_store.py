@@ -81,6 +81,36 @@ def test_exception_mid_publish_leaves_nothing(store):
     assert result.exit_code == 0 and "no versions" in result.output
 
 
+def test_writer_thread_error_surfaces_and_leaves_nothing(store, monkeypatch):
+    import meddata.store as store_mod
+
+    def broken(writer, table):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_mod, "_write_row_groups", broken)
+    schema = KINDS["sft"]
+    table = pa.Table.from_pylist(sample_rows(schema), schema)
+    with pytest.raises(OSError, match="disk full"):
+        store.publish("sft", "full", schema, [table])
+    assert store.versions() == []
+    assert list((store.root / ".tmp").iterdir()) == []
+
+
+def test_shards_do_not_depend_on_batching(store, monkeypatch):
+    import meddata.store as store_mod
+
+    monkeypatch.setattr(store_mod, "SHARD_ROWS", 2 * store_mod.ROW_GROUP_ROWS)
+    schema = KINDS["sft"]
+    rows = sample_rows(schema, 1) * (5 * store_mod.ROW_GROUP_ROWS + 17)
+    table = pa.Table.from_pylist(rows, schema)
+    one = store.publish("sft", "a", schema, [table])
+    many = store.publish("sft", "b", schema, [table.slice(i, 3000)
+                                              for i in range(0, table.num_rows, 3000)])
+    assert one.id == many.id
+    assert [s["rows"] for s in one.manifest["shards"]] == [2 * 8192, 2 * 8192, 8192 + 17]
+    assert store.load("sft/b@latest").num_rows == table.num_rows
+
+
 def test_flipped_byte_is_caught_with_shard_name(store):
     schema = KINDS["sft"]
     v = store.publish("sft", "x", schema, [pa.Table.from_pylist(sample_rows(schema), schema)])
