@@ -14,6 +14,8 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +195,6 @@ class _Sink:
         self.batch: list[dict[str, Any]] = []
         self.origin: list[tuple[str, int, str]] = []
         self.pending: list[dict[str, Any]] = []
-        self._duckdb = None  # one connection for every chunk's sha1
 
     def quarantine(self, file: str, position: int, raw: str, reason: str, detail: str) -> None:
         self.rejects[reason] += 1
@@ -230,21 +231,15 @@ class _Sink:
                                                    "raw": pl.String}))
             self.batch, self.origin = [], []
 
-    def frame(self, file: str, first_line: int, lines, out) -> None:
-        """A chunk converted by the converter's vectorized `frame`: `lines` (a polars String
-        Series of raw JSON lines, no blank ones) starting at line `first_line`."""
-        import duckdb
+    def frame(self, chunk: _FastChunk) -> None:
+        """A chunk converted by the converter's vectorized `frame` (see `_FastChunk`)."""
         import polars as pl
 
         self.flush()
+        file, first_line, lines, out, sha = (str(chunk.path), chunk.first_line, chunk.lines,
+                                             chunk.frame, chunk.sha1)
         n = len(lines)
         self.rows_in += n
-        if self._duckdb is None:
-            self._duckdb = duckdb.connect()
-        self._duckdb.register("chunk", pl.DataFrame({"raw": lines}).to_arrow())
-        sha = pl.from_arrow(
-            self._duckdb.sql("SELECT sha1(raw) AS h FROM chunk").to_arrow_table())["h"]
-        self._duckdb.unregister("chunk")
         origin = pl.DataFrame({"file": pl.Series([file] * n, dtype=pl.String),
                                "position": pl.int_range(first_line, first_line + n, eager=True),
                                "raw": lines})
@@ -282,66 +277,136 @@ class _Sink:
         self.flush()
         self.pub.reject(self.pending)
         self.pending = []
-        if self._duckdb is not None:
-            self._duckdb.close()
-            self._duckdb = None
+
+
+@dataclass
+class _FastChunk:
+    """JSON Lines converted by a converter's `frame`: `lines` (a polars String Series of the
+    raw lines, no blank ones) start at line `first_line`; `sha1` holds their hex digests."""
+
+    path: Path
+    first_line: int
+    lines: Any
+    frame: Any
+    sha1: Any
 
 
 def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
-    """JSON Lines for a converter's vectorized path, in chunks of whole lines. Yields
-    (path, first_line, lines, frame) for a chunk `frame` can take, else the chunk's
-    RawRecords one by one (a blank line, malformed JSON, bytes that are not UTF-8, a field
-    of another type or layout: the careful path handles and quarantines them)."""
+    """JSON Lines for a converter's vectorized path, in chunks of whole lines. Yields a
+    `_FastChunk` for a chunk `frame` can take, else the list of the chunk's RawRecords (a
+    blank line, malformed JSON, bytes that are not UTF-8, a field of another type or layout:
+    the careful path handles and quarantines them)."""
     import io
 
+    import duckdb
     import polars as pl
 
     from meddata.readers import _open
 
     first_line = 1
-    with _open(path) as f:
-        rest = b""
+    con = duckdb.connect()  # per-line sha1, multithreaded
+    try:
+        with _open(path) as f:
+            rest = b""
+            while True:
+                block = f.read(chunk_bytes)
+                data = rest + block
+                if not block:
+                    rest = b""
+                else:
+                    cut = data.rfind(b"\n") + 1
+                    data, rest = data[:cut], data[cut:]
+                if not data:
+                    break
+                n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+                frame = lines = None
+                try:  # a blank line makes the counts differ, and takes the careful path
+                    lines = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f",
+                                        quote_char=None, schema={"raw": pl.String})["raw"]
+                    df = pl.read_ndjson(io.BytesIO(data))
+                    if df.height == len(lines) == n_lines and conv.fast_layout(df):
+                        frame = conv.frame(df, str(path))
+                except Exception:  # noqa: BLE001  (any surprise: take the careful path)
+                    frame = None
+                if frame is not None:
+                    if b"\r" in data:
+                        lines = lines.str.strip_suffix("\r")
+                    con.register("chunk", pl.DataFrame({"raw": lines}).to_arrow())
+                    sha1 = pl.from_arrow(
+                        con.sql("SELECT sha1(raw) AS h FROM chunk").to_arrow_table())["h"]
+                    con.unregister("chunk")
+                    yield _FastChunk(path, first_line, lines, frame, sha1)
+                else:
+                    records = (jsonl_record(str(path), first_line + offset, raw)
+                               for offset, raw in enumerate(data.split(b"\n")[:n_lines]))
+                    yield [rec for rec in records if rec is not None]
+                first_line += n_lines
+                if not block:
+                    break
+    finally:
+        con.close()
+
+
+def _prefetch(items: Iterator, depth: int = 1) -> Iterator:
+    """Iterate `items` on a background thread, `depth` items ahead: parsing the next chunk
+    (polars, DuckDB; both release the GIL) overlaps with publishing this one."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)
+            put((done, e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name="meddata-prefetch", daemon=True)
+    thread.start()
+    try:
         while True:
-            block = f.read(chunk_bytes)
-            data = rest + block
-            if not block:
-                rest = b""
-            else:
-                cut = data.rfind(b"\n") + 1
-                data, rest = data[:cut], data[cut:]
-            if not data:
-                break
-            n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-            frame = lines = None
-            try:  # a blank line makes the counts differ, and takes the careful path
-                lines = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f",
-                                    quote_char=None, schema={"raw": pl.String})["raw"]
-                df = pl.read_ndjson(io.BytesIO(data))
-                if df.height == len(lines) == n_lines and conv.fast_layout(df):
-                    frame = conv.frame(df, str(path))
-            except Exception:  # noqa: BLE001  (any surprise: take the careful path)
-                frame = None
-            if frame is not None:
-                yield path, first_line, lines.str.strip_suffix("\r"), frame
-            else:
-                for offset, raw in enumerate(data.split(b"\n")[:n_lines]):
-                    rec = jsonl_record(str(path), first_line + offset, raw)
-                    if rec is not None:
-                        yield rec
-            first_line += n_lines
-            if not block:
-                break
+            item, error = q.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _file_items(conv: Converter, path: Path):
-    """RawRecords, or (path, first_line, lines, frame) chunks where the converter has a
-    vectorized path and the file is JSON Lines."""
+    """RawRecords, or `_FastChunk`s where the converter has a vectorized path and the file
+    is JSON Lines."""
     from meddata.readers import base_suffix, sniff_json
 
     suffix = base_suffix(path)
     jsonl = suffix in (".jsonl", ".ndjson") or (suffix == ".json" and sniff_json(path) == "jsonl")
     if conv.fast and jsonl:
-        yield from _fast_chunks(conv, path)
+        for chunk in _prefetch(_fast_chunks(conv, path)):
+            if isinstance(chunk, list):
+                yield from chunk
+            else:
+                yield chunk
     else:
         yield from read_file(path)
 
@@ -356,13 +421,17 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
     local = [p for p in inputs if Path(p).exists()]
     if len(local) == len(inputs):
         files = list_files(inputs)
-        input_info = [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
-                      for f in files]
+        input_info = [{"path": str(f), "bytes": f.stat().st_size} for f in files]
+        # hashed on a thread while the conversion runs (hashlib releases the GIL)
+        hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meddata-sha256")
+        digests = hashing.submit(lambda: [sha256_file(f) for f in files])
+        hashing.shutdown(wait=False)
         files = conv.prepare(files)
         stream = (item for f in files for item in _file_items(conv, f))
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
         stream = hub_records(inputs[0], hub_config, conv.split)
         input_info = [{"hub_id": inputs[0], "config": hub_config, "split": conv.split}]
+        digests = None
     else:
         missing = [p for p in inputs if not Path(p).exists()]
         raise ConversionError(f"no such file or folder: {', '.join(missing)} "
@@ -373,14 +442,16 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
         sink = _Sink(conv, pub)
         bar = tqdm(desc=f"convert {conv.source}", unit=" rec", disable=not progress,
                    mininterval=0.5)
-        for item in stream:
-            if isinstance(item, RawRecord):
-                sink.record(item)
-                bar.update(1)
-                continue
-            path, first_line, lines, frame = item
-            sink.frame(str(path), first_line, lines, frame)
-            bar.update(len(lines))
+        try:
+            for item in stream:
+                if isinstance(item, RawRecord):
+                    sink.record(item)
+                    bar.update(1)
+                    continue
+                sink.frame(item)
+                bar.update(len(item.lines))
+        finally:
+            stream.close()  # stops a prefetch thread at once when the conversion fails
         bar.close()
         sink.close()
         rows_in, rows_out, rejects = sink.rows_in, sink.rows_out, sink.rejects
@@ -393,6 +464,10 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
             raise ConversionError(
                 f"{conv.source}: {n_rejects} of {rows_in} records rejected ({rate:.1%} > limit "
                 f"{max_reject_rate:.1%}); commonest reason: {reason} ({count}); nothing published")
+        if digests is not None:
+            for info, digest in zip(input_info, digests.result()):
+                info["sha256"] = digest
+            pub.extra["inputs"] = input_info
         pub.extra["convert_report"] = conv.report()
         pub.add_stage("convert", rows_in, rows_out, dict(rejects))
     return ConversionResult(pub.version, rows_in, rows_out, rejects)

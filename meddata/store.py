@@ -45,6 +45,9 @@ ROW_GROUP_ROWS = 8_192
 SHARD_ROWS = 61 * ROW_GROUP_ROWS  # 499,712: shards hold whole row groups
 # Columns whose value counts go into the manifest's stats.
 COUNTED_COLUMNS = ("source", "subset", "split", "lang", "task", "rejected_by", "label")
+# String columns with few distinct values, dictionary encoded in the shards.
+DICTIONARY_NAMES = frozenset({"source", "subset", "split", "lang", "task", "label",
+                              "answer_label", "role", "rejected_by"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -422,6 +425,7 @@ class Publisher:
     def _open_shard(self, split: str, idx: int) -> pq.ParquetWriter:
         path = self.tmp / "data" / f"{split}-{idx:05d}.parquet"
         return pq.ParquetWriter(path, self.schema, compression="zstd",
+                                use_dictionary=dictionary_columns(self.schema),
                                 use_content_defined_chunking=True, write_statistics=True)
 
     def _close_shard(self, split: str, writer: pq.ParquetWriter, idx: int, rows: int) -> None:
@@ -539,6 +543,26 @@ class Publisher:
             "stats": stats,
             **extra,
         }
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Parquet paths of the low-cardinality string columns (names in DICTIONARY_NAMES, also
+    inside lists and structs, e.g. `options.list.element.label`). Only these are dictionary
+    encoded: on free text a dictionary costs encoding time and overflows to plain anyway."""
+    paths: list[str] = []
+
+    def walk(path: str, name: str, t: pa.DataType) -> None:
+        if pa.types.is_struct(t):
+            for f in t:
+                walk(f"{path}.{f.name}", f.name, f.type)
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            walk(f"{path}.list.element", name, t.value_type)
+        elif name in DICTIONARY_NAMES and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            paths.append(path)
+
+    for field in schema:
+        walk(field.name, field.name, field.type)
+    return paths
 
 
 def _write_row_groups(writer: pq.ParquetWriter, table: pa.Table) -> None:

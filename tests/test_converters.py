@@ -422,6 +422,33 @@ def test_medmcqa_vectorized_path_equals_record_path(store, tmp_path):
     assert fast.version.id == slow.version.id and fast.rejects == slow.rejects
 
 
+def test_medmcqa_vectorized_path_crlf_and_many_chunks(store, tmp_path, monkeypatch):
+    import functools
+
+    recs = [{**MM, "id": f"c{i}", "cop": 1 + i % 4} for i in range(40)]
+    recs[7]["opc"] = ""  # a reject inside a vectorized chunk
+    body = "\r\n".join(json.dumps(r) for r in recs) + "\r\n"
+    lines = body.split("\r\n")
+    lines.insert(25, "{not json")  # one chunk goes down the careful path
+    path = tmp_path / "train.jsonl"
+    path.write_bytes("\r\n".join(lines).encode())
+    monkeypatch.setattr(convert, "_fast_chunks",
+                        functools.partial(convert._fast_chunks, chunk_bytes=700))
+    chunks = []
+    frame = convert._Sink.frame
+    monkeypatch.setattr(convert._Sink, "frame", lambda self, c: (chunks.append(c.first_line),
+                                                                  frame(self, c)))
+    fast, slow = _both_paths(store, path)
+    assert len(chunks) > 5 and 1 in chunks  # most chunks took the vectorized path
+    assert fast.version.id == slow.version.id
+    assert fast.rows_in == slow.rows_in == 41 and fast.rows_out == 39
+    assert fast.rejects == slow.rejects == {"empty_option": 1, "unparseable": 1}
+    cols = ["file", "position", "raw", "reason"]
+    assert fast.version.rejects().select(cols).to_pylist() == \
+        slow.version.rejects().select(cols).to_pylist()
+    assert all(not r["raw_sha1"] or len(r["raw_sha1"]) == 40 for r in rows_of(fast).values())
+
+
 def test_medmcqa_vectorized_path_on_real_samples(store, samples):
     fast, slow = _both_paths(store, samples / "medmcqa" / "dev.json")
     assert fast.version.id == slow.version.id and fast.rows_out == 1000
