@@ -5,7 +5,9 @@
 Prints rows/s, the ratio of conversion time to polars.read_ndjson on the same file, and the
 peak RSS of the conversion process; then repeats at `scale` times the rows and prints both
 peak RSS figures. Each measurement runs in a fresh process. Targets (issue 3): ratio <= 3,
-peak RSS within 20 % from 1x to 5x.
+peak RSS within 20 % from 1x to 5x. It also times, on their own, three steps every
+conversion must do (parse the JSON, sha1 each raw line for lineage, write the canonical rows
+as zstd Parquet with content-defined chunking), to show the floor on this machine.
 """
 
 from __future__ import annotations
@@ -56,9 +58,32 @@ def run(rows: int, work: Path) -> dict:
                           Store({str(work / ("store-" + str(rows)))!r}), progress=False)
         result = {{"rows": res.rows_out}}
     """)
+    floor = measure(f"""
+        import io, time
+        import duckdb, polars as pl, pyarrow.parquet as pq
+        from meddata.store import Store, dictionary_columns, ROW_GROUP_ROWS
+        version = Store({str(work / ("store-" + str(rows)))!r}).resolve("canonical/medmcqa")
+        import pyarrow as pa
+        table = pa.concat_tables(pq.read_table(p) for p in version.shard_paths())
+        t = time.perf_counter()
+        pl.read_ndjson({str(data)!r})
+        parse = time.perf_counter() - t
+        t = time.perf_counter()
+        lines = pl.read_csv({str(data)!r}, has_header=False, separator="\\x1f", quote_char=None,
+                            schema={{"raw": pl.String}}).to_arrow()
+        duckdb.sql("SELECT sha1(raw) FROM lines").to_arrow_table()
+        sha1 = time.perf_counter() - t
+        t = time.perf_counter()
+        with pq.ParquetWriter({str(work / "floor.parquet")!r}, table.schema, compression="zstd",
+                              use_dictionary=dictionary_columns(table.schema),
+                              use_content_defined_chunking=True) as w:
+            w.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        write = time.perf_counter() - t
+        result = {{"parse": parse, "sha1": sha1, "write": write}}
+    """)
     return {"rows": rows, "bytes": data.stat().st_size, "convert_s": conv["seconds"],
             "polars_s": polars["seconds"], "rss_mb": conv["peak_rss_mb"],
-            "polars_rss_mb": polars["peak_rss_mb"], "rows_out": conv["rows"]}
+            "polars_rss_mb": polars["peak_rss_mb"], "rows_out": conv["rows"], "floor": floor}
 
 
 def main() -> None:
@@ -73,6 +98,10 @@ def main() -> None:
               f"= {r['rows'] / r['convert_s']:,.0f} rows/s; polars.read_ndjson "
               f"{r['polars_s']:.2f} s; ratio {r['convert_s'] / r['polars_s']:.2f}; "
               f"peak RSS {r['rss_mb']:.0f} MB (polars {r['polars_rss_mb']:.0f} MB)")
+        f = r["floor"]
+        print(f"    required steps alone, one after another: parse {f['parse']:.2f} s + sha1 "
+              f"per line {f['sha1']:.2f} s + zstd/CDC Parquet write {f['write']:.2f} s = "
+              f"{f['parse'] + f['sha1'] + f['write']:.2f} s (imports excluded)")
     a, b = results
     print(f"peak RSS {a['rss_mb']:.0f} MB at {a['rows']:,} rows vs {b['rss_mb']:.0f} MB at "
           f"{b['rows']:,} rows: {100 * (b['rss_mb'] / a['rss_mb'] - 1):+.1f} %")

@@ -199,7 +199,10 @@ class MedMCQA(Converter):
             _detail=detail,
         ).with_columns(options=_options(df))
         # lang as meddata.text.detect_lang: only rows with a CJK character can be zh
-        has_cjk = out["question"].str.contains(f"[{CJK_CLASS}]").fill_null(False)
+        q = out["question"]
+        non_ascii = (q.str.len_bytes() != q.str.len_chars()).fill_null(False)  # cheap pre-check
+        has_cjk = non_ascii & q.str.contains(f"[{CJK_CLASS}]").fill_null(False) \
+            if non_ascii.any() else non_ascii
         if has_cjk.any():
             zh = out.filter(has_cjk).select(cjk_ratio_expr(pl.col("question")) >= ZH_RATIO
                                             ).to_series()

@@ -195,6 +195,7 @@ class _Sink:
         self.batch: list[dict[str, Any]] = []
         self.origin: list[tuple[str, int, str]] = []
         self.pending: list[dict[str, Any]] = []
+        self._duckdb = None
 
     def quarantine(self, file: str, position: int, raw: str, reason: str, detail: str) -> None:
         self.rejects[reason] += 1
@@ -233,11 +234,17 @@ class _Sink:
 
     def frame(self, chunk: _FastChunk) -> None:
         """A chunk converted by the converter's vectorized `frame` (see `_FastChunk`)."""
+        import duckdb
         import polars as pl
 
         self.flush()
-        file, first_line, lines, out, sha = (str(chunk.path), chunk.first_line, chunk.lines,
-                                             chunk.frame, chunk.sha1)
+        file, first_line, lines, out = str(chunk.path), chunk.first_line, chunk.lines, chunk.frame
+        if self._duckdb is None:  # one connection for every chunk's sha1 (multithreaded)
+            self._duckdb = duckdb.connect()
+        self._duckdb.register("chunk", pl.DataFrame({"raw": lines}).to_arrow())
+        sha = pl.from_arrow(
+            self._duckdb.sql("SELECT sha1(raw) AS h FROM chunk").to_arrow_table())["h"]
+        self._duckdb.unregister("chunk")
         n = len(lines)
         self.rows_in += n
         origin = pl.DataFrame({"file": pl.Series([file] * n, dtype=pl.String),
@@ -277,18 +284,20 @@ class _Sink:
         self.flush()
         self.pub.reject(self.pending)
         self.pending = []
+        if self._duckdb is not None:
+            self._duckdb.close()
+            self._duckdb = None
 
 
 @dataclass
 class _FastChunk:
     """JSON Lines converted by a converter's `frame`: `lines` (a polars String Series of the
-    raw lines, no blank ones) start at line `first_line`; `sha1` holds their hex digests."""
+    raw lines, no blank ones) start at line `first_line`."""
 
     path: Path
     first_line: int
     lines: Any
     frame: Any
-    sha1: Any
 
 
 def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
@@ -298,53 +307,44 @@ def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
     the careful path handles and quarantines them)."""
     import io
 
-    import duckdb
     import polars as pl
 
     from meddata.readers import _open
 
     first_line = 1
-    con = duckdb.connect()  # per-line sha1, multithreaded
-    try:
-        with _open(path) as f:
-            rest = b""
-            while True:
-                block = f.read(chunk_bytes)
-                data = rest + block
-                if not block:
-                    rest = b""
-                else:
-                    cut = data.rfind(b"\n") + 1
-                    data, rest = data[:cut], data[cut:]
-                if not data:
-                    break
-                n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-                frame = lines = None
-                try:  # a blank line makes the counts differ, and takes the careful path
-                    lines = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f",
-                                        quote_char=None, schema={"raw": pl.String})["raw"]
-                    df = pl.read_ndjson(io.BytesIO(data))
-                    if df.height == len(lines) == n_lines and conv.fast_layout(df):
-                        frame = conv.frame(df, str(path))
-                except Exception:  # noqa: BLE001  (any surprise: take the careful path)
-                    frame = None
-                if frame is not None:
-                    if b"\r" in data:
-                        lines = lines.str.strip_suffix("\r")
-                    con.register("chunk", pl.DataFrame({"raw": lines}).to_arrow())
-                    sha1 = pl.from_arrow(
-                        con.sql("SELECT sha1(raw) AS h FROM chunk").to_arrow_table())["h"]
-                    con.unregister("chunk")
-                    yield _FastChunk(path, first_line, lines, frame, sha1)
-                else:
-                    records = (jsonl_record(str(path), first_line + offset, raw)
-                               for offset, raw in enumerate(data.split(b"\n")[:n_lines]))
-                    yield [rec for rec in records if rec is not None]
-                first_line += n_lines
-                if not block:
-                    break
-    finally:
-        con.close()
+    with _open(path) as f:
+        rest = b""
+        while True:
+            block = f.read(chunk_bytes)
+            data = rest + block
+            if not block:
+                rest = b""
+            else:
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+            if not data:
+                break
+            n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            frame = lines = None
+            try:  # a blank line makes the counts differ, and takes the careful path
+                lines = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f",
+                                    quote_char=None, schema={"raw": pl.String})["raw"]
+                df = pl.read_ndjson(io.BytesIO(data))
+                if df.height == len(lines) == n_lines and conv.fast_layout(df):
+                    frame = conv.frame(df, str(path))
+            except Exception:  # noqa: BLE001  (any surprise: take the careful path)
+                frame = None
+            if frame is not None:
+                if b"\r" in data:
+                    lines = lines.str.strip_suffix("\r")
+                yield _FastChunk(path, first_line, lines, frame)
+            else:
+                records = (jsonl_record(str(path), first_line + offset, raw)
+                           for offset, raw in enumerate(data.split(b"\n")[:n_lines]))
+                yield [rec for rec in records if rec is not None]
+            first_line += n_lines
+            if not block:
+                break
 
 
 def _prefetch(items: Iterator, depth: int = 1) -> Iterator:
