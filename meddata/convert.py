@@ -178,6 +178,34 @@ def hub_records(hub_id: str, config: str | None, split: str | None) -> Iterator[
                             split=split_name)
 
 
+class _SeenKeys:
+    """A set of uint64 keys kept as sorted numpy runs, merged like a binary counter: 8 bytes
+    a key, O(log n) runs to probe, O(n log n) in all (a polars `is_in` against every key
+    seen so far would make a conversion quadratic in its input)."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.np = np
+        self.runs: list = []  # sorted uint64 arrays, longest first
+
+    def contains(self, keys):
+        np = self.np
+        hit = np.zeros(len(keys), dtype=bool)
+        for run in self.runs:
+            pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            hit |= run[pos] == keys
+        return hit
+
+    def add(self, keys) -> None:
+        np = self.np
+        run = np.sort(keys)
+        while self.runs and len(self.runs[-1]) <= len(run):
+            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
+        if len(run):
+            self.runs.append(run)
+
+
 class _Sink:
     """Collects converted rows and rejects for one publish: ids, duplicates, batching.
 
@@ -186,11 +214,10 @@ class _Sink:
     """
 
     def __init__(self, conv: Converter, pub):
-        import polars as pl
 
         self.conv, self.pub = conv, pub
         self.rows_in = self.rows_out = 0
-        self.seen = pl.Series("key", [], pl.UInt64)
+        self.seen = _SeenKeys()  # hashes of the ids admitted so far
         self.rejects: Counter[str] = Counter()
         self.batch: list[dict[str, Any]] = []
         self.origin: list[tuple[str, int, str]] = []
@@ -254,17 +281,18 @@ class _Sink:
             id=pl.concat_str([pl.lit(f"{self.conv.source}/"), "subset", pl.lit("/"), "split",
                               pl.lit("/"), pl.coalesce("source_id", sha.str.slice(0, 16))]))
         bad = out["_reason"].is_not_null()
-        if bad.any():
+        if bad.any():  # (filtering copies the raw lines: only when something is rejected)
             for o, r in zip(origin.filter(bad).iter_rows(named=True),
                             out.filter(bad).select("_reason", "_detail").iter_rows()):
                 self.quarantine(o["file"], o["position"], o["raw"], r[0], r[1] or "")
-        self._admit(out.filter(~bad), origin.filter(~bad))
+            out, origin = out.filter(~bad), origin.filter(~bad)
+        self._admit(out, origin)
 
     def _admit(self, rows, origin) -> None:
         import polars as pl
 
         key = rows["id"].hash()
-        dup = key.is_in(self.seen.implode()) | ~key.is_first_distinct()
+        dup = pl.Series(self.seen.contains(key.to_numpy())) | ~key.is_first_distinct()
         if dup.any():
             for o, (row_id, sha) in zip(origin.filter(dup).iter_rows(named=True),
                                         rows.filter(dup).select("id", "raw_sha1").iter_rows()):
@@ -275,7 +303,7 @@ class _Sink:
                     self.quarantine(o["file"], o["position"], o["raw"], "duplicate_id",
                                     f"id {row_id} was already converted")
             rows, key = rows.filter(~dup), key.filter(~dup)
-        self.seen = pl.concat([self.seen, key.rename("key")], rechunk=False)
+        self.seen.add(key.to_numpy())
         self.rows_out += rows.height
         if rows.height:
             self.pub.write(rows.select(CANONICAL.names).to_arrow().cast(CANONICAL))

@@ -452,3 +452,16 @@ def test_medmcqa_vectorized_path_crlf_and_many_chunks(store, tmp_path, monkeypat
 def test_medmcqa_vectorized_path_on_real_samples(store, samples):
     fast, slow = _both_paths(store, samples / "medmcqa" / "dev.json")
     assert fast.version.id == slow.version.id and fast.rows_out == 1000
+
+
+@given(st.lists(st.lists(st.integers(0, 40), max_size=30), max_size=25))
+def test_seen_keys_behaves_as_a_set(batches):
+    import numpy as np
+
+    seen, reference = convert._SeenKeys(), set()
+    for batch in batches:
+        keys = np.array(batch, dtype=np.uint64)
+        assert seen.contains(keys).tolist() == [k in reference for k in batch]
+        seen.add(keys)
+        reference.update(batch)
+    assert sum(len(r) for r in seen.runs) == sum(len(b) for b in batches)
