@@ -214,7 +214,6 @@ class _Sink:
     """
 
     def __init__(self, conv: Converter, pub):
-
         self.conv, self.pub = conv, pub
         self.rows_in = self.rows_out = 0
         self.seen = _SeenKeys()  # hashes of the ids admitted so far
