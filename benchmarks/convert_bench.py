@@ -2,7 +2,8 @@
 
     python benchmarks/convert_bench.py [--rows 200000] [--scale 5]
 
-Prints rows/s, the ratio of conversion time to polars.read_ndjson on the same file, and the
+The conversion is what `meddata convert medmcqa FILE` does, including the scan that
+decides whether `cop` is 0- or 1-based. Prints rows/s, the ratio of conversion time to polars.read_ndjson on the same file, and the
 peak RSS of the conversion process; then repeats at `scale` times the rows and prints both
 peak RSS figures. Each measurement runs in a fresh process. Targets (issue 3): ratio <= 3,
 peak RSS within 20 % from 1x to 5x. It also times, on their own, three steps every
@@ -54,7 +55,7 @@ def run(rows: int, work: Path) -> dict:
         from meddata import convert
         from meddata.converters import get
         from meddata.store import Store
-        res = convert.run(get("medmcqa")(cop_base=1), [{str(data)!r}],
+        res = convert.run(get("medmcqa")(), [{str(data)!r}],
                           Store({str(work / ("store-" + str(rows)))!r}), progress=False)
         result = {{"rows": res.rows_out}}
     """)

@@ -33,18 +33,23 @@ from meddata.text import clean
 
 from . import _mcq
 
-_INDEX = re.compile(rb'"(cop|answer)"\s*:\s*(-?\d+)\s*[,}]')
+_INDEX = re.compile(rb'"(?:cop|answer)"\s*:\s*(-?\d+)\s*[,}]')
 
 
-def scan_indices(path: Path) -> set[int]:
-    """Every integer `cop` / `answer` value in a file, read with a byte regex (no parsing)."""
-    found: set[int] = set()
+def scan_indices(path: Path, block_bytes: int = 16 << 20) -> set[int]:
+    """Every integer `cop` / `answer` value in a file, found with a byte regex over blocks
+    of whole lines (no parsing)."""
+    found: set[bytes] = set()
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as f:
-        for line in f:
-            for m in _INDEX.finditer(line):
-                found.add(int(m.group(2)))
-    return found
+        rest = b""
+        while block := f.read(block_bytes):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            found.update(_INDEX.findall(data, 0, cut))
+            rest = data[cut:]
+        found.update(_INDEX.findall(rest))
+    return {int(v) for v in found}
 
 
 def decide_base(values: set[int], n_options: int = 4) -> int | None:
