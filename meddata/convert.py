@@ -8,6 +8,7 @@ reject-rate limit, and publishing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -429,11 +430,12 @@ def _file_items(conv: Converter, path: Path):
     suffix = base_suffix(path)
     jsonl = suffix in (".jsonl", ".ndjson") or (suffix == ".json" and sniff_json(path) == "jsonl")
     if conv.fast and jsonl:
-        for chunk in _prefetch(_fast_chunks(conv, path)):
-            if isinstance(chunk, list):
-                yield from chunk
-            else:
-                yield chunk
+        with contextlib.closing(_prefetch(_fast_chunks(conv, path))) as chunks:
+            for chunk in chunks:
+                if isinstance(chunk, list):
+                    yield from chunk
+                else:
+                    yield chunk
     else:
         yield from read_file(path)
 

@@ -465,3 +465,22 @@ def test_seen_keys_behaves_as_a_set(batches):
         seen.add(keys)
         reference.update(batch)
     assert sum(len(r) for r in seen.runs) == sum(len(b) for b in batches)
+
+
+def test_failure_mid_conversion_stops_the_prefetch_thread(store, tmp_path, monkeypatch):
+    import functools
+    import threading
+
+    path = write_jsonl(tmp_path / "train.jsonl",
+                       [{**MM, "id": f"f{i}", "cop": 1 + i % 4} for i in range(60)])
+    monkeypatch.setattr(convert, "_fast_chunks",
+                        functools.partial(convert._fast_chunks, chunk_bytes=500))
+
+    def broken(self, chunk):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(convert._Sink, "frame", broken)
+    with pytest.raises(OSError, match="disk full"):
+        convert.run(get("medmcqa")(), [str(path)], store, progress=False)
+    assert not [t for t in threading.enumerate() if t.name.startswith("meddata-prefetch")]
+    assert store.versions() == [] and list((store.root / ".tmp").iterdir()) == []
