@@ -16,7 +16,8 @@ deduplicated exactly. Signatures are computed in bulk with numpy (a 64-bit hash 
 shingle from polars, `num_perm` affine permutations, a min per row: no Python loop over
 tokens), wrapped as datasketch LeanMinHash objects and indexed with datasketch's
 MinHashLSH with bands x rows set explicitly (25 x 5 by default: a pair at Jaccard 0.7
-becomes a candidate with probability 0.99, at 0.8 with 0.9999). Every candidate pair is verified with the
+becomes a candidate with probability 0.99, at 0.8 with 0.9999), five bands at a time to
+bound the index's memory. Every candidate pair is verified with the
 exact Jaccard of the two shingle sets, and for MCQ and yes/no rows the normalized gold
 answers must agree too. Clusters are connected components of the verified pairs; each
 keeps one survivor chosen by `survivor_key`.
@@ -34,6 +35,8 @@ import polars as pl
 from meddata.text import normalize_key, tokens
 
 MASK32 = np.uint64(0xFFFFFFFF)
+SHINGLE_BLOCK_ROWS = 20_000   # rows tokenized and shingled at a time
+LSH_BANDS_PER_PASS = 5        # LSH bands indexed at a time
 
 
 @dataclass
@@ -150,29 +153,65 @@ def signatures(hashes: pl.DataFrame, n_rows: int, num_perm: int, seed: int) -> n
 
 
 def lsh_pairs(sig: np.ndarray, candidates_of: np.ndarray, index_of: np.ndarray,
-              num_perm: int, bands: int, rows: int) -> list[tuple[int, int]]:
-    """Candidate pairs (query row, indexed row) from datasketch's MinHashLSH."""
+              num_perm: int, bands: int, rows: int, bands_per_pass: int = LSH_BANDS_PER_PASS
+              ) -> np.ndarray:
+    """Candidate pairs (query row, indexed row), an (k, 2) int64 array sorted and unique, from
+    datasketch's MinHashLSH. The bands are indexed a few at a time (an LSH over those bands'
+    signature columns, then dropped): a pair is a candidate when any band collides, so the
+    union over passes is exactly the one-index result, with a fraction of the index in
+    memory at once (datasketch keeps it in Python dicts, about 1.5 GB per 200,000 rows for
+    25 bands)."""
     from datasketch import LeanMinHash, MinHashLSH
 
-    lsh = MinHashLSH(num_perm=num_perm, params=(bands, rows))
-    with lsh.insertion_session() as session:
-        for i in index_of:
-            session.insert(int(i), LeanMinHash(seed=1, hashvalues=sig[i], scheme="affine32"), check_duplication=False)
-    pairs = []
-    for i in candidates_of:
-        for j in lsh.query(LeanMinHash(seed=1, hashvalues=sig[i], scheme="affine32")):
-            pairs.append((int(i), int(j)))
-    return pairs
+    n = np.int64(max(len(sig), 1))
+    found = np.empty(0, dtype=np.int64)
+    # passes of near-equal size, each of at least 2 bands (datasketch's minimum)
+    passes = max(1, min(-(-bands // bands_per_pass), bands // 2))
+    sizes = [bands // passes + (k < bands % passes) for k in range(passes)]
+    for b0, b1 in zip(np.cumsum([0, *sizes[:-1]]).tolist(), np.cumsum(sizes).tolist()):
+        cols = np.ascontiguousarray(sig[:, b0 * rows:b1 * rows])
+        lsh = MinHashLSH(num_perm=(b1 - b0) * rows, params=(b1 - b0, rows))
+        with lsh.insertion_session() as session:
+            for i in index_of:
+                session.insert(int(i), LeanMinHash(seed=1, hashvalues=cols[i], scheme="affine32"),
+                               check_duplication=False)
+        keys = [int(i) * int(n) + j for i in candidates_of
+                for j in lsh.query(LeanMinHash(seed=1, hashvalues=cols[i], scheme="affine32"))]
+        del lsh
+        found = np.union1d(found, np.asarray(keys, dtype=np.int64))
+    return np.stack([found // n, found % n], axis=1)
 
 
-def jaccard_sets(hashes: pl.DataFrame, n_rows: int) -> list[np.ndarray]:
-    """Sorted unique shingle hashes per row."""
-    out = [np.empty(0, dtype=np.uint64)] * n_rows
-    if hashes.height:
-        grouped = hashes.group_by("row").agg(pl.col("h").sort())
-        for r, hs in zip(grouped["row"].to_list(), grouped["h"].to_list()):
-            out[r] = np.asarray(hs, dtype=np.uint64)
-    return out
+class ShingleSets:
+    """Each row's sorted, unique shingle hashes in one array plus offsets (8 bytes a
+    shingle; a numpy array per row would cost ~100 bytes more each)."""
+
+    def __init__(self, hashes: pl.DataFrame, n_rows: int):
+        ordered = hashes.sort("row", "h")
+        self.values = ordered["h"].to_numpy()
+        self.offsets = np.searchsorted(ordered["row"].to_numpy(), np.arange(n_rows + 1))
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i]:self.offsets[i + 1]]
+
+
+def blocked_shingles(keys: list[str], n: int, min_tokens: int,
+                     block_rows: int = SHINGLE_BLOCK_ROWS) -> tuple[np.ndarray, pl.DataFrame]:
+    """(indices of the rows with at least `min_tokens` tokens, their shingle hashes with `row`
+    numbering those rows 0..), tokenizing and shingling `block_rows` rows at a time so the
+    token lists and shingle strings of only one block are alive at once."""
+    long_rows: list[int] = []
+    parts = []
+    for start in range(0, len(keys), block_rows):
+        toks = [tokens(k) for k in keys[start:start + block_rows]]
+        local = [i for i, t in enumerate(toks) if len(t) >= min_tokens]
+        if local:
+            part = shingle_hashes([toks[i] for i in local], n)
+            parts.append(part.with_columns(pl.col("row") + len(long_rows)))
+            long_rows.extend(start + i for i in local)
+    hashes = (pl.concat(parts) if parts
+              else pl.DataFrame(schema={"row": pl.Int64, "h": pl.UInt64}))
+    return np.array(long_rows, dtype=np.int64), hashes
 
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -219,16 +258,17 @@ def dedup(rows: list[dict[str, Any]], config: DedupConfig | None = None
         if j != i:
             comps.union(i, j)
 
-    toks = [tokens(k) for k in keys]
-    long_rows = np.array([i for i, t in enumerate(toks) if len(t) >= config.min_tokens],
-                         dtype=np.int64)
+    del texts
+    long_rows, hashes = blocked_shingles(keys, config.ngram, config.min_tokens)
     near_pairs = 0
     if len(long_rows) > 1:
-        hashes = shingle_hashes([toks[i] for i in long_rows], config.ngram)
         sig = signatures(hashes, len(long_rows), config.num_perm, config.seed)
-        sets = jaccard_sets(hashes, len(long_rows))
+        sets = ShingleSets(hashes, len(long_rows))
+        del hashes
         local = np.arange(len(long_rows))
-        for qi, ji in lsh_pairs(sig, local, local, config.num_perm, config.bands, config.rows):
+        pairs = lsh_pairs(sig, local, local, config.num_perm, config.bands, config.rows)
+        del sig
+        for qi, ji in pairs.tolist():
             if qi >= ji:
                 continue
             i, j = int(long_rows[qi]), int(long_rows[ji])
@@ -330,11 +370,11 @@ def decontaminate(rows: list[dict[str, Any]], bench: list[dict[str, Any]],
     if len(long_rows):
         hashes = shingle_hashes([toks[i] for i in long_rows], 3)
         sig = signatures(hashes, len(long_rows), config.num_perm, config.seed)
-        sets = jaccard_sets(hashes, len(long_rows))
+        sets = ShingleSets(hashes, len(long_rows))
         local = np.arange(len(long_rows))
         is_train = long_rows < n_train
         for qi, bi in lsh_pairs(sig, local[is_train], local[~is_train], config.num_perm,
-                                config.bands, config.rows):
+                                config.bands, config.rows).tolist():
             i = int(long_rows[qi])
             if i in matched:
                 continue

@@ -160,3 +160,26 @@ def test_recipe_dedup_and_decontam_stages(tmp_path, store):
         assert "recipe.dedup: unknown key(s) treshold" in str(e)
     else:
         raise AssertionError("unknown dedup key accepted")
+
+
+def test_lsh_in_band_passes_equals_one_index():
+    import numpy as np
+
+    from meddata.dedup import lsh_pairs
+
+    rng = np.random.default_rng(3)
+    sig = rng.integers(0, 2**32, size=(300, 128), dtype=np.uint32)
+    for k in range(0, 300, 3):  # near copies: a few bands' worth of values changed
+        sig[k + 1] = sig[k]
+        sig[k + 1, rng.choice(128, 40, replace=False)] = rng.integers(0, 2**32, 40)
+    rows = np.arange(300)
+    one = lsh_pairs(sig, rows, rows, 128, 25, 5, bands_per_pass=25)
+    assert len(one) > 200  # the near copies are found (in both directions)
+    for per_pass in (1, 5, 7):
+        assert np.array_equal(lsh_pairs(sig, rows, rows, 128, 25, 5, bands_per_pass=per_pass),
+                              one)
+    # query some rows against an index of the others
+    part = lsh_pairs(sig, rows[::2], rows[1::2], 128, 25, 5, bands_per_pass=5)
+    assert np.array_equal(part, lsh_pairs(sig, rows[::2], rows[1::2], 128, 25, 5,
+                                          bands_per_pass=25))
+    assert set(part[:, 0] % 2) <= {0} and set(part[:, 1] % 2) <= {1}
