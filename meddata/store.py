@@ -365,9 +365,11 @@ class Publisher:
             self._nulls[col] += table.column(col).null_count
         if "split" in self.schema.names:
             column = table.column("split")
-            for split in pc.unique(column):  # Arrow scalars (a Python str would import pandas)
-                mask = pc.is_null(column) if not split.is_valid else pc.equal(column, split)
-                self._write_split(split.as_py() or "unsplit", table.filter(mask))
+            splits = pc.unique(column)  # Arrow scalars (a Python str would import pandas)
+            for split in splits:
+                part = table if len(splits) == 1 else table.filter(
+                    pc.is_null(column) if not split.is_valid else pc.equal(column, split))
+                self._write_split(split.as_py() or "unsplit", part)
         else:
             self._write_split("train", table)
 
