@@ -153,7 +153,7 @@ def signatures(hashes: pl.DataFrame, n_rows: int, num_perm: int, seed: int) -> n
 
 
 def lsh_pairs(sig: np.ndarray, candidates_of: np.ndarray, index_of: np.ndarray,
-              num_perm: int, bands: int, rows: int, bands_per_pass: int = LSH_BANDS_PER_PASS
+              num_perm: int, bands: int, rows: int, bands_per_pass: int | None = None
               ) -> np.ndarray:
     """Candidate pairs (query row, indexed row), an (k, 2) int64 array sorted and unique, from
     datasketch's MinHashLSH. The bands are indexed a few at a time (an LSH over those bands'
@@ -163,6 +163,7 @@ def lsh_pairs(sig: np.ndarray, candidates_of: np.ndarray, index_of: np.ndarray,
     25 bands)."""
     from datasketch import LeanMinHash, MinHashLSH
 
+    bands_per_pass = bands_per_pass or LSH_BANDS_PER_PASS
     n = np.int64(max(len(sig), 1))
     found = np.empty(0, dtype=np.int64)
     # passes of near-equal size, each of at least 2 bands (datasketch's minimum)
@@ -196,10 +197,11 @@ class ShingleSets:
 
 
 def blocked_shingles(keys: list[str], n: int, min_tokens: int,
-                     block_rows: int = SHINGLE_BLOCK_ROWS) -> tuple[np.ndarray, pl.DataFrame]:
+                     block_rows: int | None = None) -> tuple[np.ndarray, pl.DataFrame]:
     """(indices of the rows with at least `min_tokens` tokens, their shingle hashes with `row`
     numbering those rows 0..), tokenizing and shingling `block_rows` rows at a time so the
     token lists and shingle strings of only one block are alive at once."""
+    block_rows = block_rows or SHINGLE_BLOCK_ROWS
     long_rows: list[int] = []
     parts = []
     for start in range(0, len(keys), block_rows):
@@ -341,9 +343,13 @@ def decontaminate(rows: list[dict[str, Any]], bench: list[dict[str, Any]],
     n_train = len(rows)
     all_rows = rows + bench
     texts = [decontam_text(r) for r in all_rows]
-    toks = [tokens(t) for t in texts]
-    ns = [config.ngram_zh if r.get("lang") == "zh" else config.ngram_en for r in all_rows]
     matched: dict[int, tuple[str, str, float | None]] = {}
+
+    def ngrams(start: int, stop: int) -> pl.DataFrame:  # (row, h) for all_rows[start:stop]
+        ns = [config.ngram_zh if r.get("lang") == "zh" else config.ngram_en
+              for r in all_rows[start:stop]]
+        grams = shingle_hashes([tokens(t) for t in texts[start:stop]], ns, seed=7)
+        return grams.with_columns(pl.col("row") + start)
 
     # PubMedQA: PMID and title
     bench_pmid = {p: b["id"] for b in bench if (p := _pmid(b))}
@@ -355,22 +361,22 @@ def decontaminate(rows: list[dict[str, Any]], bench: list[dict[str, Any]],
         elif r.get("source") == "pubmedqa" and normalize_key(r["question"]) in bench_title:
             matched[i] = (bench_title[normalize_key(r["question"])], "title", None)
 
-    # n-gram overlap, joined in polars
-    grams = shingle_hashes(toks, ns, seed=7)
-    train_g = grams.filter(pl.col("row") < n_train)
-    bench_g = grams.filter(pl.col("row") >= n_train).group_by("h").agg(
+    # n-gram overlap, joined in polars: the benchmark's n-grams, then the training rows'
+    # SHINGLE_BLOCK_ROWS at a time
+    bench_g = ngrams(n_train, len(all_rows)).group_by("h").agg(
         pl.col("row").min().alias("bench_row"))
-    hits = train_g.join(bench_g, on="h").group_by("row").agg(pl.col("bench_row").min())
-    for i, b in zip(hits["row"].to_list(), hits["bench_row"].to_list()):
-        matched.setdefault(i, (all_rows[b]["id"], "ngram", None))
+    for start in range(0, n_train, SHINGLE_BLOCK_ROWS):
+        hits = ngrams(start, min(n_train, start + SHINGLE_BLOCK_ROWS)).join(
+            bench_g, on="h").group_by("row").agg(pl.col("bench_row").min()).sort("row")
+        for i, b in zip(hits["row"].to_list(), hits["bench_row"].to_list()):
+            matched.setdefault(i, (all_rows[b]["id"], "ngram", None))
 
     # whole-item MinHash against the benchmark, verified
-    long_rows = np.array([i for i, t in enumerate(toks) if len(t) >= config.min_tokens],
-                         dtype=np.int64)
+    long_rows, hashes = blocked_shingles(texts, 3, config.min_tokens)
     if len(long_rows):
-        hashes = shingle_hashes([toks[i] for i in long_rows], 3)
         sig = signatures(hashes, len(long_rows), config.num_perm, config.seed)
         sets = ShingleSets(hashes, len(long_rows))
+        del hashes
         local = np.arange(len(long_rows))
         is_train = long_rows < n_train
         for qi, bi in lsh_pairs(sig, local[is_train], local[~is_train], config.num_perm,

@@ -8,7 +8,7 @@ from conftest import EXAMPLES
 from meddata import recipe as recipe_mod
 from meddata.builders import pipeline
 from meddata.cli import cli
-from meddata.dedup import DedupConfig, decontaminate, dedup
+from meddata.dedup import DecontamConfig, DedupConfig, decontaminate, dedup
 from meddata.text import normalize_key, tokens
 
 BASE = {"source": "medqa", "subset": "us", "split": "train", "task": "mcq", "lang": "en",
@@ -183,3 +183,30 @@ def test_lsh_in_band_passes_equals_one_index():
     assert np.array_equal(part, lsh_pairs(sig, rows[::2], rows[1::2], 128, 25, 5,
                                           bands_per_pass=25))
     assert set(part[:, 0] % 2) <= {0} and set(part[:, 1] % 2) <= {1}
+
+
+def test_decontam_minhash_catches_a_near_copy():
+    bench = [mcq("medqa/us/test/b1"), mcq("medqa/us/test/b2", question="Which vitamin "
+                                          "deficiency causes scurvy in sailors on long voyages")]
+    near = Q.replace("oral drug", "oral medicine")  # one word changed: no shared whole item
+    train = [mcq("t1", question=near), mcq("t2", question="Which enzyme is deficient in "
+                                             "classic phenylketonuria in newborn infants")]
+    cfg = DecontamConfig(ngram_en=100)  # n-grams longer than any item: only MinHash can match
+    kept, dropped, summary = decontaminate(train, bench, cfg)
+    assert [r["id"] for r in kept] == ["t2"]
+    assert dropped[0]["method"] == "minhash" and dropped[0]["matched"] == "medqa/us/test/b1"
+    assert 0.8 <= dropped[0]["similarity"] < 1
+
+
+def test_results_do_not_depend_on_block_size(monkeypatch):
+    import meddata.dedup as dedup_mod
+
+    rows = [mcq(f"r{i}", question=Q.replace("three", f"{i % 7} or {i % 5}")) for i in range(40)]
+    rows += [mcq(f"s{i}", question=f"Which nerve supplies muscle number {i} of the forearm "
+                                   f"in adults {i * 7}", answer="Aspirin") for i in range(20)]
+    bench = [mcq("b1", question=Q.replace("three", "1 or 1")), rows[45]]
+    expected = dedup(rows), decontaminate(rows, bench)
+    monkeypatch.setattr(dedup_mod, "SHINGLE_BLOCK_ROWS", 7)
+    monkeypatch.setattr(dedup_mod, "LSH_BANDS_PER_PASS", 2)
+    assert (dedup(rows), decontaminate(rows, bench)) == expected
+    assert expected[0][2]["near_duplicate"] > 0 and expected[1][2]["contaminated"] > 0
