@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from meddata.readers import RawRecord, jsonl_record, list_files, read_file
@@ -185,21 +186,16 @@ class _SeenKeys:
     seen so far would make a conversion quadratic in its input)."""
 
     def __init__(self) -> None:
-        import numpy as np
+        self.runs: list[np.ndarray] = []  # sorted uint64 arrays, longest first
 
-        self.np = np
-        self.runs: list = []  # sorted uint64 arrays, longest first
-
-    def contains(self, keys):
-        np = self.np
+    def contains(self, keys: np.ndarray) -> np.ndarray:
         hit = np.zeros(len(keys), dtype=bool)
         for run in self.runs:
             pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
             hit |= run[pos] == keys
         return hit
 
-    def add(self, keys) -> None:
-        np = self.np
+    def add(self, keys: np.ndarray) -> None:
         run = np.sort(keys)
         while self.runs and len(self.runs[-1]) <= len(run):
             run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")

@@ -14,12 +14,11 @@ import unicodedata
 import regex
 
 CJK_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Bopomofo}"  # also valid in polars' regex
-_CJK = CJK_CLASS
 _PUNCT = regex.compile(r"[\p{P}\p{S}]+")
 ZH_RATIO = 0.3  # share of CJK among letters from which a text counts as Chinese
 _WS = regex.compile(r"\s+")
-_TOKEN = regex.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
-_CJK_CHAR = regex.compile(rf"[{_CJK}]")
+_TOKEN = regex.compile(rf"[{CJK_CLASS}]|[^\W_{CJK_CLASS}]+")
+_CJK_CHAR = regex.compile(rf"[{CJK_CLASS}]")
 _LATIN_CHAR = regex.compile(r"[A-Za-z]")
 
 
