@@ -4,6 +4,7 @@ wall time and peak RSS (so one measurement cannot inflate the next)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,9 +21,9 @@ def measure(code: str, **env_vars: str) -> dict:
         __out.setdefault("seconds", time.perf_counter() - __t0)
         __out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(__out))
-    """).format(code=textwrap.indent(textwrap.dedent(code), "").strip().replace("\n", "\n"))
+    """).format(code=textwrap.dedent(code).strip())
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True,
-                          env={**__import__("os").environ, **env_vars})
+                          env={**os.environ, **env_vars})
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

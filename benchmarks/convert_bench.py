@@ -3,9 +3,9 @@
     python benchmarks/convert_bench.py [--rows 200000] [--scale 5]
 
 The conversion is what `meddata convert medmcqa FILE` does, including the scan that
-decides whether `cop` is 0- or 1-based. Prints rows/s, the ratio of conversion time to polars.read_ndjson on the same file, and the
-peak RSS of the conversion process; then repeats at `scale` times the rows and prints both
-peak RSS figures. Each measurement runs in a fresh process. Targets (issue 3): ratio <= 3,
+decides whether `cop` is 0- or 1-based. Prints rows/s, the ratio of conversion time to
+polars.read_ndjson on the same file, and the peak RSS of the conversion process; then
+repeats at `scale` times the rows and prints both peak RSS figures. Each measurement runs in a fresh process. Targets (issue 3): ratio <= 3,
 peak RSS within 20 % from 1x to 5x. It also times, on their own, three steps every
 conversion must do (parse the JSON, sha1 each raw line for lineage, write the canonical rows
 as zstd Parquet with content-defined chunking), to show the floor on this machine.
@@ -60,11 +60,10 @@ def run(rows: int, work: Path) -> dict:
         result = {{"rows": res.rows_out}}
     """)
     floor = measure(f"""
-        import io, time
-        import duckdb, polars as pl, pyarrow.parquet as pq
+        import time
+        import duckdb, polars as pl, pyarrow as pa, pyarrow.parquet as pq
         from meddata.store import Store, dictionary_columns, ROW_GROUP_ROWS
         version = Store({str(work / ("store-" + str(rows)))!r}).resolve("canonical/medmcqa")
-        import pyarrow as pa
         table = pa.concat_tables(pq.read_table(p) for p in version.shard_paths())
         t = time.perf_counter()
         pl.read_ndjson({str(data)!r})
