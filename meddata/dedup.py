@@ -1,8 +1,7 @@
 """Exact and near-duplicate removal, and decontamination against benchmarks (DESIGN.md §9).
 
-Both work on canonical rows held in a polars DataFrame and return the rows kept plus one
-record per dropped row saying why (cluster, survivor, similarity; or the benchmark row
-matched and how).
+Both take canonical rows (dicts) and return the rows kept plus one record per dropped row
+saying why (cluster, survivor, similarity; or the benchmark row matched and how).
 
 Text of a row for comparison (`item_text`): the question, then for MCQ the option texts
 sorted (so option order does not matter), for yes/no and instructions the context, for
@@ -17,9 +16,8 @@ shingle from polars, `num_perm` affine permutations, a min per row: no Python lo
 tokens), wrapped as datasketch LeanMinHash objects and indexed with datasketch's
 MinHashLSH with bands x rows set explicitly (25 x 5 by default: a pair at Jaccard 0.7
 becomes a candidate with probability 0.99, at 0.8 with 0.9999), five bands at a time to
-bound the index's memory. Every candidate pair is verified with the
-exact Jaccard of the two shingle sets, and for MCQ and yes/no rows the normalized gold
-answers must agree too. Clusters are connected components of the verified pairs; each
+bound the index's memory. Every candidate pair is verified with the exact Jaccard of the
+two shingle sets, and for MCQ and yes/no rows the normalized gold answers must agree too. Clusters are connected components of the verified pairs; each
 keeps one survivor chosen by `survivor_key`.
 """
 
@@ -34,7 +32,6 @@ import polars as pl
 
 from meddata.text import normalize_key, tokens
 
-MASK32 = np.uint64(0xFFFFFFFF)
 SHINGLE_BLOCK_ROWS = 20_000   # rows tokenized and shingled at a time
 LSH_BANDS_PER_PASS = 5        # LSH bands indexed at a time
 
