@@ -15,7 +15,6 @@ asks for `--cop-base`: it never guesses.
 
 from __future__ import annotations
 
-import gzip
 import re
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from meddata.convert import (
     require,
     split_from_name,
 )
-from meddata.readers import RawRecord
+from meddata.readers import RawRecord, _open
 from meddata.text import clean
 
 from . import _mcq
@@ -40,8 +39,7 @@ def scan_indices(path: Path, block_bytes: int = 16 << 20) -> set[int]:
     """Every integer `cop` / `answer` value in a file, found with a byte regex over blocks
     of whole lines (no parsing)."""
     found: set[bytes] = set()
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with _open(path) as f:
         rest = b""
         while block := f.read(block_bytes):
             data = rest + block

@@ -17,13 +17,12 @@ subset and rejected elsewhere.
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import Any
 
 from meddata.convert import ConversionError, Converter, Reject, as_record, require
-from meddata.readers import RawRecord, base_suffix
+from meddata.readers import RawRecord, _open, base_suffix
 from meddata.text import clean
 
 DECISIONS = ("yes", "no", "maybe")
@@ -43,8 +42,7 @@ def _ground_truth(path: Path) -> dict[str, str] | None:
     """The PMID -> decision map when `path` is a ground-truth file, else None."""
     if base_suffix(path) != ".json" or path.stat().st_size > 50_000_000:
         return None
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with _open(path) as f:
         head = f.read(4096).decode("utf-8", errors="replace").lstrip()
         if not head.startswith("{"):
             return None
