@@ -128,6 +128,24 @@ def index_value(value: Any) -> int | None:
     return None
 
 
+UNANSWERED = -1  # the index that marks an unanswered item (MedMCQA's test split)
+BAD_INDEX = "answer index {} is negative (only -1 means unanswered)"
+
+
+def answer_index(value: Any) -> int | None:
+    """An answer index from 2, 2.0 or "2": None for no value or for text (a letter or an
+    option's text, resolved elsewhere); UNANSWERED (-1) for an unanswered item. Anything
+    else is a reject: another negative number (bad_answer_index), or a boolean, list or
+    object (wrong_type). Out-of-range indices are rejected by answer_from_index."""
+    if isinstance(value, (bool, list, dict)):
+        raise Reject("wrong_type", f"answer index is {json.dumps(value)[:40]}, expected an "
+                                   "integer")
+    index = index_value(value)
+    if index is not None and index < UNANSWERED:
+        raise Reject("bad_answer_index", BAD_INDEX.format(index))
+    return index
+
+
 def answer_from_index(index: int, base: int, options: list[dict[str, str]]) -> str:
     pos = index - base
     if not 0 <= pos < len(options):

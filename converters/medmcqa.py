@@ -66,6 +66,8 @@ def decide_base(values: set[int], n_options: int = 4) -> int | None:
 TEXT_FIELDS = ("id", "question", "opa", "opb", "opc", "opd", "choice_type", "exp",
                "subject_name", "topic_name")
 OPTION_FIELDS = ("opa", "opb", "opc", "opd")
+_NOT_TEXT = re.compile(rb'"(?:' + b"|".join(f.encode() for f in TEXT_FIELDS) +
+                       rb')"\s*:\s*[^"\sn]')
 
 
 def _options(df):
@@ -126,6 +128,11 @@ class MedMCQA(Converter):
             raise Reject("unknown_index_base", "answer index in a file without a decided base")
         return base
 
+    def fast_accepts(self, data: bytes) -> bool:
+        """Every text field a JSON string or null (lists, objects, numbers and booleans take
+        the record path, which rejects or converts them exactly as `row` does)."""
+        return _NOT_TEXT.search(data) is None
+
     def fast_layout(self, df) -> bool:
         """The release layout with four non-null options: `frame` handles it vectorized."""
         import polars as pl
@@ -160,6 +167,9 @@ class MedMCQA(Converter):
         for letter, opt in zip("ABCD", opts):
             reason = reason.when(opt.is_null()).then(pl.lit("empty_option"))
             detail = detail.when(opt.is_null()).then(pl.lit(f"option {letter} is empty"))
+        invalid = cop < _mcq.UNANSWERED
+        reason = reason.when(invalid).then(pl.lit("bad_answer_index"))
+        detail = detail.when(invalid).then(pl.format(_mcq.BAD_INDEX, cop))
         if base is None:
             reason = reason.when(answered).then(pl.lit("unknown_index_base"))
             detail = detail.when(answered).then(
@@ -224,10 +234,10 @@ class MedMCQA(Converter):
         label = None
         raw_index = r.get("cop", r.get("answer") if r.get("choices") is not None else None)
         if "cop" in r or r.get("choices") is not None:
-            index = _mcq.index_value(raw_index)
-            if raw_index is not None and index is None and clean(raw_index) is not None:
+            index = _mcq.answer_index(raw_index)
+            if index is None and raw_index is not None:
                 label = _mcq.resolve(options, letter=raw_index)  # a letter or a text answer
-            elif index is not None and index >= 0:
+            elif index is not None and index != _mcq.UNANSWERED:
                 label = _mcq.answer_from_index(index, self._base(rec), options)
         else:
             label = _mcq.resolve(options, letter=r.get("answer_idx"), text=r.get("answer"))

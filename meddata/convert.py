@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from meddata.readers import RawRecord, jsonl_record, list_files, read_file
+from meddata.readers import RawRecord, is_empty, jsonl_record, list_files, read_file
 from meddata.schema import CANONICAL, LANGS, TASKS
 from meddata.store import Store, Version, sha256_file
 from meddata.text import clean, detect_lang
@@ -69,6 +69,12 @@ class Converter:
 
     #: set by converters that implement `frame`; tests turn it off to compare both paths
     fast: bool = False
+
+    def fast_accepts(self, data: bytes) -> bool:
+        """Whether a chunk of JSON Lines (bytes) may take `frame` at all: a cheap check on
+        the raw bytes for what parsing would hide (polars turns a list where text belongs
+        into text)."""
+        return True
 
     def fast_layout(self, df) -> bool:
         """Whether a parsed JSON Lines chunk (a polars DataFrame) suits `frame`."""
@@ -351,6 +357,8 @@ def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
             n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
             frame = lines = None
             try:  # a blank line makes the counts differ, and takes the careful path
+                if not conv.fast_accepts(data):
+                    raise ValueError("not for the vectorized path")
                 lines = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f",
                                     quote_char=None, schema={"raw": pl.String})["raw"]
                 df = pl.read_ndjson(io.BytesIO(data))
@@ -451,12 +459,19 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
         hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meddata-sha256")
         digests = hashing.submit(lambda: [sha256_file(f) for f in files])
         hashing.shutdown(wait=False)
-        files = conv.prepare(files)
+        empty = [f for f in files if is_empty(f)]
+        if len(empty) == len(files):
+            raise ConversionError(f"{conv.source}: " + (
+                f"{empty[0]} is empty" if len(empty) == 1 else
+                f"every input file is empty ({', '.join(map(str, empty))})") +
+                "; nothing to convert")
+        files = conv.prepare([f for f in files if f not in empty])
         stream = (item for f in files for item in _file_items(conv, f))
+        empty_files = [str(f) for f in empty]
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
         stream = hub_records(inputs[0], hub_config, conv.split)
         input_info = [{"hub_id": inputs[0], "config": hub_config, "split": conv.split}]
-        digests = None
+        digests, empty_files = None, []
     else:
         missing = [p for p in inputs if not Path(p).exists()]
         raise ConversionError(f"no such file or folder: {', '.join(missing)} "
@@ -493,6 +508,7 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
             for info, digest in zip(input_info, digests.result()):
                 info["sha256"] = digest
             pub.extra["inputs"] = input_info
-        pub.extra["convert_report"] = conv.report()
+        pub.extra["convert_report"] = {**conv.report(),
+                                       **({"empty_files": empty_files} if empty_files else {})}
         pub.add_stage("convert", rows_in, rows_out, dict(rejects))
     return ConversionResult(pub.version, rows_in, rows_out, rejects)

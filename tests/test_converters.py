@@ -404,13 +404,14 @@ def test_medmcqa_vectorized_path_equals_record_path(store, tmp_path):
             {**MM, "id": "e1", "cop": 2}, {**MM, "cop": 3, "exp": "  "},
             {**MM, "cop": 3, "exp": "  "}, {**MM, "id": "e5", "question": "下列哪项是维生素C缺乏的表现？",
                                             "cop": 2, "subject_name": "生化 \"quoted\""},
-            {**MM, "id": "e6", "cop": -1, "topic_name": "t\n2"}]
+            {**MM, "id": "e6", "cop": -1, "topic_name": "t\n2"},
+            {**MM, "id": "e7", "cop": -2}]
     path = write_jsonl(tmp_path / "dev.jsonl", edge)
     fast, slow = _both_paths(store, path)
     assert fast.version.id == slow.version.id
     assert fast.rejects == slow.rejects == {"empty_option": 1, "answer_not_in_options": 1,
                                             "missing_field:question": 1, "duplicate_id": 1,
-                                            "duplicate_record": 1}
+                                            "duplicate_record": 1, "bad_answer_index": 1}
     cols = ["file", "position", "raw", "reason", "detail"]
     assert fast.version.rejects().select(cols).to_pylist() == \
         slow.version.rejects().select(cols).to_pylist()
@@ -420,6 +421,14 @@ def test_medmcqa_vectorized_path_equals_record_path(store, tmp_path):
     path.write_text(path.read_text() + "\n{oops\n" + json.dumps({**MM, "id": "e9", "cop": 1}))
     fast, slow = _both_paths(store, path)
     assert fast.version.id == slow.version.id and fast.rejects == slow.rejects
+    # a list or an object where text belongs (polars would read it as text): rejected alike
+    typed = [{**MM, "id": "t1", "question": ["a", "b"], "cop": 1},
+             {**MM, "id": "t2", "opb": {"v": "x"}, "cop": 1},
+             {**MM, "id": "t3", "exp": True, "cop": 1}, {**MM, "id": "t4", "cop": 4}]
+    path = write_jsonl(tmp_path / "typed.jsonl", typed)
+    fast, slow = _both_paths(store, path)
+    assert fast.version.id == slow.version.id
+    assert fast.rejects == slow.rejects == {"wrong_type": 1, "bad_options": 1}
 
 
 def test_medmcqa_vectorized_path_crlf_and_many_chunks(store, tmp_path, monkeypatch):
