@@ -15,34 +15,34 @@ import pyarrow as pa
 from meddata.store import Store, Version
 
 
-def catalog(store: Store) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the catalog tables registered."""
+def catalog(store: Store, problems: list[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog tables registered. A dataset whose
+    tags.json or a version whose manifest.json does not parse is left out and described in
+    `problems` (when given), one line each; the rest of the store is still listed."""
+    from meddata.store import StoreError
+
+    problems = problems if problems is not None else []
     versions, tags, stages, shards = [], [], [], []
     tag_index: dict[tuple[str, str, str], list[str]] = {}
     for kind, name in store.names():
-        for tag, vid in store.tags(kind, name).items():
+        try:
+            named = store.tags(kind, name)
+        except StoreError as e:
+            problems.append(str(e))
+            continue
+        for tag, vid in named.items():
             tags.append({"kind": kind, "name": name, "tag": tag, "id": vid})
             tag_index.setdefault((kind, name, vid), []).append(tag)
-    for v in store.versions():
-        m = v.manifest
-        versions.append({
-            "kind": v.kind, "name": v.name, "id": v.id, "created_at": m["created_at"],
-            "rows": m["rows"], "bytes": m["stats"].get("bytes", 0),
-            "rejects": m["rejects"]["rows"],
-            "tags": ",".join(sorted(tag_index.get((v.kind, v.name, v.id), []),
-                                    key=lambda t: (t == "latest", len(t), t))),
-            "parents": ",".join(p["ref"] if isinstance(p, dict) else str(p)
-                                for p in m["parents"]),
-            "meddata_version": m["meddata_version"], "path": str(v.path),
-        })
-        for i, st in enumerate(m["stages"]):
-            stages.append({"kind": v.kind, "name": v.name, "id": v.id, "position": i,
-                           "stage": st["stage"], "rows_in": st["rows_in"],
-                           "rows_out": st["rows_out"], "dropped": json.dumps(st["dropped"])})
-        for sh in m["shards"]:
-            shards.append({"kind": v.kind, "name": v.name, "id": v.id, "path": str(v.path / sh["path"]),
-                           "split": sh["split"], "rows": sh["rows"], "bytes": sh["bytes"],
-                           "sha256": sh["sha256"]})
+    for v in store.versions(problems=problems):
+        try:
+            row, st_rows, sh_rows = _catalog_rows(v, tag_index)
+        except (KeyError, TypeError, AttributeError) as e:
+            problems.append(f"{v.path}: manifest.json lacks a field ({e!r}); `meddata fsck`")
+            continue
+        versions.append(row)
+        stages.extend(st_rows)
+        shards.extend(sh_rows)
+
     con = duckdb.connect()
     schemas = {
         "versions": pa.schema([("kind", pa.string()), ("name", pa.string()), ("id", pa.string()),
@@ -67,6 +67,27 @@ def catalog(store: Store) -> duckdb.DuckDBPyConnection:
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM _{table}")
         con.unregister(f"_{table}")
     return con
+
+
+def _catalog_rows(v: Version, tag_index: dict) -> tuple[dict, list[dict], list[dict]]:
+    m = v.manifest
+    row = {
+        "kind": v.kind, "name": v.name, "id": v.id, "created_at": m["created_at"],
+        "rows": m["rows"], "bytes": m["stats"].get("bytes", 0),
+        "rejects": m["rejects"]["rows"],
+        "tags": ",".join(sorted(tag_index.get((v.kind, v.name, v.id), []),
+                                key=lambda t: (t == "latest", len(t), t))),
+        "parents": ",".join(p["ref"] if isinstance(p, dict) else str(p)
+                            for p in m["parents"]),
+        "meddata_version": m["meddata_version"], "path": str(v.path),
+    }
+    stages = [{"kind": v.kind, "name": v.name, "id": v.id, "position": i,
+               "stage": st["stage"], "rows_in": st["rows_in"], "rows_out": st["rows_out"],
+               "dropped": json.dumps(st["dropped"])} for i, st in enumerate(m["stages"])]
+    shards = [{"kind": v.kind, "name": v.name, "id": v.id, "path": str(v.path / sh["path"]),
+               "split": sh["split"], "rows": sh["rows"], "bytes": sh["bytes"],
+               "sha256": sh["sha256"]} for sh in m["shards"]]
+    return row, stages, shards
 
 
 def _quote(col: str) -> str:

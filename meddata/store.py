@@ -39,8 +39,10 @@ import pyarrow.parquet as pq
 
 from meddata import __version__
 from meddata.schema import REJECTS
+from meddata.secrets import redact
 
 DEFAULT_STORE = "./meddata-store"
+BUSY = ".publishing"  # lock file inside a publish's temporary folder
 ROW_GROUP_ROWS = 8_192
 SHARD_ROWS = 61 * ROW_GROUP_ROWS  # 499,712: shards hold whole row groups
 # Columns whose value counts go into the manifest's stats.
@@ -48,8 +50,8 @@ COUNTED_COLUMNS = ("source", "subset", "split", "lang", "task", "rejected_by", "
 # String columns with few distinct values, dictionary encoded in the shards.
 DICTIONARY_NAMES = frozenset({"source", "subset", "split", "lang", "task", "label",
                               "answer_label", "role", "rejected_by"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HEX = re.compile(r"^[0-9a-f]{4,64}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # always used with fullmatch
+_HEX = re.compile(r"[0-9a-f]{4,64}")
 
 
 class StoreError(Exception):
@@ -57,7 +59,12 @@ class StoreError(Exception):
 
 
 class ShardIntegrityError(StoreError):
-    """A shard's bytes no longer match the size or sha256 recorded in its manifest."""
+    """A shard's bytes no longer match the size or sha256 recorded in its manifest, or the
+    manifest no longer matches the version's content id."""
+
+
+class BrokenVersion(StoreError):
+    """A version folder whose manifest.json is missing or does not parse."""
 
 
 def default_store_path() -> Path:
@@ -86,6 +93,14 @@ def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
 
 
+def content_digest(schema_text: str, shards: list[dict[str, Any]]) -> str:
+    """sha256 over a version's schema and its shards' paths and sha256 digests: the version
+    id is its first 16 hex digits."""
+    return hashlib.sha256(json.dumps(
+        {"schema": schema_text, "shards": [[s["path"], s["sha256"]] for s in shards]},
+        sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Ref:
     """`kind/name@selector`, where selector is a tag (`v2`, `latest`) or an id prefix."""
@@ -98,7 +113,7 @@ class Ref:
     def parse(cls, text: str) -> Ref:
         body, _, selector = text.partition("@")
         parts = body.strip("/").split("/")
-        if len(parts) != 2 or not all(_NAME.match(p) for p in parts):
+        if len(parts) != 2 or not all(_NAME.fullmatch(p) for p in parts):
             raise StoreError(f"bad reference {text!r}: expected kind/name[@tag|@id], "
                              "for example canonical/medmcqa@latest")
         return cls(parts[0], parts[1], selector or "latest")
@@ -112,8 +127,14 @@ class Version:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        with open(self.path / "manifest.json", encoding="utf-8") as f:
-            self.manifest: dict[str, Any] = json.load(f)
+        try:
+            with open(self.path / "manifest.json", encoding="utf-8") as f:
+                self.manifest: dict[str, Any] = json.load(f)
+            if not isinstance(self.manifest, dict) or "id" not in self.manifest:
+                raise ValueError("not a meddata manifest")
+        except (OSError, ValueError) as e:
+            raise BrokenVersion(f"{self.path}: manifest.json is unreadable ({e}); "
+                                "`meddata fsck` reports it, `--repair` moves it aside") from None
 
     id = property(lambda self: self.manifest["id"])
     kind = property(lambda self: self.manifest["kind"])
@@ -144,10 +165,23 @@ class Version:
     def schema(self) -> pa.Schema:
         return pq.read_schema(self.shard_paths()[0])
 
+    def check_id(self) -> None:
+        """The manifest's shard list and schema must hash to the version's id (and folder
+        name): a shard rewritten together with its manifest entry is caught here."""
+        m = self.manifest
+        digest = content_digest(m.get("schema_text", ""), m.get("shards", []))
+        if digest != m.get("content_sha256") or digest[:16] != m["id"] or \
+                self.path.name != m["id"]:
+            raise ShardIntegrityError(
+                f"{self.ref}: the manifest's shards and schema do not hash to the version id "
+                "(the version was changed after publishing)")
+
     def verify(self, mode: str = "full") -> None:
-        """Check every shard against the manifest: `size` compares sizes, `full` also sha256."""
+        """Check the id against the manifest, then every shard against the manifest: `size`
+        compares sizes, `full` also sha256; `none` checks nothing."""
         if mode == "none":
             return
+        self.check_id()
         for shard in self.manifest["shards"]:
             path = self.path / shard["path"]
             if not path.exists():
@@ -199,9 +233,15 @@ class Version:
 
     def validations(self) -> list[dict[str, Any]]:
         folder = self.path / "validations"
-        if not folder.exists():
+        if not folder.is_dir() or folder.is_symlink():
             return []
-        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+        out = []
+        for p in sorted(folder.glob("*.json")):
+            try:
+                out.append(json.loads(p.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue  # a half-written or damaged result is not a result
+        return out
 
 
 class Store:
@@ -213,7 +253,7 @@ class Store:
     # ---- publishing -------------------------------------------------------------------
     def publisher(self, kind: str, name: str, schema: pa.Schema, **manifest: Any) -> Publisher:
         for part in (kind, name):
-            if not _NAME.match(part):
+            if not _NAME.fullmatch(part):
                 raise StoreError(f"bad kind or name {part!r}: use letters, digits, . _ -")
         return Publisher(self, kind, name, schema, manifest)
 
@@ -228,26 +268,58 @@ class Store:
     def _name_dir(self, kind: str, name: str) -> Path:
         return self.root / kind / name
 
+    def inside(self, path: Path) -> Path:
+        """`path`, after checking that it does not lead out of the store through a symlink
+        (the store never reads or writes outside its root)."""
+        root = self.root.resolve()
+        target = path.resolve()
+        if target != root and root not in target.parents:
+            raise StoreError(f"{path} leads outside the store {self.root} (a symlink?); "
+                             "meddata does not follow it")
+        return path
+
     def tags(self, kind: str, name: str) -> dict[str, str]:
         path = self._name_dir(kind, name) / "tags.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if not path.exists() and not path.is_symlink():
+            return {}
+        try:
+            tags = json.loads(self.inside(path).read_text(encoding="utf-8"))
+            if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+                raise ValueError("not an object of tag -> id")
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{kind}/{name}: tags.json is unreadable ({e}); `meddata fsck "
+                             "--repair` rebuilds it from the versions") from None
+        return tags
 
     def names(self) -> list[tuple[str, str]]:
         if not self.root.exists():
             return []
         return sorted((k.name, n.name) for k in self.root.iterdir()
-                      if k.is_dir() and not k.name.startswith(".")
-                      for n in k.iterdir() if n.is_dir())
+                      if k.is_dir() and not k.is_symlink() and not k.name.startswith(".")
+                      for n in k.iterdir() if n.is_dir() and not n.is_symlink())
 
-    def versions(self, kind: str | None = None, name: str | None = None) -> list[Version]:
+    def version_dirs(self, kind: str, name: str) -> list[Path]:
+        base = self._name_dir(kind, name)
+        return sorted(d for d in base.iterdir()
+                      if d.is_dir() and not d.is_symlink() and not d.name.startswith("."))
+
+    def versions(self, kind: str | None = None, name: str | None = None,
+                 problems: list[str] | None = None) -> list[Version]:
+        """Every readable version (of one kind or name). A folder whose manifest does not
+        parse is left out and described in `problems`, when given: one broken dataset never
+        hides the others."""
         out = []
         for k, n in self.names():
             if (kind and k != kind) or (name and n != name):
                 continue
-            for d in sorted(self._name_dir(k, n).iterdir()):
-                if d.is_dir() and (d / "manifest.json").exists():
+            for d in self.version_dirs(k, n):
+                try:
                     out.append(Version(d))
-        return sorted(out, key=lambda v: (v.kind, v.name, v.manifest["created_at"], v.id))
+                except BrokenVersion as e:
+                    if problems is not None:
+                        problems.append(str(e))
+        return sorted(out, key=lambda v: (v.kind, v.name, v.manifest.get("created_at", ""),
+                                          v.id))
 
     def resolve(self, ref: str | Ref) -> Version:
         ref = Ref.parse(ref) if isinstance(ref, str) else ref
@@ -258,9 +330,14 @@ class Store:
                              f"(datasets: {known})")
         tags = self.tags(ref.kind, ref.name)
         if ref.selector in tags:
-            return Version(base / tags[ref.selector])
-        if _HEX.match(ref.selector):
-            hits = [d for d in base.iterdir() if d.is_dir() and d.name.startswith(ref.selector)]
+            target = base / tags[ref.selector]
+            if not target.is_dir():
+                raise StoreError(f"{ref}: tag {ref.selector} points at {tags[ref.selector]}, "
+                                 "which is not in the store (`meddata fsck --repair`)")
+            return Version(self.inside(target))
+        if _HEX.fullmatch(ref.selector):
+            hits = [d for d in self.version_dirs(ref.kind, ref.name)
+                    if d.name.startswith(ref.selector)]
             if len(hits) == 1:
                 return Version(hits[0])
             if len(hits) > 1:
@@ -278,6 +355,7 @@ class Store:
         """Store a later validation result beside the version; its content id is unchanged."""
         folder = version.path / "validations"
         folder.mkdir(exist_ok=True)
+        self.inside(folder)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         path = folder / f"{stamp}.json"
         tmp = path.with_suffix(".tmp")
@@ -289,22 +367,44 @@ class Store:
     def _locked(self, kind: str, name: str) -> Iterator[None]:
         base = self._name_dir(kind, name)
         base.mkdir(parents=True, exist_ok=True)
-        with open(base / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        self.inside(base)
+        try:  # O_NOFOLLOW: a symlinked lock file is refused, never truncated through
+            fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise StoreError(f"{base / '.lock'}: cannot open the lock file ({e}); a symlink "
+                             "there is refused") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _write_tags(self, kind: str, name: str, tags: dict[str, str]) -> None:
         path = self._name_dir(kind, name) / "tags.json"
+        if path.is_symlink():
+            raise StoreError(f"{path} is a symlink; meddata does not write through it")
         tmp = path.with_name(f".tags-{uuid.uuid4().hex}.json")
         tmp.write_text(json.dumps(tags, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
 
+    def ensure_tagged(self, kind: str, name: str, vid: str) -> str | None:
+        """Give an untagged version the tags a publish would have given it (the next v<N>,
+        and `latest`): a publish that crashed between moving the version into place and
+        writing its tags heals when it runs again. Call with the name's lock held. Returns
+        the new tag, or None when the version already had one."""
+        tags = self.tags(kind, name)
+        if vid in tags.values():
+            return None
+        numbers = [int(t[1:]) for t in tags if re.fullmatch(r"v\d+", t)]
+        tag = f"v{max(numbers, default=0) + 1}"
+        tags[tag] = vid
+        tags["latest"] = vid
+        self._write_tags(kind, name, tags)
+        return tag
+
     def tag(self, ref: str | Ref, tag: str) -> None:
         """Point a human tag (not `v<N>`, which publishing owns) at a version."""
-        if re.fullmatch(r"v\d+", tag) or not _NAME.match(tag):
+        if re.fullmatch(r"v\d+", tag) or not _NAME.fullmatch(tag):
             raise StoreError(f"tag {tag!r} is reserved or malformed")
         version = self.resolve(ref)
         with self._locked(version.kind, version.name):
@@ -325,8 +425,13 @@ class Publisher:
         self.schema = schema.remove_metadata()
         self.extra = dict(manifest)
         self.stages: list[dict[str, Any]] = []
+        self._busy: int | None = None
         self.tmp = store.root / ".tmp" / f"{kind}-{name}-{uuid.uuid4().hex}"
         (self.tmp / "data").mkdir(parents=True)
+        store.inside(self.tmp)
+        # held while this publish runs, so `meddata fsck` never takes its folder for an orphan
+        self._busy = os.open(self.tmp / BUSY, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fcntl.flock(self._busy, fcntl.LOCK_EX)
         self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
         self._pending: dict[str, list[pa.Table]] = {}
         self._shards: list[dict[str, Any]] = []  # appended by the writer thread
@@ -468,6 +573,12 @@ class Publisher:
             with contextlib.suppress(Exception):
                 self._rejects.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._busy is not None:
+            os.close(self._busy)
+            self._busy = None
 
     def commit(self) -> Version:
         if self._closed:
@@ -479,6 +590,8 @@ class Publisher:
             self._drain(raise_errors=False)
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise
+        finally:
+            self._release()
 
     def _commit(self) -> Version:
         for split, pending in sorted(self._pending.items()):
@@ -492,29 +605,23 @@ class Publisher:
         if self._rejects is not None:
             self._rejects.close()
         self._shards.sort(key=lambda s: s["path"])
-        fingerprint = schema_fingerprint(self.schema)
-        digest = hashlib.sha256(json.dumps(
-            {"schema": fingerprint, "shards": [[s["path"], s["sha256"]] for s in self._shards]},
-            sort_keys=True).encode()).hexdigest()
+        digest = content_digest(schema_fingerprint(self.schema), self._shards)
         vid = digest[:16]
         base = self.store._name_dir(self.kind, self.name)
         final = base / vid
         with self.store._locked(self.kind, self.name):
-            if final.exists():  # identical content: a no-op that returns the existing version
-                shutil.rmtree(self.tmp, ignore_errors=True)
-                self.version = Version(final)
+            if final.exists():  # identical content: returns the existing version, and gives
+                shutil.rmtree(self.tmp, ignore_errors=True)  # it tags if a crash left none
+                self.version = Version(self.store.inside(final))
+                self.store.ensure_tagged(self.kind, self.name, vid)
                 return self.version
-            manifest = self._manifest(vid, digest)
+            manifest = redact(self._manifest(vid, digest))
             (self.tmp / "manifest.json").write_text(
                 json.dumps(manifest, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
             (self.tmp / "README.md").write_text(dataset_card(manifest), encoding="utf-8")
+            os.unlink(self.tmp / BUSY)
             os.rename(self.tmp, final)
-            tags = self.store.tags(self.kind, self.name)
-            numbers = [int(t[1:]) for t in tags if re.fullmatch(r"v\d+", t)]
-            tag = f"v{max(numbers, default=0) + 1}"
-            tags[tag] = vid
-            tags["latest"] = vid
-            self.store._write_tags(self.kind, self.name, tags)
+            self.store.ensure_tagged(self.kind, self.name, vid)
         self.version = Version(final)
         return self.version
 
