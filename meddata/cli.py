@@ -27,6 +27,25 @@ def _store(ctx: click.Context):
     return Store(ctx.obj["store"])
 
 
+def _published(version) -> None:
+    click.echo(f"published {version.kind}/{version.name}@{version.id}  "
+               f"({version.rows} rows) in {version.path}")
+
+
+TRAIN_MODULES = ("torch", "transformers", "trl", "peft", "accelerate")
+
+
+def _need_train_extra(command: str) -> None:
+    """One line instead of a traceback when the `train` extra is not installed."""
+    import importlib.util
+
+    missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise Failure(f"`meddata {command}` needs the train extra ({', '.join(missing)} "
+                      "not installed): pip install torch==2.13.0 && pip install -e \".[train]\" "
+                      "(or pip install \"meddata[train]\")")
+
+
 def _store_errors():
     from meddata.store import StoreError
 
@@ -59,16 +78,20 @@ def ls_cmd(ctx: click.Context, kind: str | None) -> None:
     from meddata.catalog import catalog
     from meddata.report import human_bytes, table
 
-    con = catalog(_store(ctx))
+    problems: list[str] = []
+    con = catalog(_store(ctx), problems)
     where = "WHERE kind = ?" if kind else ""
     rows = con.execute(f"SELECT kind || '/' || name, id, tags, rows, rejects, bytes, created_at "
                        f"FROM versions {where} ORDER BY kind, name, created_at",
                        [kind] if kind else []).fetchall()
     if not rows:
         click.echo(f"no versions in {ctx.obj['store']}")
-        return
-    click.echo(table([(r[0], r[1], r[2], r[3], r[4], human_bytes(r[5]), r[6]) for r in rows],
-                     ["dataset", "id", "tags", "rows", "rejects", "size", "created"]))
+    else:
+        click.echo(table([(r[0], r[1], r[2], r[3], r[4], human_bytes(r[5]), r[6])
+                          for r in rows],
+                         ["dataset", "id", "tags", "rows", "rejects", "size", "created"]))
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
 
 
 @cli.command("show")
@@ -81,13 +104,20 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
 
     try:
         v = _store(ctx).resolve(ref)
+        tags = [t for t, i in _store(ctx).tags(v.kind, v.name).items() if i == v.id]
     except _store_errors() as e:
         raise Failure(str(e)) from e
+    try:
+        v.verify("size")  # the id against the manifest, and every shard's size
+        integrity = None
+    except _store_errors() as e:
+        integrity = str(e)
     m = v.manifest
     if as_json:
         click.echo(json.dumps(m, indent=2, ensure_ascii=False))
+        if integrity:
+            raise Failure(integrity)
         return
-    tags = [t for t, i in _store(ctx).tags(v.kind, v.name).items() if i == v.id]
     click.echo(f"{v.kind}/{v.name}@{v.id}  tags: {', '.join(sorted(tags)) or '-'}")
     click.echo(f"created {m['created_at']} by meddata {m['meddata_version']}; "
                f"{m['rows']} rows in {len(m['shards'])} shard(s), "
@@ -129,6 +159,8 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     for later in v.validations()[-3:]:
         click.echo(f"later validation {later.get('run_at', '')}: "
                    f"{'passed' if later.get('success') else 'FAILED'}")
+    if integrity:
+        raise Failure(integrity)
 
 
 @cli.command("diff")
@@ -201,6 +233,35 @@ def tag_cmd(ctx: click.Context, ref: str, tag: str) -> None:
     click.echo(f"tagged {ref} as {tag}")
 
 
+@cli.command("fsck")
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed: remove orphan temporary folders, move broken "
+                   "versions to .quarantine/, rebuild unreadable tags, tag untagged versions, "
+                   "drop dangling tags, remove symlinks.")
+@click.option("--sizes-only", is_flag=True,
+              help="Compare shard sizes only (fast), not their sha256.")
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+@click.pass_context
+def fsck_cmd(ctx, repair, sizes_only, as_json) -> None:
+    """Check the store: orphan temporary folders, untagged versions, dangling tags,
+    manifests that do not parse, ids that no longer match their manifest, shards whose size
+    or sha256 disagree with it, symlinks. Exit 1 when something is wrong and not repaired."""
+    from meddata.fsck import as_json as problems_json
+    from meddata.fsck import fsck
+
+    problems = fsck(_store(ctx), repair=repair, hashes=not sizes_only)
+    if as_json:
+        click.echo(problems_json(problems))
+    else:
+        for p in problems:
+            click.echo(p.line())
+        left = sum(1 for p in problems if not p.repaired)
+        click.echo(f"{ctx.obj['store']}: " + ("no problems" if not problems else
+                   f"{len(problems)} problem(s), {len(problems) - left} repaired"))
+    if any(not p.repaired for p in problems):
+        ctx.exit(1)
+
+
 # ---- conversion ----------------------------------------------------------------------------
 @cli.command("convert")
 @click.argument("source")
@@ -245,7 +306,7 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
     except (conv_mod.ConversionError, FileNotFoundError, ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     v = result.version
-    click.echo(f"published {v.kind}/{v.name}@{v.id}")
+    _published(v)
     rows = [("rows in", result.rows_in), ("rows out", result.rows_out)]
     rows += [(f"rejected: {reason}", n) for reason, n in result.rejects.most_common()]
     click.echo(table(rows, ["", "count"]))
@@ -274,7 +335,7 @@ def dedup_cmd(ctx, ref, name, threshold, priority) -> None:
     except (ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["dedup"]["summary"]
-    click.echo(f"published {v.kind}/{v.name}@{v.id}")
+    _published(v)
     click.echo(table([("rows in", s["rows_in"]), ("rows out", s["rows_out"]),
                       ("exact duplicates", s["exact_duplicate"]),
                       ("near duplicates", s["near_duplicate"]),
@@ -301,7 +362,7 @@ def decontam_cmd(ctx, ref, against, name, threshold) -> None:
     except (ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["decontam"]["summary"]
-    click.echo(f"published {v.kind}/{v.name}@{v.id}")
+    _published(v)
     click.echo(table([("rows in", s["rows_in"]), ("rows out", s["rows_out"])]
                      + [(f"contaminated: {k}", n) for k, n in s["by_method"].items()],
                      ["", "count"]))
@@ -387,7 +448,7 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             RuntimeError, ModelNotFound, _store_errors()) as e:
         raise Failure(str(e)) from e
     m = version.manifest
-    click.echo(f"published {version.kind}/{version.name}@{version.id}  ({m['rows']} rows)")
+    _published(version)
     click.echo("\n" + stages_table(m["stages"]))
     counts = m["stats"]["counts"]
     for col in ("source", "lang", "split", "rejected_by", "label"):
@@ -438,9 +499,15 @@ def validate_cmd(ctx, refs, json_path, sample, max_chars) -> None:
         try:
             version = store.resolve(ref)
         except _store_errors() as e:
-            raise Failure(str(e)) from e
+            click.echo(f"{ref}: error: {e}")
+            failed_any = True
+            continue
         result = validate(version, sample=sample, bounds=Bounds(max_chars=max_chars))
-        store.record_validation(version, result)
+        try:
+            store.record_validation(version, result)
+        except _store_errors() as e:
+            click.echo(f"{version.ref}: the result is not stored: {e}")
+            failed_any = True
         results.append(result)
         failed = [c for c in result["checks"] if not c["success"]]
         failed_any |= bool(failed)
@@ -505,6 +572,7 @@ def export_cmd(ctx, ref, fmt, out_dir, layout) -> None:
 def train_cmd(ctx, stage, data_ref, model, config_path, output, max_steps, merge, sets):
     """Train STAGE on a dataset version with TRL and LoRA; write the adapter and
     training_manifest.json naming the data versions."""
+    _need_train_extra("train")
     from meddata.models import ModelNotFound
     from meddata.train import run
     from meddata.train.common import TrainConfig, TrainError, parse_overrides
@@ -553,6 +621,7 @@ def eval_cmd(ctx, models, benches, method, choices, limit, shots, batch_size, ma
              out_dir, quiet) -> None:
     """Evaluate one or more models on benchmark versions and print a comparison table
     (accuracy with a 95 % interval; ROUGE-L and BLEU on open answers)."""
+    _need_train_extra("eval")
     from pathlib import Path
 
     from meddata.models import ModelNotFound

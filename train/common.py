@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from meddata.models import resolve_model
+from meddata.secrets import redact
 from meddata.store import Store, Version
 
 STAGE_KINDS = {"cpt": "pretrain", "sft": "sft", "reward": "preference", "rlhf": "prompts",
@@ -361,6 +362,7 @@ def train_and_save(trainer, stage: str, config: TrainConfig, job: Run, trl_args,
                     "merged": str(output / "merged") if config.merge else None},
         **(extra or {}),
     }
+    manifest = redact(manifest)  # no key or URL credential reaches the disk
     text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str)
     (output / "training_manifest.json").write_text(text, encoding="utf-8")
     card = model_card(manifest)

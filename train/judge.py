@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
+
+from meddata.secrets import redact_text, redact_url
 
 from .rewards import after_think, completion_text
 
@@ -55,14 +58,21 @@ class JudgeUnavailable(RuntimeError):
 
 class Judge:
     def __init__(self, url: str = "http://127.0.0.1:8000/v1", model: str = "judge",
-                 api_key: str | None = None, timeout: float = 30.0, retries: int = 3,
-                 backoff: float = 0.5, concurrency: int = 8, on_failure: str = "fail",
+                 api_key_env: str | None = None, api_key: str | None = None,
+                 timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 concurrency: int = 8, on_failure: str = "fail",
                  scores: dict[str, float] | None = None, cache_file: str | None = None,
                  max_tokens: int = 4):
         if on_failure not in ("fail", "skip", "zero"):
             raise ValueError(f"judge on_failure {on_failure!r}: use fail, skip or zero")
+        if api_key_env and not os.environ.get(api_key_env):
+            raise ValueError(f"judge api_key_env: the environment variable {api_key_env} is "
+                             "not set")
         self.url = url.rstrip("/")
-        self.model, self.api_key = model, api_key
+        # the key is read from the environment variable the config names (`api_key` in a
+        # config file works too, but is never written anywhere: manifests redact it)
+        self.model = model
+        self._api_key = os.environ[api_key_env] if api_key_env else api_key
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.concurrency, self.on_failure = concurrency, on_failure
         self.scores = {**DEFAULT_SCORES, **(scores or {})}
@@ -90,7 +100,7 @@ class Judge:
         body = {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
                 "messages": [{"role": "user", "content": RUBRIC.format(
                     question=question, reference=reference, answer=answer)}]}
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
@@ -106,8 +116,8 @@ class Judge:
                 last = e
                 if attempt < self.retries:
                     await asyncio.sleep(self.backoff * 2 ** attempt)
-        raise JudgeUnavailable(f"judge at {self.url} failed after {self.retries + 1} "
-                               f"attempts: {last}")
+        raise JudgeUnavailable(f"judge at {redact_url(self.url)} failed after "
+                               f"{self.retries + 1} attempts: {redact_text(str(last))}")
 
     async def score_all(self, questions: list[str], references: list[str],
                         answers: list[str]) -> list[float | None]:
