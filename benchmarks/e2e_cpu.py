@@ -46,7 +46,7 @@ def prepare(store, args) -> tuple[str, str]:
         "sources": [{"source": "medmcqa", "paths": [str(mm)], "name": "e2e-medmcqa",
                      "split": ["dev", "train"]}],
         "decontam": {"against": [bench]}})
-    version, _ = pipeline.run("sft", data, store, progress=False)
+    version = pipeline.run("sft", data, store, progress=False)
     return bench, version.ref
 
 

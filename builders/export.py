@@ -1,106 +1,99 @@
 """Export a version for other tools: LLaMA-Factory (dataset_info.json plus JSON data files in
-its documented alpaca / sharegpt layouts) and plain JSON Lines.
+its documented alpaca / sharegpt layouts) and plain JSON Lines. Rows are read and written
+batch by batch.
 
-LLaMA-Factory layouts used (its data/README.md):
-- sft: sharegpt `messages` with role/content tags (or alpaca instruction/input/output/system);
-- preference: sharegpt with `"ranking": true`, `chosen` and `rejected` message objects;
-- kto: sharegpt `messages` (prompt then completion) and `kto_tag` -> a JSON boolean `label`;
-- pretrain: `{"text": ...}` with columns {"prompt": "text"};
-- prompts: alpaca instruction / output (its ppo stage reads a plain sft dataset).
-One data file per split; each is its own dataset_info entry, named `<name>_<split>`.
+Each kind's module says how its rows look in LLaMA-Factory (builders/<kind>.py,
+`llamafactory_record` and `llamafactory_entry`). Files and dataset_info keys are named
+`<kind>_<name>_<split>`, so exports of different kinds into one folder never collide; an
+existing dataset_info.json is merged (its other entries kept), and a file that another
+version of the same dataset exported is not overwritten unless `overwrite` is given. Each
+exported file records which version wrote it in `meddata_exports.json` beside it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from meddata.store import Version
 
-SHAREGPT_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                 "assistant_tag": "assistant", "system_tag": "system"}
+from . import registry
+
+LEDGER = "meddata_exports.json"
 
 
-def _split_system(msgs: list[dict[str, str]]) -> tuple[str | None, list[dict[str, str]]]:
-    if msgs and msgs[0]["role"] == "system":
-        return msgs[0]["content"], msgs[1:]
-    return None, msgs
+class ExportConflict(ValueError):
+    """Exporting would overwrite files another version wrote."""
 
 
-def llamafactory_record(kind: str, row: dict[str, Any], layout: str) -> dict[str, Any]:
-    if kind == "sft":
-        system, msgs = _split_system(row["messages"])
-        if layout == "alpaca":
-            rec = {"instruction": msgs[0]["content"], "input": "", "output": msgs[-1]["content"]}
-            return {**rec, "system": system} if system else rec
-        return {"messages": msgs, **({"system": system} if system else {})}
-    if kind == "preference":
-        system, prompt = _split_system(row["prompt"])
-        rec = {"messages": prompt, "chosen": row["chosen"][-1], "rejected": row["rejected"][-1]}
-        return {**rec, "system": system} if system else rec
-    if kind == "kto":
-        system, prompt = _split_system(row["prompt"])
-        rec = {"messages": prompt + row["completion"], "label": bool(row["label"])}
-        return {**rec, "system": system} if system else rec
-    if kind == "pretrain":
-        return {"text": row["text"]}
-    if kind == "prompts":
-        system, prompt = _split_system(row["prompt"])
-        rec = {"instruction": prompt[-1]["content"], "input": "", "output": row["answer"]}
-        return {**rec, "system": system} if system else rec
-    raise ValueError(f"kind {kind} has no LLaMA-Factory layout")
+def _ledger(out: Path) -> dict[str, Any]:
+    path = out / LEDGER
+    if path.exists():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return {}
+    return {}
 
 
-def dataset_info_entry(kind: str, file_name: str, layout: str, has_system: bool
-                       ) -> dict[str, Any]:
-    if kind == "pretrain":
-        return {"file_name": file_name, "columns": {"prompt": "text"}}
-    if (kind == "sft" and layout == "alpaca") or kind == "prompts":
-        cols = {"prompt": "instruction", "query": "input", "response": "output"}
-        if has_system:
-            cols["system"] = "system"
-        return {"file_name": file_name, "columns": cols}
-    cols: dict[str, str] = {"messages": "messages"}
-    if has_system:
-        cols["system"] = "system"
-    entry: dict[str, Any] = {"file_name": file_name, "formatting": "sharegpt"}
-    if kind == "preference":
-        entry["ranking"] = True
-        cols.update({"chosen": "chosen", "rejected": "rejected"})
-    if kind == "kto":
-        cols["kto_tag"] = "label"
-    entry["columns"] = cols
-    entry["tags"] = SHAREGPT_TAGS
-    return entry
+def _write_json_array(path: Path, records) -> tuple[int, bool]:
+    """Stream records into a JSON array; (count, whether any record has a system)."""
+    n, has_system = 0, False
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("[")
+        for rec in records:
+            f.write(("\n" if n == 0 else ",\n") + json.dumps(rec, ensure_ascii=False))
+            has_system |= "system" in rec
+            n += 1
+        f.write("\n]\n")
+    os.replace(tmp, path)
+    return n, has_system
 
 
-def export(version: Version, out_dir: str | Path, fmt: str, layout: str = "sharegpt"
-           ) -> list[Path]:
+def export(version: Version, out_dir: str | Path, fmt: str, layout: str = "sharegpt",
+           overwrite: bool = False) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    kind, written = version.kind, []
+    kind = registry.get(version.kind) if version.kind != "canonical" else None
+    if fmt == "llamafactory" and (kind is None or kind.llamafactory_record is None):
+        raise ValueError(f"kind {version.kind} has no LLaMA-Factory layout")
+    ledger = _ledger(out)
+    stems = {split: f"{version.kind}_{version.name}_{split}" for split in version.splits}
+    suffix = ".jsonl" if fmt == "jsonl" else ".json"
+    clashes = [f"{stem}{suffix} ({ledger[stem + suffix]['ref']})" for stem in stems.values()
+               if stem + suffix in ledger and ledger[stem + suffix]["id"] != version.id]
+    if clashes and not overwrite:
+        raise ExportConflict(f"{out}: {', '.join(clashes)} came from another version of "
+                             f"{version.kind}/{version.name}; pass --overwrite to replace them")
+    written: list[Path] = []
     info: dict[str, Any] = {}
-    for split in version.splits:
-        rows = version.to_table(split=split).to_pylist()
-        stem = f"{version.name}_{split}"
+    version.verify("full")
+    for split, stem in stems.items():
+        path = out / f"{stem}{suffix}"
+        rows = (row for b in version.iter_batches(split=split, verify="none")
+                for row in b.to_pylist())
         if fmt == "jsonl":
-            path = out / f"{stem}.jsonl"
-            with open(path, "w", encoding="utf-8") as f:
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            written.append(path)
-            continue
-        records = [llamafactory_record(kind, r, layout) for r in rows]
-        path = out / f"{stem}.json"
-        path.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
+            os.replace(tmp, path)
+        else:
+            _, has_system = _write_json_array(
+                path, (kind.llamafactory_record(r, layout) for r in rows))
+            info[stem] = kind.llamafactory_entry(path.name, layout, has_system)
+        ledger[path.name] = {"ref": version.ref, "id": version.id}
         written.append(path)
-        info[stem] = dataset_info_entry(kind, path.name, layout,
-                                        any("system" in r for r in records))
     if fmt == "llamafactory":
         info_path = out / "dataset_info.json"
-        existing = json.loads(info_path.read_text()) if info_path.exists() else {}
+        existing = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() \
+            else {}
         existing.update(info)
-        info_path.write_text(json.dumps(existing, ensure_ascii=False, indent=2), encoding="utf-8")
+        info_path.write_text(json.dumps(existing, ensure_ascii=False, indent=2),
+                             encoding="utf-8")
         written.append(info_path)
+    (out / LEDGER).write_text(json.dumps(ledger, indent=2, sort_keys=True), encoding="utf-8")
     return written

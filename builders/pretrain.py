@@ -1,29 +1,40 @@
 """pretrain: plain `text` for continued pretraining; with a tokenizer and `pack: true`,
-packed `input_ids` too.
+packed `input_ids` too (fixed-length sequences for TRL's SFTTrainer or a plain LM loop).
 
 Documents become their title and body; QA, instruction and reasoning rows become the
-rendered prompt followed by the reference answer. Packing joins the documents' token ids
-with the tokenizer's EOS and cuts them into sequences of exactly `max_tokens` (the last
-one may be shorter); the pipeline packs each split and language separately. Each sequence
-row carries its decoded text, and its source and task list every contributing document's.
+rendered prompt followed by the reference answer. Packing joins each split and language's
+documents with the tokenizer's EOS and cuts them into sequences of exactly `max_tokens` ids
+(the last one may be shorter), as a stream: only the ids left over from the last cut are
+held per split and language, finished sequences go to a spill file, and the sequences come
+out split by split, language by language. Each sequence row carries its decoded text, and
+its source and task list every contributing document's. Token ids are cached in the store
+(meddata.length), so a rebuild that changes only the packing or the split does not
+tokenize again.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from meddata.recipe import Recipe
-from meddata.schema import KINDS
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from meddata.steps import Books, Source, Step
+from meddata.validation import suites
 
 from . import render
-from .common import lineage
+from .common import lineage, schema
+from .registry import Kind
+from .steps import IDS, Length, Render, Split
 
-SCHEMA = KINDS["pretrain"]
-PACKED_SCHEMA = KINDS["pretrain_packed"]
+SCHEMA = schema(("text", pa.string()))
+PACKED_SCHEMA = schema(("text", pa.string()), ("input_ids", pa.list_(pa.int32())))
 
 
-def document_text(row: dict[str, Any], recipe: Recipe) -> str | None:
+def document_text(row: dict[str, Any], recipe) -> str | None:
     if row["task"] == "document":
         title, body = row.get("question"), row.get("context")
         return f"{title}\n\n{body}" if title and body else body
@@ -33,49 +44,152 @@ def document_text(row: dict[str, Any], recipe: Recipe) -> str | None:
     return f"{render.prompt_text(row, recipe.prompt_style)}\n\n{answer}"
 
 
-def build(rows: list[dict[str, Any]], recipe: Recipe, **context: Any
-          ) -> tuple[list[dict[str, Any]], Counter]:
-    out, dropped = [], Counter()
-    for row in rows:
-        text = document_text(row, recipe)
-        if not text:
-            dropped["no_answer"] += 1
-            continue
-        out.append({**lineage(row), "text": text})
-    return out, dropped
+def row(recipe, r: dict[str, Any]) -> dict[str, Any] | str:
+    text = document_text(r, recipe)
+    return {**lineage(r), "text": text} if text else "no_answer"
 
 
-def pack(docs: list[dict[str, Any]], tokenizer, max_len: int) -> tuple[list[dict[str, Any]], dict]:
-    """Concatenate documents (EOS between them) and cut into sequences of max_len ids."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("packing needs a tokenizer with an EOS token")
-    sequences: list[dict[str, Any]] = []
-    ids: list[int] = []
-    members: list[dict[str, Any]] = []
+class _Packer:
+    """One split and language: the ids left over from the last cut, and a spill file of
+    finished sequences."""
 
-    def flush(final: bool) -> None:
-        nonlocal ids, members
-        while len(ids) >= max_len or (final and ids):
-            chunk, ids = ids[:max_len], ids[max_len:]
-            n = len(sequences)
-            sequences.append({
-                "id": f"pack/{n:08d}",
-                "source": "+".join(sorted({m["source"] for m in members})),
-                "lang": "+".join(sorted({m["lang"] for m in members})),
-                "task": "+".join(sorted({m["task"] for m in members})),
-                "split": members[-1]["split"],
-                "text": tokenizer.decode(chunk),
-                "input_ids": chunk,
-            })
-            members = members[-1:] if ids else []
-    total = 0
-    for doc in docs:
-        doc_ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"] + [eos]
-        total += len(doc_ids)
-        ids.extend(doc_ids)
-        members.append(doc)
-        flush(final=False)
-    flush(final=True)
-    return sequences, {"documents": len(docs), "sequences": len(sequences), "tokens": total,
-                       "max_len": max_len}
+    def __init__(self, key: tuple[str, str], path, tokenizer, max_len: int):
+        self.key, self.path, self.tok, self.max_len = key, path, tokenizer, max_len
+        self.rest = np.empty(0, np.int32)
+        self.rest_meta: tuple[str, str, str] | None = None  # the document the rest is from
+        self.count = 0
+        self.writer = None
+
+    def feed(self, ids: list[np.ndarray], meta: list[tuple[str, str, str]],
+             final: bool = False) -> None:
+        pieces = ([self.rest] if len(self.rest) else []) + ids
+        owners = ([self.rest_meta] if len(self.rest) else []) + meta
+        if not pieces:
+            return
+        flat = np.concatenate(pieces)
+        ends = np.cumsum([len(p) for p in pieces])
+        starts = ends - np.array([len(p) for p in pieces])
+        L = self.max_len
+        full = len(flat) // L
+        cuts = full + (1 if final and len(flat) % L else 0)
+        chunks, members = [], []
+        for k in range(cuts):
+            lo, hi = k * L, min((k + 1) * L, len(flat))
+            first = int(np.searchsorted(ends, lo, side="right"))
+            last = int(np.searchsorted(starts, hi, side="left")) - 1
+            chunks.append(flat[lo:hi])
+            members.append(owners[first:last + 1])
+        self.rest = flat[full * L:] if not final else np.empty(0, np.int32)
+        self.rest_meta = owners[-1] if len(self.rest) else None
+        if chunks:
+            self._write(chunks, members)
+
+    def _write(self, chunks: list[np.ndarray], members: list[list[tuple]]) -> None:
+        split, lang = self.key
+        texts = self.tok.batch_decode([c.tolist() for c in chunks])
+        n0 = self.count
+        self.count += len(chunks)
+        offsets = np.zeros(len(chunks) + 1, np.int32)
+        np.cumsum([len(c) for c in chunks], out=offsets[1:])
+        table = pa.table({
+            "id": [f"{split}/{lang}/pack/{n0 + i:08d}" for i in range(len(chunks))],
+            "source": ["+".join(sorted({m[0] for m in ms})) for ms in members],
+            "lang": ["+".join(sorted({m[1] for m in ms})) for ms in members],
+            "task": ["+".join(sorted({m[2] for m in ms})) for ms in members],
+            "split": [split] * len(chunks),
+            "text": texts,
+            "input_ids": pa.ListArray.from_arrays(pa.array(offsets),
+                                                  pa.array(np.concatenate(chunks))),
+        }, schema=PACKED_SCHEMA)
+        if self.writer is None:
+            self.writer = pa.ipc.new_file(self.path, PACKED_SCHEMA)
+        self.writer.write_table(table)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        if self.writer is None:
+            return
+        self.writer.close()
+        with pa.memory_map(str(self.path)) as src:
+            reader = pa.ipc.open_file(src)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+
+
+class Pack(Step):
+    """Documents -> sequences of `max_len` token ids, per split and language."""
+
+    name = "pack"
+    needs = ("id", "source", "lang", "task", "split", IDS)
+    adds = ("input_ids",)
+
+    def __init__(self, tokenizer, max_len: int):
+        if tokenizer is None:
+            raise ValueError("packing needs a tokenizer")
+        if tokenizer.eos_token_id is None:
+            raise ValueError("packing needs a tokenizer with an EOS token")
+        self.tok, self.max_len = tokenizer, max_len
+
+    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+        eos = np.array([self.tok.eos_token_id], np.int32)
+        packers: dict[tuple[str, str], _Packer] = {}
+        tokens = 0
+        for batch in source.batches():
+            self.check_columns(batch)
+            ids = batch.column(IDS)
+            offsets = ids.offsets.to_numpy()
+            values = ids.values.to_numpy(zero_copy_only=False).astype(np.int32)
+            keys = list(zip(batch.column("split").to_pylist(), batch.column("lang").to_pylist()))
+            meta = list(zip(batch.column("source").to_pylist(), batch.column("lang").to_pylist(),
+                            batch.column("task").to_pylist()))
+            groups: dict[tuple[str, str], list[int]] = {}
+            for i, key in enumerate(keys):
+                groups.setdefault(key, []).append(i)
+            for key, rows in groups.items():
+                if key not in packers:
+                    packers[key] = _Packer(key, source.spill_dir / f"pack-{id(self)}-"
+                                           f"{len(packers)}.arrow", self.tok, self.max_len)
+                docs = [np.concatenate([values[offsets[i]:offsets[i + 1]], eos]) for i in rows]
+                tokens += sum(len(d) for d in docs)
+                packers[key].feed(docs, [meta[i] for i in rows])
+        for packer in packers.values():
+            packer.feed([], [], final=True)
+        books.info.update(sequences=sum(p.count for p in packers.values()), tokens=tokens,
+                          max_len=self.max_len)
+        books.count_out = False
+        books.rows_out = books.rows_in  # every document went into a sequence
+        langs = sorted({lang for _, lang in packers})
+        for split in ("train", "validation"):
+            for lang in langs:
+                if (split, lang) in packers:
+                    yield from packers[(split, lang)].batches()
+
+
+def steps(recipe, ctx) -> list:
+    out = [Render("pretrain", partial(row, recipe), SCHEMA),
+           Length(KIND, ctx.measure, recipe.max_tokens, drop=not recipe.pack, ids=recipe.pack),
+           Split(recipe.validation_ratio, recipe.seed)]
+    if recipe.pack:
+        out.append(Pack(ctx.measure.tok, recipe.max_tokens))
+    return out
+
+
+def length(batch, measure):
+    return measure.texts(pl.from_arrow(batch.column("text")))
+
+
+def rules(bounds) -> list:
+    return [suites.length("text_length", ["text"], bounds), *suites.lang(pl.col("text"))]
+
+
+def llamafactory_record(r: dict[str, Any], layout: str) -> dict[str, Any]:
+    return {"text": r["text"]}
+
+
+def llamafactory_entry(file_name: str, layout: str, has_system: bool) -> dict[str, Any]:
+    return {"file_name": file_name, "columns": {"prompt": "text"}}
+
+
+KIND = Kind(name="pretrain", description=__doc__.splitlines()[0], schema=SCHEMA, steps=steps,
+            length=length, rules=rules, llamafactory_record=llamafactory_record,
+            llamafactory_entry=llamafactory_entry, trains=("cpt",),
+            schema_for=lambda recipe: PACKED_SCHEMA if recipe.pack else SCHEMA)

@@ -9,19 +9,19 @@ Strategies register by name in STRATEGIES and load only when asked for; `weak_mo
   explanation-shaped body written from templates (it never copies the true explanation);
   for yes/no, the opposite decision. Needs no model.
 - cross_sample: the reference answer of another row of the same source and, where the
-  source records one, the same subject.
+  source records one, the same subject (two phases over the stream; see CrossSample).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
-from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from meddata.recipe import Recipe
+from meddata.steps import seeded, seeded_array
 
 from . import render
 
@@ -51,12 +51,6 @@ DECISION_BODY = {
 OPPOSITE = {"yes": ["no"], "no": ["yes"], "maybe": ["yes", "no"]}
 
 
-def seeded(seed: int, *parts: str) -> int:
-    """A deterministic 64-bit number from a seed and strings (no Python hash randomization)."""
-    digest = hashlib.blake2b("\x1f".join((str(seed), *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
 @dataclass
 class NoRejected:
     """A strategy's answer when it has no rejected text for a row, with the drop reason."""
@@ -66,6 +60,7 @@ class NoRejected:
 
 class Strategy:
     name = ""
+    passes = 1  # 2: needs every row first (add, finish, take) instead of `rejected`
 
     def __init__(self, recipe: Recipe, store=None, progress: bool = False):
         self.recipe, self.store, self.progress = recipe, store, progress
@@ -117,30 +112,96 @@ class Distractor(Strategy):
 
 
 class CrossSample(Strategy):
+    """The reference answer of another row of the same source (and subject, where the
+    source records one and the subject has more rows): each group's rows are ordered by a
+    seeded hash of their ids and each takes the next one's answer, cyclically.
+
+    It needs every row before it can answer for any, so it works in two phases over a
+    stream: `add` every batch (the rows' source, subject, hash and chosen text go to a
+    Parquet spill, not to memory), `finish`, then `take` the rejected texts back in the
+    same order. DuckDB computes the partners and joins their texts (window functions and a
+    join that spill to disk past its memory limit)."""
+
     name = "cross_sample"
+    passes = 2
+
+    def __init__(self, recipe: Recipe, store=None, progress: bool = False):
+        super().__init__(recipe, store=store, progress=progress)
+        self._writer = None
+        self._spill: Path | None = None
+        self._k = 0
+        self._reader = None
+        self._pending: list[str | None] = []
+
+    def add(self, rows: list[dict[str, Any]], chosen: list[str], spill_dir: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not rows:
+            return
+        subjects = []
+        for row in rows:
+            subject = json.loads(row.get("meta") or "{}").get("subject")
+            subjects.append(json.dumps(subject, ensure_ascii=False) if subject else None)
+        table = pa.table({
+            "k": pa.array(range(self._k, self._k + len(rows)), pa.int64()),
+            "source": pa.array([r["source"] for r in rows], pa.string()),
+            "subject": pa.array(subjects, pa.string()),
+            "h": pa.array(seeded_array(self.recipe.seed, "cross", [r["id"] for r in rows]),
+                          pa.uint64()),
+            "chosen": pa.array(chosen, pa.string())})
+        self._k += len(rows)
+        if self._writer is None:
+            self._spill = Path(spill_dir) / f"cross-{id(self)}.parquet"
+            self._writer = pq.ParquetWriter(self._spill, table.schema)
+        self._writer.write_table(table)
+
+    def finish(self, spill_dir: Path, memory_limit: str = "1GB") -> None:
+        import duckdb
+
+        if self._writer is None:
+            return
+        self._writer.close()
+        con = duckdb.connect()
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute("SET temp_directory = ?", [str(spill_dir)])
+        path = str(self._spill).replace("'", "''")
+        self._reader = con.execute(f"""
+            WITH r AS (SELECT * FROM read_parquet('{path}')),
+            src AS (SELECT k, source, row_number() OVER w - 1 AS pos, count(*) OVER w AS n
+                    FROM r WINDOW w AS (PARTITION BY source ORDER BY h, k
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+            src_p AS (SELECT a.k, b.k AS pk FROM src a JOIN src b
+                      ON a.source = b.source AND b.pos = (a.pos + 1) % a.n WHERE a.n >= 2),
+            sub AS (SELECT k, source, subject, row_number() OVER w - 1 AS pos,
+                           count(*) OVER w AS n
+                    FROM r WHERE subject IS NOT NULL WINDOW w AS (PARTITION BY source, subject
+                    ORDER BY h, k ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+            sub_p AS (SELECT a.k, b.k AS pk FROM sub a JOIN sub b ON a.source = b.source
+                      AND a.subject = b.subject AND b.pos = (a.pos + 1) % a.n WHERE a.n >= 2)
+            SELECT r.k, c.chosen AS rejected FROM r
+            LEFT JOIN sub_p ON sub_p.k = r.k LEFT JOIN src_p ON src_p.k = r.k
+            LEFT JOIN r c ON c.k = coalesce(sub_p.pk, src_p.pk)
+            ORDER BY r.k""").to_arrow_reader(8192)
+
+    def take(self, n: int) -> list[str | None]:
+        """The next `n` rejected texts, in the order the rows were added."""
+        while len(self._pending) < n and self._reader is not None:
+            try:
+                self._pending += self._reader.read_next_batch().column("rejected").to_pylist()
+            except StopIteration:
+                self._reader = None
+        out, self._pending = self._pending[:n], self._pending[n:]
+        return out + [None] * (n - len(out))
 
     def rejected(self, rows, chosen):
-        by_subject: dict[tuple[str, str], list[int]] = defaultdict(list)
-        by_source: dict[str, list[int]] = defaultdict(list)
-        for i, row in enumerate(rows):
-            subject = json.loads(row.get("meta") or "{}").get("subject")
-            if subject:
-                by_subject[(row["source"], subject)].append(i)
-            by_source[row["source"]].append(i)
-        seed = self.recipe.seed
+        """All at once, for rows in memory."""
+        import tempfile
 
-        def ordered(idx: list[int]) -> list[int]:
-            return sorted(idx, key=lambda i: seeded(seed, "cross", rows[i]["id"]))
-
-        next_in: dict[int, int] = {}
-        for groups in (by_source, by_subject):  # subject groups override source groups
-            for idx in groups.values():
-                if len(idx) < 2:
-                    continue
-                order = ordered(idx)
-                for pos, i in enumerate(order):
-                    next_in[i] = order[(pos + 1) % len(order)]
-        return [chosen[next_in[i]] if i in next_in else None for i in range(len(rows))]
+        with tempfile.TemporaryDirectory() as tmp:
+            self.add(rows, chosen, Path(tmp))
+            self.finish(Path(tmp))
+            return self.take(len(rows))
 
 
 STRATEGIES: dict[str, str] = {

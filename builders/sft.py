@@ -1,24 +1,69 @@
-"""sft: `messages` = [system?, user prompt, assistant reference answer] (SFTTrainer)."""
+"""sft: `messages` = [system?, user prompt, assistant reference answer], for SFTTrainer.
+
+Steps: render each canonical row (documents and unanswered items are dropped with a
+reason), bound its chat-templated length, split train / validation.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+from functools import partial
 from typing import Any
 
-from meddata.recipe import Recipe
-from meddata.schema import KINDS
+import polars as pl
+
+from meddata.schema import MESSAGES
+from meddata.validation import suites
 
 from . import render
-from .common import answerable, lineage
+from .common import SHAREGPT_TAGS, answer, lineage, schema, split_system, with_system
+from .registry import Kind
+from .steps import Length, Render, Split
 
-SCHEMA = KINDS["sft"]
+SCHEMA = schema(("messages", MESSAGES))
 
 
-def build(rows: list[dict[str, Any]], recipe: Recipe, **context: Any
-          ) -> tuple[list[dict[str, Any]], Counter]:
-    kept, answers, dropped = answerable(rows, recipe.reasoning)
-    out = [{**lineage(row),
-            "messages": render.messages(render.prompt_text(row, recipe.prompt_style), answer,
-                                        recipe.system_prompt)}
-           for row, answer in zip(kept, answers)]
-    return out, dropped
+def row(recipe, r: dict[str, Any]) -> dict[str, Any] | str:
+    text, reason = answer(r, recipe.reasoning)
+    if reason:
+        return reason
+    return {**lineage(r), "messages": render.messages(
+        render.prompt_text(r, recipe.prompt_style), text, recipe.system_prompt)}
+
+
+def steps(recipe, ctx) -> list:
+    return [Render("sft", partial(row, recipe), SCHEMA),
+            Length(KIND, ctx.measure, recipe.max_tokens),
+            Split(recipe.validation_ratio, recipe.seed)]
+
+
+def length(batch, measure):
+    return measure.conversations(pl.from_arrow(batch.column("messages")))
+
+
+def rules(bounds) -> list:
+    return [*suites.conversation("messages", "messages", suites.ROLE_PATTERN),
+            suites.length("text_length", ["messages"], bounds),
+            *suites.lang(suites.messages_text("messages", ("user", "assistant")))]
+
+
+def llamafactory_record(r: dict[str, Any], layout: str) -> dict[str, Any]:
+    system, msgs = split_system(r["messages"])
+    if layout == "alpaca":
+        return with_system({"instruction": msgs[0]["content"], "input": "",
+                            "output": msgs[-1]["content"]}, system)
+    return with_system({"messages": msgs}, system)
+
+
+def llamafactory_entry(file_name: str, layout: str, has_system: bool) -> dict[str, Any]:
+    if layout == "alpaca":
+        cols = {"prompt": "instruction", "query": "input", "response": "output"}
+        return {"file_name": file_name,
+                "columns": {**cols, **({"system": "system"} if has_system else {})}}
+    return {"file_name": file_name, "formatting": "sharegpt",
+            "columns": {"messages": "messages", **({"system": "system"} if has_system else {})},
+            "tags": SHAREGPT_TAGS}
+
+
+KIND = Kind(name="sft", description=__doc__.splitlines()[0], schema=SCHEMA, steps=steps,
+            length=length, rules=rules, llamafactory_record=llamafactory_record,
+            llamafactory_entry=llamafactory_entry, trains=("sft",))

@@ -4,10 +4,10 @@ rejected one (the seeds used Qwen2.5-0.5B-Instruct).
 - transformers backend: the model's chat template, left padding, prompts sorted by length
   and batched, sampling (temperature > 0) or greedy, stopping at EOS; GPU when present.
   The vLLM backend (`backend: vllm`, the `vllm` extra) generates through `LLM.chat`.
-- A generation cache in the store (`<store>/.cache/generations/`), one append-only JSON
-  Lines file per (model, revision, generation settings), keyed by the sha256 of the
-  rendered prompt; every batch is appended and flushed as soon as it is generated, so a
-  killed build, run again, generates only what is missing.
+- A generation cache in the store (`<store>/.cache/generations/`), one SQLite file per
+  (model, revision, generation settings), keyed by the sha256 of the rendered prompt;
+  every batch is committed as soon as it is generated, so a killed build, run again,
+  generates only what is missing (and the cache is never held in memory).
 - Filters, each a drop reason: `empty_generation`; `unfinished_generation` (hit
   max_new_tokens without EOS, when drop_unfinished); a rejected equal or nearly equal to
   the chosen is dropped by the preference builder as `rejected_near_chosen`.
@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +44,34 @@ def settings_of(spec) -> dict[str, Any]:
 
 
 class GenerationCache:
-    """Generations of one model and settings, persisted line by line."""
+    """Generations of one model and settings, persisted batch by batch in SQLite (keyed by
+    the sha256 of the rendered prompt): lookups read only the rows asked for, so memory does
+    not grow with the cache. A JSON Lines cache of an earlier meddata is imported once."""
 
     def __init__(self, folder: Path, model: str, revision: str | None, settings: dict):
+        import sqlite3
+
         ident = json.dumps({"model": model, "revision": revision, **settings}, sort_keys=True)
         self.namespace = hashlib.sha256(ident.encode()).hexdigest()[:20]
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{self.namespace}.jsonl"
-        self.entries: dict[str, Generation] = {}
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
+        self.path = folder / f"{self.namespace}.sqlite"
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, "
+                        "text TEXT, finished INTEGER, tokens INTEGER)")
+        legacy = folder / f"{self.namespace}.jsonl"
+        if legacy.exists():
+            with open(legacy, encoding="utf-8") as f:
+                rows = []
                 for line in f:
                     try:
                         rec = json.loads(line)
-                    except ValueError:  # a line cut by a kill: generate that one again
+                    except ValueError:  # a line cut by a kill
                         continue
-                    self.entries[rec["key"]] = Generation(rec["text"], rec["finished"],
-                                                          rec["tokens"])
+                    rows.append((rec["key"], rec["text"], int(rec["finished"]), rec["tokens"]))
+            self.db.executemany("INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?)", rows)
+            self.db.commit()
+            legacy.rename(legacy.with_suffix(".jsonl.imported"))
         header = folder / f"{self.namespace}.json"
         if not header.exists():
             header.write_text(ident, encoding="utf-8")
@@ -69,13 +80,22 @@ class GenerationCache:
     def key(prompt: str) -> str:
         return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
+    def get(self, keys: list[str]) -> dict[str, Generation]:
+        out: dict[str, Generation] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):
+            part = unique[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for key, text, finished, tokens in self.db.execute(
+                    f"SELECT key, text, finished, tokens FROM generations WHERE key IN ({marks})",
+                    part):
+                out[key] = Generation(text, bool(finished), tokens)
+        return out
+
     def add(self, items: dict[str, Generation]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            for key, gen in items.items():
-                f.write(json.dumps({"key": key, **asdict(gen)}, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.entries.update(items)
+        self.db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)",
+                            [(k, g.text, int(g.finished), g.tokens) for k, g in items.items()])
+        self.db.commit()  # each batch is durable as soon as it is generated
 
 
 class TransformersBackend:
@@ -179,7 +199,8 @@ class WeakModel(Strategy):
         super().__init__(recipe, store=store, progress=progress)
         self.spec = recipe.rejected
         self.backend = backend  # tests may pass one; else built from the recipe on first use
-        self.report_data: dict[str, Any] = {}
+        self.cache: GenerationCache | None = None
+        self.totals = {"generated": 0, "from_cache": 0, "new_tokens": 0}
 
     def label(self) -> str:
         return f"weak_model:{self.spec.model}"
@@ -189,40 +210,45 @@ class WeakModel(Strategy):
             self.backend = BACKENDS[self.spec.backend](self.spec)
         return self.backend
 
+    def _cache(self) -> GenerationCache:
+        if self.cache is None:
+            root = self.store.root if self.store is not None else Path(
+                os.environ.get("MEDDATA_STORE", "meddata-store"))
+            self.cache = GenerationCache(root / ".cache" / "generations", self.spec.model,
+                                         self.spec.revision, settings_of(self.spec))
+        return self.cache
+
     def rejected(self, rows, chosen):
-        from tqdm.auto import tqdm
+        from meddata.progress import bar
 
         spec = self.spec
         backend = self._backend()
+        cache = self._cache()
         prompts = [backend.render(render.messages(render.prompt_text(r, self.recipe.prompt_style),
                                                   system=self.recipe.system_prompt))
                    for r in rows]
-        root = self.store.root if self.store is not None else Path(
-            os.environ.get("MEDDATA_STORE", "meddata-store"))
-        folder = root / ".cache" / "generations"
-        cache = GenerationCache(folder, spec.model, spec.revision, settings_of(spec))
         keys = [cache.key(p) for p in prompts]
-        missing = sorted({k: p for k, p in zip(keys, prompts) if k not in cache.entries}.items(),
+        found = cache.get(keys)
+        missing = sorted({k: p for k, p in zip(keys, prompts) if k not in found}.items(),
                          key=lambda kp: len(kp[1]))  # batches of similar length
-        cached = len(set(keys)) - len(missing)
-        bar = tqdm(total=len(missing), desc=f"generate {spec.model}", unit=" rows",
-                   disable=not self.progress or not missing)
+        self.totals["from_cache"] += len(set(keys)) - len(missing)
         tokens, start = 0, time.perf_counter()
-        for i in range(0, len(missing), spec.batch_size):
-            batch = missing[i:i + spec.batch_size]
-            gens = backend.generate([p for _, p in batch])
-            cache.add({k: g for (k, _), g in zip(batch, gens)})
-            tokens += sum(g.tokens for g in gens)
-            bar.update(len(batch))
-            bar.set_postfix(tok_s=f"{tokens / max(1e-9, time.perf_counter() - start):.0f}")
-        bar.close()
-        self.report_data = {"model": spec.model, "revision": spec.revision,
-                            "backend": spec.backend, "cache": str(cache.path),
-                            "generated": len(missing), "from_cache": cached,
-                            "new_tokens": tokens, "settings": settings_of(spec)}
+        with bar(f"generate {spec.model}", total=len(missing), enabled=self.progress and
+                 bool(missing), position=1) as b:
+            for i in range(0, len(missing), spec.batch_size):
+                batch = missing[i:i + spec.batch_size]
+                gens = backend.generate([p for _, p in batch])
+                new = {k: g for (k, _), g in zip(batch, gens)}
+                cache.add(new)
+                found.update(new)
+                tokens += sum(g.tokens for g in gens)
+                b.update(len(batch))
+                b.set_postfix(tok_s=f"{tokens / max(1e-9, time.perf_counter() - start):.0f}")
+        self.totals["generated"] += len(missing)
+        self.totals["new_tokens"] += tokens
         out: list[Any] = []
         for k in keys:
-            gen = cache.entries[k]
+            gen = found[k]
             if not gen.text:
                 out.append(NoRejected("empty_generation"))
             elif spec.drop_unfinished and not gen.finished:
@@ -232,4 +258,6 @@ class WeakModel(Strategy):
         return out
 
     def report(self) -> dict[str, Any]:
-        return self.report_data
+        spec = self.spec
+        return {"model": spec.model, "revision": spec.revision, "backend": spec.backend,
+                "cache": str(self._cache().path), **self.totals, "settings": settings_of(spec)}

@@ -13,6 +13,8 @@ import click
 
 from meddata import __version__
 
+DEDUP_THRESHOLD = 0.7  # meddata.dedup.DedupConfig's default (not imported: --help stays fast)
+
 
 class Failure(click.ClickException):
     """A one-line reason on stderr and exit status 1."""
@@ -318,28 +320,37 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
 # ---- dedup and decontamination ------------------------------------------------------------------
 @cli.command("dedup")
 @click.argument("ref")
+@click.option("--against", multiple=True,
+              help="An earlier canonical version (repeatable): rows of REF that duplicate its "
+                   "rows are dropped too, from a saved index of it (built once, reused).")
 @click.option("--name", help="Publish as canonical/NAME (default: <name>-dedup).")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.7,
-              show_default=True, help="Exact Jaccard of 3-token shingles for a near duplicate.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
+              default=DEDUP_THRESHOLD, show_default=True,
+              help="Exact Jaccard of 3-token shingles for a near duplicate.")
 @click.option("--priority", help="Comma-separated sources, best first: whose row survives.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def dedup_cmd(ctx, ref, name, threshold, priority) -> None:
-    """Remove exact and near duplicates from canonical version REF (MinHash LSH, verified)."""
+def dedup_cmd(ctx, ref, against, name, threshold, priority, quiet) -> None:
+    """Remove exact and near duplicates from canonical version REF (MinHash, candidates
+    from grouped band hashes, each verified by exact Jaccard and gold answers)."""
     from meddata.dedup import DedupConfig, run_dedup
     from meddata.report import table
 
     config = DedupConfig(threshold=threshold,
                          source_priority=[p for p in (priority or "").split(",") if p])
     try:
-        v = run_dedup(_store(ctx), ref, name, config)
+        v = run_dedup(_store(ctx), ref, name, config, against=list(against),
+                      progress=not quiet)
     except (ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["dedup"]["summary"]
     _published(v)
-    click.echo(table([("rows in", s["rows_in"]), ("rows out", s["rows_out"]),
-                      ("exact duplicates", s["exact_duplicate"]),
-                      ("near duplicates", s["near_duplicate"]),
-                      ("clusters", s["clusters"])], ["", "count"]))
+    rows = [("rows in", s["rows_in"]), ("rows out", s["rows_out"]),
+            ("exact duplicates", s["exact_duplicate"]), ("near duplicates", s["near_duplicate"]),
+            ("clusters", s["clusters"])]
+    if s["against"]:
+        rows.append(("duplicates of earlier versions", s["duplicate_of_earlier"]))
+    click.echo(table(rows, ["", "count"]))
 
 
 @cli.command("decontam")
@@ -349,8 +360,9 @@ def dedup_cmd(ctx, ref, name, threshold, priority) -> None:
 @click.option("--name", help="Publish as canonical/NAME (default: <name>-decontam).")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.8,
               show_default=True, help="Verified MinHash similarity that counts as a match.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def decontam_cmd(ctx, ref, against, name, threshold) -> None:
+def decontam_cmd(ctx, ref, against, name, threshold, quiet) -> None:
     """Drop rows of canonical version REF that overlap benchmark versions (n-grams, MinHash,
     PubMedQA PMID and title); the manifest names the benchmark row each one matched."""
     from meddata.dedup import DecontamConfig, run_decontam
@@ -358,7 +370,7 @@ def decontam_cmd(ctx, ref, against, name, threshold) -> None:
 
     try:
         v = run_decontam(_store(ctx), ref, list(against), name,
-                         DecontamConfig(threshold=threshold))
+                         DecontamConfig(threshold=threshold), progress=not quiet)
     except (ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["decontam"]["summary"]
@@ -371,8 +383,26 @@ def decontam_cmd(ctx, ref, against, name, threshold) -> None:
 
 
 # ---- building ------------------------------------------------------------------------------
+class KindChoice(click.ParamType):
+    """An output kind from the registry (builders/registry.py), checked when parsed."""
+
+    name = "kind"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        from meddata.builders.registry import names
+
+        return "{" + ",".join(names()) + "}"
+
+    def convert(self, value, param, ctx):
+        from meddata.builders.registry import names
+
+        if value not in names():
+            self.fail(f"{value!r} is not one of {', '.join(names())}", param, ctx)
+        return value
+
+
 @cli.command("build")
-@click.argument("kind", type=click.Choice(["sft", "preference", "kto", "pretrain", "prompts"]))
+@click.argument("kind", type=KindChoice())
 @click.argument("refs", nargs=-1)
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
               help="Recipe YAML (see docs/recipes.md). Without a recipe and without REFS, the "
@@ -427,8 +457,10 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
     try:
         if recipe_path:
             base = recipe_mod.load(recipe_path).to_dict()
-        elif refs or from_ref:
+        elif refs:
             base = {"name": name or "default", "sources": []}
+        elif from_ref:
+            base = {"name": name, "sources": []}  # default: the parent's name
         else:
             base = pipeline.examples_recipe().to_dict()
         base["sources"] = base.get("sources", []) + [{"ref": r} for r in refs]
@@ -442,8 +474,8 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             rejected["backend"] = rejected_backend
         base["kind"] = kind
         recipe = recipe_mod.from_dict(base)
-        version, build = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
-                                      allow_invalid=allow_invalid)
+        version = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
+                               allow_invalid=allow_invalid)
     except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError, OSError,
             RuntimeError, ModelNotFound, _store_errors()) as e:
         raise Failure(str(e)) from e
@@ -462,10 +494,7 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         k = m["stats"]["kto"]
         click.echo(f"kto: {k['desirable']} desirable / {k['undesirable']} undesirable "
                    f"(ratio {k['desirable_ratio']})")
-    for name, rep in m.get("rejected", {}).items():
-        click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the cache, "
-                   f"{rep['new_tokens']} new tokens ({rep['cache']})")
-    for name, rep in m.get("rejected", {}).items():
+    for name, rep in (version.this_run or m).get("rejected", {}).items():
         click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the cache, "
                    f"{rep['new_tokens']} new tokens ({rep['cache']})")
     val = m["validation"]
@@ -536,13 +565,17 @@ def validate_cmd(ctx, refs, json_path, sample, max_chars) -> None:
               help="Folder to write into (created).")
 @click.option("--layout", type=click.Choice(["sharegpt", "alpaca"]), default="sharegpt",
               show_default=True, help="llamafactory layout for sft data.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files that another version of the same dataset exported there.")
 @click.pass_context
-def export_cmd(ctx, ref, fmt, out_dir, layout) -> None:
-    """Export version REF for other tools (LLaMA-Factory, or plain JSONL)."""
+def export_cmd(ctx, ref, fmt, out_dir, layout, overwrite) -> None:
+    """Export version REF for other tools (LLaMA-Factory, or plain JSONL). Files are named
+    <kind>_<name>_<split>; dataset_info.json entries are merged, not replaced."""
     from meddata.builders import export
 
     try:
-        written = export.export(_store(ctx).resolve(ref), out_dir, fmt, layout=layout)
+        written = export.export(_store(ctx).resolve(ref), out_dir, fmt, layout=layout,
+                                overwrite=overwrite)
     except (ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     for path in written:

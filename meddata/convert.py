@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from meddata.readers import RawRecord, is_empty, jsonl_record, list_files, read_file
 from meddata.schema import CANONICAL, LANGS, TASKS
+from meddata.steps import SeenKeys
 from meddata.store import Store, Version, sha256_file
 from meddata.text import clean, detect_lang
 
@@ -186,29 +186,6 @@ def hub_records(hub_id: str, config: str | None, split: str | None) -> Iterator[
                             split=split_name)
 
 
-class _SeenKeys:
-    """A set of uint64 keys kept as sorted numpy runs, merged like a binary counter: 8 bytes
-    a key, O(log n) runs to probe, O(n log n) in all (a polars `is_in` against every key
-    seen so far would make a conversion quadratic in its input)."""
-
-    def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []  # sorted uint64 arrays, longest first
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        hit = np.zeros(len(keys), dtype=bool)
-        for run in self.runs:
-            pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
-            hit |= run[pos] == keys
-        return hit
-
-    def add(self, keys: np.ndarray) -> None:
-        run = np.sort(keys)
-        while self.runs and len(self.runs[-1]) <= len(run):
-            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
-        if len(run):
-            self.runs.append(run)
-
-
 class _Sink:
     """Collects converted rows and rejects for one publish: ids, duplicates, batching.
 
@@ -219,7 +196,7 @@ class _Sink:
     def __init__(self, conv: Converter, pub):
         self.conv, self.pub = conv, pub
         self.rows_in = self.rows_out = 0
-        self.seen = _SeenKeys()  # hashes of the ids admitted so far
+        self.seen = SeenKeys()  # hashes of the ids admitted so far
         self.rejects: Counter[str] = Counter()
         self.batch: list[dict[str, Any]] = []
         self.origin: list[tuple[str, int, str]] = []

@@ -1,39 +1,63 @@
-"""Exact and near-duplicate removal, and decontamination against benchmarks (DESIGN.md §9).
+"""Exact and near-duplicate removal, and decontamination against benchmarks (two steps over
+canonical batches; docs/dedup.md has the figures behind every default).
 
-Both take canonical rows (dicts) and return the rows kept plus one record per dropped row
-saying why (cluster, survivor, similarity; or the benchmark row matched and how).
+Comparison text of a row: the question, then for MCQ the option texts, each normalized and
+sorted (so option order does not matter), for yes/no, instructions and documents the
+context. The key is that text normalized (meddata.text.normalize_key_expr: NFKC, lower
+case, punctuation and symbols removed, whitespace collapsed, digits kept) and its tokens
+come from the one mixed-script tokenizer (Latin/digit runs are words, each CJK character
+is a token). Everything is computed per batch in polars and numpy; what is kept across
+batches is compact per-row state:
 
-Text of a row for comparison (`item_text`): the question, then for MCQ the option texts
-sorted (so option order does not matter), for yes/no and instructions the context, for
-documents the body. Keys use meddata.text.normalize_key (NFKC, full-width to half-width,
-case-fold, punctuation and symbols removed, whitespace collapsed, digits kept) and the
-mixed-script tokenizer (Latin/digit runs are words, each CJK character is a token).
+- exact key: a 64-bit hash of the key and the normalized gold answer (MCQ, yes/no);
+- near duplicates: the row's shingles of 3 tokens (3 words in English, 3 characters in
+  Chinese) hashed to 64 bits, as one sorted array plus offsets; a MinHash signature of
+  `num_perm` values, kept only as `bands` band hashes of `rows` values each. Rows of
+  fewer than `min_tokens` tokens are deduplicated exactly, never by MinHash.
+- candidate pairs come from grouping equal band hashes (a sort per band, pairs inside each
+  run of equal values), the shape that NeMo Curator and text-dedup on Spark take; each
+  is verified with the exact Jaccard of the two shingle sets (vectorized), and for MCQ and
+  yes/no rows the normalized gold answers must agree too.
+- clusters are the connected components (scipy.sparse.csgraph) of exact and verified near
+  pairs; each keeps one survivor by `survivor_key` (source priority, has an answer,
+  longest rationale, longest text, lowest content hash, id).
 
-Near duplicates: shingles of 3 tokens, so English rows get 3-word shingles and Chinese rows
-3-character shingles, from one tokenizer. Texts under `min_tokens` tokens are only
-deduplicated exactly. Signatures are computed in bulk with numpy (a 64-bit hash per
-shingle from polars, `num_perm` affine permutations, a min per row: no Python loop over
-tokens), wrapped as datasketch LeanMinHash objects and indexed with datasketch's
-MinHashLSH with bands x rows set explicitly (25 x 5 by default: a pair at Jaccard 0.7
-becomes a candidate with probability 0.99, at 0.8 with 0.9999), five bands at a time to
-bound the index's memory. Every candidate pair is verified with the exact Jaccard of the
-two shingle sets, and for MCQ and yes/no rows the normalized gold answers must agree too. Clusters are connected components of the verified pairs; each
-keeps one survivor chosen by `survivor_key`.
+`--against` earlier versions: each keeps a saved index of the same state (exact keys, band
+hashes, shingles) in its version folder (`indexes/dedup-<settings>.parquet`), built once
+and reused while the version and the settings are unchanged; rows of the new version
+that duplicate a row of an earlier one are dropped as `duplicate_of_earlier`, without
+re-clustering the earlier versions.
+
+Decontamination drops a training row that shares an English word `ngram_en`-gram or a
+Chinese character `ngram_zh`-gram with a benchmark item (question, options and answer),
+whose whole-item MinHash similarity to one (verified exact Jaccard) reaches `threshold`,
+or, for PubMedQA, whose PMID or title (its question) is a benchmark's. The benchmark side
+is small and held in memory; training rows stream batch by batch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
-from meddata.text import normalize_key, tokens
+from meddata.steps import Books, Source, Step
+from meddata.text import TOKEN_PATTERN, normalize_key, normalize_key_expr
 
-SHINGLE_BLOCK_ROWS = 20_000   # rows tokenized and shingled at a time
-LSH_BANDS_PER_PASS = 5        # LSH bands indexed at a time
+RUN_PAIRS_CAP = 64      # a band run larger than this pairs each member with its neighbours
+VERIFY_CHUNK = 200_000  # candidate pairs verified at a time
+REPORT_EXAMPLES = 1000  # dropped records listed in the manifest; all are in rejects.parquet
+LIST_BATCH_ROWS = 8192  # batch size of `dedup` and `decontaminate` over rows in memory
+_U64 = np.uint64
+_MIX1, _MIX2, _PRIME = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB), \
+    _U64(0x100000001B3)
 
 
 @dataclass
@@ -54,6 +78,12 @@ class DedupConfig:
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
 
+    def fingerprint_settings(self) -> dict[str, Any]:
+        """What an index's content depends on (source priority and threshold do not)."""
+        return {"ngram": self.ngram, "num_perm": self.num_perm, "bands": self.bands,
+                "rows": self.rows, "min_tokens": self.min_tokens, "seed": self.seed,
+                "polars": pl.__version__, "format": 2}
+
 
 @dataclass
 class DecontamConfig:
@@ -67,26 +97,224 @@ class DecontamConfig:
     seed: int = 1
 
 
-# ---- item text ------------------------------------------------------------------------------
-def item_text(row: dict[str, Any]) -> str:
-    parts = [row.get("question") or ""]
-    if row.get("task") == "mcq":
-        parts += sorted(normalize_key(o["text"]) for o in row.get("options") or [])
-    elif row.get("task") in ("yes_no", "instruction", "document"):
-        parts.append(row.get("context") or "")
-    return "\n".join(p for p in parts if p)
+# ---- hashing --------------------------------------------------------------------------------------
+def _fmix(h: np.ndarray) -> np.ndarray:
+    """A 64-bit finalizer (splitmix64), vectorized."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> _U64(30))) * _MIX1
+        h = (h ^ (h >> _U64(27))) * _MIX2
+        return h ^ (h >> _U64(31))
 
 
-def answer_key(row: dict[str, Any]) -> str | None:
-    """The normalized gold answer for MCQ and yes/no rows (None elsewhere: not compared)."""
-    if row.get("task") in ("mcq", "yes_no"):
-        return normalize_key(row.get("answer")) or ""
-    return None
+def shingle_sets(token_lists: pl.Series, n: int | np.ndarray, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(values, offsets): each row's unique, sorted 64-bit hashes of its n-token shingles,
+    row i's in values[offsets[i]:offsets[i + 1]]. `n` may differ per row; a row with fewer
+    than n tokens has one shingle of all of them, an empty row none."""
+    lens = token_lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+    n_rows = len(lens)
+    ns = np.full(n_rows, n, dtype=np.int64) if np.isscalar(n) else np.asarray(n, np.int64)
+    flat = token_lists.explode().drop_nulls().hash(seed=seed).to_numpy()
+    if not len(flat):
+        return np.empty(0, _U64), np.zeros(n_rows + 1, np.int64)
+    starts = np.zeros(n_rows, np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    row = np.repeat(np.arange(n_rows), lens)
+    pos = np.arange(len(flat)) - starts[row]
+    width = np.minimum(ns, lens)[row]
+    h = flat.copy()
+    with np.errstate(over="ignore"):
+        for k in range(1, int(width.max())):
+            take = k < width
+            nxt = flat[np.minimum(np.arange(len(flat)) + k, len(flat) - 1)]
+            h = np.where(take, (h * _PRIME) ^ nxt, h)
+    h = _fmix(h)
+    keep = pos <= (lens[row] - width)
+    row, h = row[keep], h[keep]
+    order = np.lexsort((h, row))
+    row, h = row[order], h[order]
+    fresh = np.ones(len(h), bool)
+    fresh[1:] = (h[1:] != h[:-1]) | (row[1:] != row[:-1])
+    row, h = row[fresh], h[fresh]
+    offsets = np.searchsorted(row, np.arange(n_rows + 1))
+    return h, offsets.astype(np.int64)
+
+
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(seed)
+    a = (rng.randint(0, 1 << 62, num_perm, dtype=_U64) << _U64(1)) | _U64(1)
+    b = rng.randint(0, 1 << 62, num_perm, dtype=_U64)
+    return a, b
+
+
+def signatures(values: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int
+               ) -> np.ndarray:
+    """MinHash signatures (rows x num_perm, uint32) of shingle sets: h -> top 32 bits of
+    (a * h + b) mod 2^64 with odd a, then the min per row, in blocks of ~16 MB. A row with
+    no shingles gets the all-max signature."""
+    a, b = _permutations(num_perm, seed)
+    n_rows = len(offsets) - 1
+    sig = np.full((n_rows, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    sizes = np.diff(offsets)
+    rows = np.repeat(np.arange(n_rows), sizes)
+    block = max(1, 2_000_000 // num_perm)
+    start = 0
+    while start < len(values):
+        end = min(len(values), start + block)
+        while end < len(values) and rows[end] == rows[end - 1]:
+            end += 1  # a row is reduced in one piece
+        with np.errstate(over="ignore"):
+            phv = ((values[start:end, None] * a[None, :] + b[None, :]) >> _U64(32)
+                   ).astype(np.uint32)
+        r = rows[start:end]
+        firsts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        sig[r[firsts]] = np.minimum(sig[r[firsts]], np.minimum.reduceat(phv, firsts, axis=0))
+        start = end
+    return sig
+
+
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit hash per band of `rows` signature values (rows x bands)."""
+    out = np.empty((len(sig), bands), dtype=_U64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            h = np.full(len(sig), _U64(band + 1) * _MIX2, dtype=_U64)
+            for k in range(rows):
+                h = (h * _PRIME) ^ sig[:, band * rows + k].astype(_U64)
+            out[:, band] = _fmix(h)
+    return out
+
+
+# ---- candidate pairs and verification --------------------------------------------------------------
+def _run_pairs(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of positions inside runs [start, start + size): every pair for runs up to
+    RUN_PAIRS_CAP, else each member with the run's first and with its successor."""
+    out_i, out_j = [], []
+    small = sizes <= RUN_PAIRS_CAP
+    for m in np.unique(sizes[small]):
+        s = starts[small & (sizes == m)]
+        ti, tj = np.triu_indices(int(m), 1)
+        out_i.append((s[:, None] + ti[None, :]).ravel())
+        out_j.append((s[:, None] + tj[None, :]).ravel())
+    for s, m in zip(starts[~small], sizes[~small]):
+        members = np.arange(s + 1, s + m)
+        out_i += [np.full(m - 1, s), members[:-1]]
+        out_j += [members, members[1:]]
+    if not out_i:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(out_i), np.concatenate(out_j)
+
+
+def candidate_pairs(bands: np.ndarray) -> np.ndarray:
+    """(k, 2) int64 pairs (i < j) of rows that share at least one band hash, unique."""
+    n = len(bands)
+    found = []
+    for band in range(bands.shape[1] if n else 0):
+        order = np.argsort(bands[:, band], kind="stable")
+        vals = bands[order, band]
+        edge = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1], True])
+        starts, sizes = edge[:-1], np.diff(edge)
+        multi = sizes > 1
+        pi, pj = _run_pairs(starts[multi], sizes[multi])
+        if len(pi):
+            a, b = order[pi], order[pj]
+            found.append(np.minimum(a, b) * n + np.maximum(a, b))
+    if not found:
+        return np.empty((0, 2), np.int64)
+    keys = np.unique(np.concatenate(found))
+    return np.stack([keys // n, keys % n], axis=1)
+
+
+def _gather(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The concatenated sets of `rows`, and each one's length."""
+    sizes = offsets[rows + 1] - offsets[rows]
+    total = int(sizes.sum())
+    shift = np.repeat(offsets[rows] - np.r_[0, np.cumsum(sizes)[:-1]], sizes)
+    return values[np.arange(total) + shift], sizes
+
+
+def jaccard_pairs(va: np.ndarray, oa: np.ndarray, ia: np.ndarray,
+                  vb: np.ndarray, ob: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of set ia[k] (in va/oa) and set ib[k] (in vb/ob), for every k,
+    vectorized: each set's values are tagged with the pair number in the high bits (40 bits
+    of the hash are kept, so a pair's sets stay sorted and disjoint from other pairs')."""
+    out = np.empty(len(ia), dtype=np.float64)
+    for s in range(0, len(ia), VERIFY_CHUNK):
+        a_rows, b_rows = ia[s:s + VERIFY_CHUNK], ib[s:s + VERIFY_CHUNK]
+        fa, sa = _gather(va, oa, a_rows)
+        fb, sb = _gather(vb, ob, b_rows)
+        pair = np.arange(len(a_rows), dtype=_U64)
+        ka = (np.repeat(pair, sa) << _U64(40)) | (fa >> _U64(24))
+        kb = (np.repeat(pair, sb) << _U64(40)) | (fb >> _U64(24))
+        pos = np.minimum(np.searchsorted(kb, ka), max(len(kb) - 1, 0))
+        hit = (kb[pos] == ka) if len(kb) else np.zeros(len(ka), bool)
+        inter = np.bincount(np.repeat(np.arange(len(a_rows)), sa)[hit],
+                            minlength=len(a_rows))
+        union = sa + sb - inter
+        out[s:s + len(a_rows)] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return out
+
+
+# ---- per-row state --------------------------------------------------------------------------------
+def item_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """key, answer (normalized gold for MCQ and yes/no, else null) and tokens of each row."""
+    task = pl.col("task")
+    opts = pl.col("options").list.eval(
+        normalize_key_expr(pl.element().struct.field("text"))).list.sort().list.join(" ")
+    second = pl.when(task == "mcq").then(opts).when(
+        task.is_in(["yes_no", "instruction", "document"])).then(pl.col("context"))
+    text = pl.concat_str([pl.col("question").fill_null(""), second.fill_null("")],
+                         separator="\n")
+    return df.select(
+        key=normalize_key_expr(text),
+        answer=pl.when(task.is_in(["mcq", "yes_no"])).then(normalize_key_expr(pl.col("answer"))),
+    ).with_columns(tokens=pl.col("key").str.extract_all(TOKEN_PATTERN))
+
+
+def _hash_strings(s: pl.Series, seed: int) -> np.ndarray:
+    return s.fill_null("\x00<null>").hash(seed=seed).to_numpy()
+
+
+@dataclass
+class Fingerprint:
+    """Compact state of a batch of rows for dedup."""
+
+    exact: np.ndarray            # uint64, key + answer
+    answer: np.ndarray           # uint64, normalized gold answer (a fixed value when none)
+    long: np.ndarray             # bool, enough tokens for MinHash
+    bands: np.ndarray            # (long rows x bands) uint64
+    values: np.ndarray           # shingle sets of the long rows
+    offsets: np.ndarray
+
+
+def fingerprint(df: pl.DataFrame, config: DedupConfig) -> Fingerprint:
+    items = item_frame(df)
+    exact = _fmix(_hash_strings(items["key"], 11) ^ (_hash_strings(items["answer"], 13)
+                                                     * _PRIME))
+    long = (items["tokens"].list.len().fill_null(0) >= config.min_tokens).to_numpy()
+    values, offsets = shingle_sets(items["tokens"].filter(pl.Series(long)), config.ngram)
+    sig = signatures(values, offsets, config.num_perm, config.seed)
+    return Fingerprint(exact, _hash_strings(items["answer"], 13), long,
+                       band_hashes(sig, config.bands, config.rows), values, offsets)
+
+
+def survivor_frame(df: pl.DataFrame, priority: list[str]) -> pl.DataFrame:
+    """The columns `survivor_key` sorts by, per row (lower sorts first)."""
+    rank = pl.col("source").replace_strict({s: i for i, s in enumerate(priority)},
+                                           default=len(priority), return_dtype=pl.Int32)
+    has_answer = (pl.col("answer").fill_null("") != "") | (pl.col("response").fill_null("") != "")
+    text_len = sum(pl.col(c).fill_null("").str.len_chars()
+                   for c in ("question", "context", "response"))
+    return df.select(rank=rank, no_answer=(~has_answer).cast(pl.Int8),
+                     rationale=-pl.col("rationale").fill_null("").str.len_chars().cast(pl.Int64),
+                     text=-text_len.cast(pl.Int64), raw_sha1=pl.col("raw_sha1"),
+                     id=pl.col("id"))
 
 
 def survivor_key(row: dict[str, Any], priority: list[str]) -> tuple:
     """Lower sorts first: source priority, has an answer, longest rationale, longest text,
-    lowest content hash."""
+    lowest content hash, id. (The row form of `survivor_frame`.)"""
     rank = priority.index(row["source"]) if row["source"] in priority else len(priority)
     return (rank, 0 if row.get("answer") or row.get("response") else 1,
             -len(row.get("rationale") or ""), -len(row.get("question") or "") - len(
@@ -94,370 +322,511 @@ def survivor_key(row: dict[str, Any], priority: list[str]) -> tuple:
             row["id"])
 
 
-# ---- shingles and signatures ------------------------------------------------------------------
-def shingle_hashes(token_lists: list[list[str]], n: int | list[int], seed: int = 0
-                   ) -> pl.DataFrame:
-    """One row per (row, shingle hash), unique per row: the hash of each n-token shingle
-    (n may differ per row). A row with fewer than n tokens gets one shingle of all of them."""
-    ns = [n] * len(token_lists) if isinstance(n, int) else n
-    lengths = [len(t) for t in token_lists]
-    df = pl.DataFrame({"row": np.repeat(np.arange(len(token_lists)), lengths),
-                       "tok": [t for ts in token_lists for t in ts]},
-                      schema={"row": pl.Int64, "tok": pl.String})
-    if df.height == 0:
-        return pl.DataFrame(schema={"row": pl.Int64, "h": pl.UInt64})
-    df = df.with_columns(pos=pl.int_range(pl.len()).over("row"),
-                         n=pl.Series(np.repeat(np.array(ns, dtype=np.int64), lengths)),
-                         len=pl.Series(np.repeat(np.array(lengths, dtype=np.int64), lengths)))
-    max_n = max(ns)
-    shifted = [pl.col("tok")] + [pl.col("tok").shift(-k) for k in range(1, max_n)]
-    # shingle of min(n, len) tokens starting at pos, for pos <= len - min(n, len)
-    width = pl.min_horizontal("n", "len")
-    pieces = [pl.when(pl.lit(k) < width).then(shifted[k]) for k in range(max_n)]
-    shingles = df.with_columns(s=pl.concat_str(pieces, separator=" ", ignore_nulls=True)
-                               ).filter(pl.col("pos") <= pl.col("len") - width)
-    return shingles.select("row", h=pl.col("s").hash(seed=seed)).unique(maintain_order=True)
+class Fingerprints:
+    """Fingerprints of every row seen, batch after batch, and the plan they lead to."""
+
+    def __init__(self, config: DedupConfig):
+        config.check()
+        self.config = config
+        self.parts: list[Fingerprint] = []
+        self.survivors: list[pl.DataFrame] = []
+        self.n = 0
+
+    def add(self, df: pl.DataFrame) -> None:
+        self.parts.append(fingerprint(df, self.config))
+        self.survivors.append(survivor_frame(df, self.config.source_priority))
+        self.n += df.height
+
+    def merged(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                              np.ndarray]:
+        """exact, answer, long-row indices, bands, shingle values and offsets, all rows."""
+        parts = self.parts
+        exact = np.concatenate([p.exact for p in parts]) if parts else np.empty(0, _U64)
+        answer = np.concatenate([p.answer for p in parts]) if parts else np.empty(0, _U64)
+        long = np.concatenate([p.long for p in parts]) if parts else np.empty(0, bool)
+        bands = np.concatenate([p.bands for p in parts]) if parts else np.empty(
+            (0, self.config.bands), _U64)
+        values = np.concatenate([p.values for p in parts]) if parts else np.empty(0, _U64)
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for p in parts:
+            offsets.append(p.offsets[1:] + base)
+            base += p.offsets[-1]
+        self.parts = []  # merged once; the pieces are not needed any more
+        return exact, answer, np.flatnonzero(long), bands, values, np.concatenate(offsets)
+
+    def plan(self, against: list[DedupIndex] = ()) -> Plan:
+        cfg = self.config
+        exact, answer, long_rows, bands, values, offsets = self.merged()
+        n = self.n
+        plan = Plan(n)
+        survivors = pl.concat(self.survivors) if self.survivors else None
+        self.survivors = []
+        # rows that duplicate an earlier version's rows
+        for index in against:
+            index.match(plan, exact, answer, long_rows, bands, values, offsets, cfg)
+        alive = plan.reason == 0
+        # exact groups: each row to the first row with the same key and answer
+        _, first, inverse = np.unique(exact, return_index=True, return_inverse=True)
+        edges_i = [np.arange(n)[alive]]
+        edges_j = [first[inverse][alive]]
+        # near pairs, among the first row of each exact group only
+        rep = alive[long_rows] & (first[inverse][long_rows] == long_rows)
+        local = np.flatnonzero(rep)
+        pairs = candidate_pairs(bands[local])
+        ci, cj = local[pairs[:, 0]], local[pairs[:, 1]]
+        agree = answer[long_rows[ci]] == answer[long_rows[cj]]
+        ci, cj = ci[agree], cj[agree]
+        sims = jaccard_pairs(values, offsets, ci, values, offsets, cj)
+        ok = sims >= cfg.threshold
+        vi, vj, vs = long_rows[ci[ok]], long_rows[cj[ok]], sims[ok]
+        edges_i.append(vi)
+        edges_j.append(vj)
+        best = np.zeros(n)
+        np.maximum.at(best, vi, vs)
+        np.maximum.at(best, vj, vs)
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        ei, ej = np.concatenate(edges_i), np.concatenate(edges_j)
+        graph = coo_matrix((np.ones(len(ei), np.int8), (ei, ej)), shape=(n, n))
+        _, labels = connected_components(graph, directed=False)
+        sizes = np.bincount(labels)
+        members = np.flatnonzero(alive & (sizes[labels] > 1))
+        ranked = survivors[members].with_columns(label=labels[members], row=members).sort(
+            ["label", "rank", "no_answer", "rationale", "text", "raw_sha1", "id"])
+        firsts = ranked.unique("label", keep="first", maintain_order=True)
+        survivor_of = np.full(n, -1, np.int64)
+        survivor_of[firsts["label"].to_numpy()] = firsts["row"].to_numpy()
+        surv = survivor_of[labels[members]]
+        dropped = members[members != surv]
+        surv = survivor_of[labels[dropped]]
+        is_exact = exact[dropped] == exact[surv]
+        plan.reason[dropped] = np.where(is_exact, EXACT, NEAR)
+        plan.kept[dropped] = surv
+        plan.similarity[dropped] = np.where(is_exact, 1.0, best[dropped])
+        plan.cluster_size[dropped] = sizes[labels[dropped]]
+        plan.ids = survivors["id"] if survivors is not None else pl.Series([], dtype=pl.String)
+        plan.summary = {
+            "rows_in": n, "rows_out": int((plan.reason == 0).sum()),
+            "exact_duplicate": int((plan.reason == EXACT).sum()),
+            "near_duplicate": int((plan.reason == NEAR).sum()),
+            "duplicate_of_earlier": int((plan.reason == EARLIER).sum()),
+            "clusters": int(len(firsts)), "candidate_pairs": int(len(pairs)),
+            "verified_near_pairs": int(ok.sum()), "config": asdict(cfg),
+            "against": [i.ref for i in against]}
+        return plan
 
 
-def signatures(hashes: pl.DataFrame, n_rows: int, num_perm: int, seed: int) -> np.ndarray:
-    """MinHash signatures (n_rows x num_perm, uint32) from per-row shingle hashes, in numpy
-    blocks: h -> top 32 bits of (a * h + b) mod 2^64 with odd a, then the min per row.
-    Rows with no shingles get all-max signatures."""
-    rng = np.random.RandomState(seed)
-    a = (rng.randint(0, 1 << 62, num_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-    b = rng.randint(0, 1 << 62, num_perm, dtype=np.uint64)
-    sig = np.full((n_rows, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    if hashes.height == 0:
-        return sig
-    hashes = hashes.sort("row")
-    rows = hashes["row"].to_numpy()
-    hv = hashes["h"].to_numpy()
-    block = max(1, 2_000_000 // num_perm)  # shingles per block (~16 MB of uint64)
-    start = 0
-    while start < len(hv):
-        end = min(len(hv), start + block)
-        # extend the block to a row boundary so each row is reduced in one piece
-        while end < len(hv) and rows[end] == rows[end - 1]:
-            end += 1
-        with np.errstate(over="ignore"):
-            phv = ((hv[start:end, None] * a[None, :] + b[None, :]) >> np.uint64(32)).astype(
-                np.uint32)
-        r = rows[start:end]
-        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        sig[r[starts]] = np.minimum(sig[r[starts]], np.minimum.reduceat(phv, starts, axis=0))
-        start = end
-    return sig
+KEEP, EXACT, NEAR, EARLIER = 0, 1, 2, 3
+REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate", EARLIER: "duplicate_of_earlier"}
 
 
-def lsh_pairs(sig: np.ndarray, candidates_of: np.ndarray, index_of: np.ndarray,
-              num_perm: int, bands: int, rows: int, bands_per_pass: int | None = None
-              ) -> np.ndarray:
-    """Candidate pairs (query row, indexed row), an (k, 2) int64 array sorted and unique, from
-    datasketch's MinHashLSH. The bands are indexed a few at a time (an LSH over those bands'
-    signature columns, then dropped): a pair is a candidate when any band collides, so the
-    union over passes is exactly the one-index result, with a fraction of the index in
-    memory at once (datasketch keeps it in Python dicts, about 1.5 GB per 200,000 rows for
-    25 bands)."""
-    from datasketch import LeanMinHash, MinHashLSH
-
-    bands_per_pass = bands_per_pass or LSH_BANDS_PER_PASS
-    n = np.int64(max(len(sig), 1))
-    found = np.empty(0, dtype=np.int64)
-    # passes of near-equal size, each of at least 2 bands (datasketch's minimum)
-    passes = max(1, min(-(-bands // bands_per_pass), bands // 2))
-    sizes = [bands // passes + (k < bands % passes) for k in range(passes)]
-    for b0, b1 in zip(np.cumsum([0, *sizes[:-1]]).tolist(), np.cumsum(sizes).tolist()):
-        cols = np.ascontiguousarray(sig[:, b0 * rows:b1 * rows])
-        lsh = MinHashLSH(num_perm=(b1 - b0) * rows, params=(b1 - b0, rows))
-        with lsh.insertion_session() as session:
-            for i in index_of:
-                session.insert(int(i), LeanMinHash(seed=1, hashvalues=cols[i], scheme="affine32"),
-                               check_duplication=False)
-        keys = [int(i) * int(n) + j for i in candidates_of
-                for j in lsh.query(LeanMinHash(seed=1, hashvalues=cols[i], scheme="affine32"))]
-        del lsh
-        found = np.union1d(found, np.asarray(keys, dtype=np.int64))
-    return np.stack([found // n, found % n], axis=1)
-
-
-class ShingleSets:
-    """Each row's sorted, unique shingle hashes in one array plus offsets (8 bytes a
-    shingle; a numpy array per row would cost ~100 bytes more each)."""
-
-    def __init__(self, hashes: pl.DataFrame, n_rows: int):
-        ordered = hashes.sort("row", "h")
-        self.values = ordered["h"].to_numpy()
-        self.offsets = np.searchsorted(ordered["row"].to_numpy(), np.arange(n_rows + 1))
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.values[self.offsets[i]:self.offsets[i + 1]]
-
-
-def blocked_shingles(keys: list[str], n: int, min_tokens: int,
-                     block_rows: int | None = None) -> tuple[np.ndarray, pl.DataFrame]:
-    """(indices of the rows with at least `min_tokens` tokens, their shingle hashes with `row`
-    numbering those rows 0..), tokenizing and shingling `block_rows` rows at a time so the
-    token lists and shingle strings of only one block are alive at once."""
-    block_rows = block_rows or SHINGLE_BLOCK_ROWS
-    long_rows: list[int] = []
-    parts = []
-    for start in range(0, len(keys), block_rows):
-        toks = [tokens(k) for k in keys[start:start + block_rows]]
-        local = [i for i, t in enumerate(toks) if len(t) >= min_tokens]
-        if local:
-            part = shingle_hashes([toks[i] for i in local], n)
-            parts.append(part.with_columns(pl.col("row") + len(long_rows)))
-            long_rows.extend(start + i for i in local)
-    hashes = (pl.concat(parts) if parts
-              else pl.DataFrame(schema={"row": pl.Int64, "h": pl.UInt64}))
-    return np.array(long_rows, dtype=np.int64), hashes
-
-
-def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.intersect1d(a, b, assume_unique=True).size
-    union = a.size + b.size - inter
-    return inter / union if union else 1.0
-
-
-class _Components:
-    """Connected components over row indices (union-find with path halving)."""
+class Plan:
+    """Per row: why it is dropped (0 = kept), the row it duplicates, the similarity."""
 
     def __init__(self, n: int):
-        self.parent = list(range(n))
+        self.reason = np.zeros(n, np.int8)
+        self.kept = np.full(n, -1, np.int64)
+        self.similarity = np.zeros(n, np.float32)
+        self.cluster_size = np.zeros(n, np.int32)
+        self.earlier: dict[int, tuple[str, str, str]] = {}  # row -> (id, ref, how)
+        self.ids: pl.Series | None = None
+        self.summary: dict[str, Any] = {}
 
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
+    def record(self, i: int, row_id: str) -> dict[str, Any]:
+        """The dropped record of row i (its id given)."""
+        code = int(self.reason[i])
+        if code == EARLIER:
+            kept, ref, how = self.earlier[i]
+            return {"id": row_id, "reason": REASONS[code], "kept": kept, "against": ref,
+                    "match": how, "similarity": float(self.similarity[i])}
+        kept = self.ids[int(self.kept[i])]
+        return {"id": row_id, "reason": REASONS[code], "cluster": kept, "kept": kept,
+                "similarity": round(float(self.similarity[i]), 6),
+                "cluster_size": int(self.cluster_size[i])}
 
-    def union(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
+
+# ---- the index of an earlier version ------------------------------------------------------------------
+class DedupIndex:
+    """The dedup state of a published version, saved in its folder and reused while the
+    version (immutable) and the fingerprint settings are unchanged."""
+
+    def __init__(self, version, config: DedupConfig):
+        self.version, self.ref = version, version.ref
+        settings = config.fingerprint_settings()
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        self.path = version.path / "indexes" / f"dedup-{digest}.parquet"
+        self.built = False
+        if not self.path.exists():
+            self._build(config, settings)
+            self.built = True
+
+    def _build(self, config: DedupConfig, settings: dict[str, Any]) -> None:
+        import pyarrow.parquet as pq
+
+        store_root = self.version.path.parents[2]
+        folder = self.path.parent
+        folder.mkdir(exist_ok=True)
+        if store_root.resolve() not in folder.resolve().parents:
+            raise ValueError(f"{folder} leads outside the store")
+        tmp = folder / f".{self.path.name}.tmp"
+        schema = pa.schema([("id", pa.string()), ("exact", pa.uint64()),
+                            ("answer", pa.uint64()), ("bands", pa.list_(pa.uint64())),
+                            ("shingles", pa.list_(pa.uint64()))])
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for batch in self.version.iter_batches(verify="full"):
+                df = pl.from_arrow(batch)
+                fp = fingerprint(df, config)
+                n = df.height
+                band_col = [None] * n
+                shingle_col = [[] for _ in range(n)]
+                for k, i in enumerate(np.flatnonzero(fp.long)):
+                    band_col[i] = fp.bands[k].tolist()
+                    shingle_col[i] = fp.values[fp.offsets[k]:fp.offsets[k + 1]].tolist()
+                writer.write_table(pa.table({"id": batch.column("id"), "exact": fp.exact,
+                                             "answer": fp.answer,
+                                             "bands": pa.array(band_col, pa.list_(pa.uint64())),
+                                             "shingles": pa.array(shingle_col,
+                                                                  pa.list_(pa.uint64()))},
+                                            schema=schema))
+        tmp.rename(self.path)
+        self.path.with_suffix(".json").write_text(json.dumps(
+            {"version": self.ref, **settings}, indent=2))
+
+    def match(self, plan: Plan, exact, answer, long_rows, bands, values, offsets,
+              config: DedupConfig) -> None:
+        """Mark the rows that duplicate a row of this version as EARLIER."""
+        idx = pl.scan_parquet(self.path).with_row_index("irow")
+        # exact: same key and answer
+        new = pl.DataFrame({"row": np.arange(len(exact)), "exact": exact})
+        hits = new.join(idx.select("irow", "exact", "id").collect(engine="streaming"),
+                        on="exact").group_by("row").agg(pl.col("id").first()).sort("row")
+        for row, kept in hits.iter_rows():
+            if plan.reason[row] == 0:
+                plan.reason[row], plan.similarity[row] = EARLIER, 1.0
+                plan.earlier[row] = (kept, self.ref, "exact")
+        # near: equal band hashes, then verification against the index's shingles
+        if not len(long_rows):
+            return
+        mine = pl.DataFrame({"lrow": np.repeat(np.arange(len(long_rows)), bands.shape[1]),
+                             "band": np.tile(np.arange(bands.shape[1]), len(long_rows)),
+                             "h": bands.ravel()})
+        theirs = idx.select("irow", "bands").filter(pl.col("bands").is_not_null()) \
+            .with_columns(band=pl.int_ranges(pl.col("bands").list.len())) \
+            .explode("bands", "band").rename({"bands": "h"})
+        cands = mine.lazy().join(theirs, on=["band", "h"]).select("lrow", "irow").unique() \
+            .sort("lrow", "irow").collect(engine="streaming")
+        if not cands.height:
+            return
+        needed = cands["irow"].unique().sort()
+        sub = idx.filter(pl.col("irow").is_in(needed.implode())).select(
+            "irow", "id", "answer", "shingles").collect(engine="streaming").sort("irow")
+        pos = np.searchsorted(sub["irow"].to_numpy(), cands["irow"].to_numpy())
+        lrow = cands["lrow"].to_numpy()
+        agree = sub["answer"].to_numpy()[pos] == answer[long_rows[lrow]]
+        lrow, pos = lrow[agree], pos[agree]
+        theirs_values = sub["shingles"].explode().drop_nulls().to_numpy().astype(_U64)
+        theirs_offsets = np.r_[0, np.cumsum(sub["shingles"].list.len().to_numpy())].astype(
+            np.int64)
+        sims = jaccard_pairs(values, offsets, lrow, theirs_values, theirs_offsets, pos)
+        ok = sims >= config.threshold
+        ids = sub["id"]
+        for lr, p, sim in zip(lrow[ok].tolist(), pos[ok].tolist(), sims[ok].tolist()):
+            row = int(long_rows[lr])
+            if plan.reason[row] == 0 or (plan.reason[row] == EARLIER and
+                                         sim > plan.similarity[row] and
+                                         plan.earlier[row][2] != "exact"):
+                plan.reason[row], plan.similarity[row] = EARLIER, sim
+                plan.earlier[row] = (ids[p], self.ref, "near")
 
 
-# ---- dedup ----------------------------------------------------------------------------------------
+# ---- steps ----------------------------------------------------------------------------------------------
+CANONICAL_NEEDS = ("id", "source", "task", "question", "context", "options", "answer",
+                   "rationale", "response", "raw_sha1")
+
+
+class DedupStep(Step):
+    """Exact and near duplicates removed; clusters and survivors recorded with reasons."""
+
+    name = "dedup"
+    needs = CANONICAL_NEEDS
+    passes = 2
+
+    def __init__(self, config: DedupConfig | None = None, against: list = ()):
+        self.config = config or DedupConfig()
+        self.config.check()
+        self.against = list(against)
+        self.plan: Plan | None = None
+        self.listed: list[dict[str, Any]] = []
+
+    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+        prints = Fingerprints(self.config)
+        for batch in source.batches():
+            self.check_columns(batch)
+            prints.add(pl.from_arrow(batch))
+        indexes = [DedupIndex(v, self.config) for v in self.against]
+        plan = self.plan = prints.plan(indexes)
+        books.info["indexes"] = [{"version": i.ref, "index": i.path.name,
+                                  "reused": not i.built} for i in indexes]
+        start = 0
+        for batch in source.batches():
+            reasons = plan.reason[start:start + batch.num_rows]
+            if reasons.any():
+                where = np.flatnonzero(reasons)
+                rows = batch.take(pa.array(where)).to_pylist()
+                records = [plan.record(start + int(i), r["id"]) for i, r in zip(where, rows)]
+                room = REPORT_EXAMPLES - len(self.listed)
+                self.listed += records[:max(room, 0)]
+                for code, reason in REASONS.items():
+                    sel = [k for k, i in enumerate(where) if reasons[i] == code]
+                    books.drop(reason, rows=[rows[k] for k in sel],
+                               details=[{k: v for k, v in records[k].items()
+                                         if k not in ("id", "reason")} for k in sel])
+                batch = batch.filter(pa.array(reasons == 0))
+            start += reasons.size
+            if batch.num_rows:
+                yield batch
+
+    def report(self) -> dict[str, Any]:
+        if self.plan is None:
+            return {}
+        return {"summary": self.plan.summary, "dropped": self.listed,
+                "dropped_listed": len(self.listed)}
+
+    def report_config(self) -> dict[str, Any]:
+        return {**asdict(self.config), "against": [v.ref for v in self.against]}
+
+
+def decontam_text_expr() -> pl.Expr:
+    """Question, options and answer, normalized: what a benchmark item shows."""
+    opts = pl.col("options").list.eval(pl.element().struct.field("text")).list.join("\n")
+    return normalize_key_expr(pl.concat_str(
+        [pl.col("question").fill_null(""), opts.fill_null(""), pl.col("answer").fill_null("")],
+        separator="\n"))
+
+
+def _pmid() -> pl.Expr:
+    """PubMedQA rows' PMID (from meta), null for other sources."""
+    return pl.when(pl.col("source") == "pubmedqa").then(
+        pl.col("meta").str.json_path_match("$.pmid")).alias("pmid")
+
+
+class Benchmark:
+    """The benchmark side of decontamination, in memory (benchmarks are small)."""
+
+    def __init__(self, versions: list, config: DecontamConfig):
+        self.config = config
+        frames = [pl.from_arrow(b) for v in versions for b in v.iter_batches(verify="full")]
+        if not frames:
+            raise ValueError("the benchmark versions hold no rows")
+        df = pl.concat(frames)
+        self.ids = df["id"]
+        pub = df.filter(pl.col("source") == "pubmedqa")
+        self.pmid = dict(zip(pub.select(_pmid())["pmid"].to_list(), pub["id"].to_list()))
+        self.pmid.pop(None, None)
+        self.title: dict[str, str] = {}
+        for q, i in zip(pub["question"].to_list(), pub["id"].to_list()):
+            self.title.setdefault(normalize_key(q), i)
+        text = df.select(t=decontam_text_expr())["t"]
+        toks = text.str.extract_all(TOKEN_PATTERN)
+        ns = np.where((df["lang"] == "zh").to_numpy(), config.ngram_zh, config.ngram_en)
+        grams, goffs = shingle_sets(toks, ns, seed=7)
+        owner = np.repeat(np.arange(df.height), np.diff(goffs))
+        order = np.lexsort((owner, grams))  # by gram, then the first benchmark row
+        grams, owner = grams[order], owner[order]
+        first = np.r_[True, grams[1:] != grams[:-1]]
+        self.grams, self.gram_owner = grams[first], owner[first]
+        long = (toks.list.len().fill_null(0) >= config.min_tokens).to_numpy()
+        self.long_rows = np.flatnonzero(long)
+        self.values, self.offsets = shingle_sets(toks.filter(pl.Series(long)), 3)
+        sig = signatures(self.values, self.offsets, config.num_perm, config.seed)
+        self.bands = band_hashes(sig, config.bands, config.rows)
+        self.rows = df.height
+
+    def matches(self, df: pl.DataFrame) -> list[tuple[str, str, float | None] | None]:
+        """For each training row: (benchmark id, method, similarity) or None."""
+        cfg = self.config
+        out: list[tuple[str, str, float | None] | None] = [None] * df.height
+        ids = self.ids
+        # PubMedQA: PMID and title
+        pmids = df.select(_pmid())["pmid"].to_list()
+        sources = df["source"].to_list()
+        for i, (src, pmid) in enumerate(zip(sources, pmids)):
+            if src != "pubmedqa":
+                continue
+            if pmid is not None and pmid in self.pmid:
+                out[i] = (self.pmid[pmid], "pmid", None)
+            else:
+                title = normalize_key(df["question"][i])
+                if title in self.title:
+                    out[i] = (self.title[title], "title", None)
+        text = df.select(t=decontam_text_expr())["t"]
+        toks = text.str.extract_all(TOKEN_PATTERN)
+        # n-gram overlap: each training n-gram looked up among the benchmark's
+        ns = np.where((df["lang"] == "zh").to_numpy(), cfg.ngram_zh, cfg.ngram_en)
+        grams, goffs = shingle_sets(toks, ns, seed=7)
+        if len(grams) and len(self.grams):
+            pos = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
+            hit = self.grams[pos] == grams
+            row = np.repeat(np.arange(df.height), np.diff(goffs))
+            best = np.full(df.height, np.iinfo(np.int64).max)
+            np.minimum.at(best, row[hit], self.gram_owner[pos[hit]])
+            for i in np.flatnonzero(best < np.iinfo(np.int64).max):
+                if out[i] is None:
+                    out[i] = (ids[int(best[i])], "ngram", None)
+        # whole-item MinHash against the benchmark, verified
+        long = (toks.list.len().fill_null(0) >= cfg.min_tokens).to_numpy()
+        long_rows = np.flatnonzero(long)
+        if len(long_rows) and len(self.long_rows):
+            values, offsets = shingle_sets(toks.filter(pl.Series(long)), 3)
+            bands = band_hashes(signatures(values, offsets, cfg.num_perm, cfg.seed),
+                                cfg.bands, cfg.rows)
+            mine = pl.DataFrame({"t": np.repeat(np.arange(len(long_rows)), cfg.bands),
+                                 "band": np.tile(np.arange(cfg.bands), len(long_rows)),
+                                 "h": bands.ravel()})
+            theirs = pl.DataFrame({"b": np.repeat(np.arange(len(self.long_rows)), cfg.bands),
+                                   "band": np.tile(np.arange(cfg.bands), len(self.long_rows)),
+                                   "h": self.bands.ravel()})
+            cands = mine.join(theirs, on=["band", "h"]).select("t", "b").unique().sort("t", "b")
+            t, b = cands["t"].to_numpy(), cands["b"].to_numpy()
+            sims = jaccard_pairs(values, offsets, t, self.values, self.offsets, b)
+            for tk, bk, sim in zip(t.tolist(), b.tolist(), sims.tolist()):
+                i = int(long_rows[tk])
+                if out[i] is None and sim >= cfg.threshold:
+                    out[i] = (ids[int(self.long_rows[bk])], "minhash", sim)
+        return out
+
+
+class DecontamStep(Step):
+    """Rows overlapping the benchmark versions removed, each with what it matched."""
+
+    name = "decontam"
+    needs = ("id", "source", "question", "options", "answer", "meta", "lang")
+
+    def __init__(self, benchmarks: list, config: DecontamConfig | None = None):
+        self.config = config or DecontamConfig()
+        self.refs = [b.ref for b in benchmarks]
+        self.bench = Benchmark(benchmarks, self.config)
+        self.by_method: dict[str, int] = {}
+        self.rows_in = 0
+        self.listed: list[dict[str, Any]] = []
+
+    def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
+        df = pl.from_arrow(batch)
+        found = self.bench.matches(df)
+        self.rows_in += batch.num_rows
+        bad = [i for i, m in enumerate(found) if m is not None]
+        if not bad:
+            return batch
+        rows = batch.take(pa.array(bad)).to_pylist()
+        details = []
+        for i, row in zip(bad, rows):
+            bench_id, method, sim = found[i]
+            self.by_method[method] = self.by_method.get(method, 0) + 1
+            details.append({"matched": bench_id, "method": method, "similarity": sim})
+            if len(self.listed) < REPORT_EXAMPLES:
+                self.listed.append({"id": row["id"], "reason": "contaminated", **details[-1]})
+        books.drop("contaminated", rows=rows, details=details)
+        keep = np.ones(batch.num_rows, bool)
+        keep[bad] = False
+        return batch.filter(pa.array(keep))
+
+    def report_config(self) -> dict[str, Any]:
+        return {**asdict(self.config), "against": self.refs}
+
+    def report(self) -> dict[str, Any]:
+        contaminated = sum(self.by_method.values())
+        return {"summary": {"rows_in": self.rows_in, "rows_out": self.rows_in - contaminated,
+                            "contaminated": contaminated, "by_method": self.by_method,
+                            "benchmark_rows": self.bench.rows, "against": self.refs,
+                            "config": asdict(self.config)},
+                "dropped": self.listed, "dropped_listed": len(self.listed)}
+
+
+# ---- lists of rows (tests, benchmarks, small data) ------------------------------------------------------
+def _run_list(step: Step, rows: list[dict[str, Any]]) -> tuple[list, list, dict]:
+    """Run one step over rows in memory: (kept rows, every dropped record, summary)."""
+    import tempfile
+
+    from meddata.schema import CANONICAL
+    from meddata.steps import Ledger, run
+
+    batches = pa.Table.from_pylist(rows, schema=CANONICAL).to_batches(
+        max_chunksize=LIST_BATCH_ROWS)
+    dropped: list[dict[str, Any]] = []
+
+    def sink(rejects: list[dict[str, Any]]) -> None:
+        dropped.extend({"id": json.loads(r["raw"])["id"], "reason": r["reason"],
+                        **json.loads(r["detail"])} for r in rejects)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = list(run(lambda replay: iter(batches), [step], Ledger(sink), Path(tmp)))
+    kept_ids = {r for b in out for r in b.column("id").to_pylist()}
+    order = {r["id"]: i for i, r in enumerate(rows)}
+    dropped.sort(key=lambda d: order[d["id"]])
+    return [r for r in rows if r["id"] in kept_ids], dropped, step.report()["summary"]
+
+
 def dedup(rows: list[dict[str, Any]], config: DedupConfig | None = None
           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """(kept rows, dropped records, summary). Dropped records: id, reason (exact_duplicate |
-    near_duplicate), cluster, kept (survivor id), similarity."""
-    config = config or DedupConfig()
-    config.check()
-    n = len(rows)
-    texts = [item_text(r) for r in rows]
-    keys = [normalize_key(t) for t in texts]
-    answers = [answer_key(r) for r in rows]
-    comps = _Components(n)
-    best_sim: dict[int, float] = {}
-
-    first_by_key: dict[tuple[str, str | None], int] = {}
-    for i, (k, a) in enumerate(zip(keys, answers)):
-        j = first_by_key.setdefault((k, a), i)
-        if j != i:
-            comps.union(i, j)
-
-    del texts
-    long_rows, hashes = blocked_shingles(keys, config.ngram, config.min_tokens)
-    near_pairs = 0
-    if len(long_rows) > 1:
-        sig = signatures(hashes, len(long_rows), config.num_perm, config.seed)
-        sets = ShingleSets(hashes, len(long_rows))
-        del hashes
-        local = np.arange(len(long_rows))
-        pairs = lsh_pairs(sig, local, local, config.num_perm, config.bands, config.rows)
-        del sig
-        for qi, ji in pairs.tolist():
-            if qi >= ji:
-                continue
-            i, j = int(long_rows[qi]), int(long_rows[ji])
-            if answers[i] != answers[j]:
-                continue  # "indicated" vs "contraindicated": different questions
-            sim = exact_jaccard(sets[qi], sets[ji])
-            if sim >= config.threshold:
-                comps.union(i, j)
-                for k in (i, j):
-                    best_sim[k] = max(best_sim.get(k, 0.0), sim)
-                near_pairs += 1
-
-    clusters: dict[int, list[int]] = {}
-    for i in range(n):
-        clusters.setdefault(comps.find(i), []).append(i)
-    kept, dropped = [], []
-    drop_index: dict[int, dict[str, Any]] = {}
-    for members in clusters.values():
-        if len(members) == 1:
-            continue
-        survivor = min(members, key=lambda i: survivor_key(rows[i], config.source_priority))
-        cluster_id = rows[survivor]["id"]
-        for i in members:
-            if i == survivor:
-                continue
-            exact = keys[i] == keys[survivor] and answers[i] == answers[survivor]
-            sim = 1.0 if exact else best_sim.get(i)
-            drop_index[i] = {"id": rows[i]["id"], "reason": "exact_duplicate" if exact
-                             else "near_duplicate", "cluster": cluster_id,
-                             "kept": cluster_id, "similarity": sim,
-                             "cluster_size": len(members)}
-    for i, row in enumerate(rows):
-        if i in drop_index:
-            dropped.append(drop_index[i])
-        else:
-            kept.append(row)
-    summary = {"rows_in": n, "rows_out": len(kept),
-               "exact_duplicate": sum(d["reason"] == "exact_duplicate" for d in dropped),
-               "near_duplicate": sum(d["reason"] == "near_duplicate" for d in dropped),
-               "clusters": sum(1 for m in clusters.values() if len(m) > 1),
-               "verified_near_pairs": near_pairs, "config": asdict(config)}
-    return kept, dropped, summary
-
-
-# ---- decontamination --------------------------------------------------------------------------------
-def decontam_text(row: dict[str, Any]) -> str:
-    """Question, options and answer: what a benchmark item shows."""
-    parts = [row.get("question") or ""]
-    parts += [o["text"] for o in row.get("options") or []]
-    parts.append(row.get("answer") or "")
-    return normalize_key("\n".join(p for p in parts if p))
-
-
-def _pmid(row: dict[str, Any]) -> str | None:
-    if row.get("source") != "pubmedqa":
-        return None
-    return json.loads(row.get("meta") or "{}").get("pmid")
+    """(kept rows, dropped records, summary) for rows in memory (ids must be unique)."""
+    return _run_list(DedupStep(config), rows)
 
 
 def decontaminate(rows: list[dict[str, Any]], bench: list[dict[str, Any]],
-                  config: DecontamConfig | None = None
-                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """(kept rows, dropped records, summary). A training row is dropped when it shares an
-    n-gram with a benchmark item (English word `ngram_en`-grams, Chinese character
-    `ngram_zh`-grams; items shorter than n are compared whole), when its whole-item MinHash
-    similarity (verified exact Jaccard) reaches `threshold`, or, for PubMedQA, when its PMID
-    or normalized question (the article title) is a benchmark's. Each dropped record names
-    the benchmark row matched and the method."""
-    config = config or DecontamConfig()
-    n_train = len(rows)
-    all_rows = rows + bench
-    texts = [decontam_text(r) for r in all_rows]
-    matched: dict[int, tuple[str, str, float | None]] = {}
-
-    def ngrams(start: int, stop: int) -> pl.DataFrame:  # (row, h) for all_rows[start:stop]
-        ns = [config.ngram_zh if r.get("lang") == "zh" else config.ngram_en
-              for r in all_rows[start:stop]]
-        grams = shingle_hashes([tokens(t) for t in texts[start:stop]], ns, seed=7)
-        return grams.with_columns(pl.col("row") + start)
-
-    # PubMedQA: PMID and title
-    bench_pmid = {p: b["id"] for b in bench if (p := _pmid(b))}
-    bench_title = {normalize_key(b["question"]): b["id"] for b in bench
-                   if b.get("source") == "pubmedqa"}
-    for i, r in enumerate(rows):
-        if (p := _pmid(r)) and p in bench_pmid:
-            matched[i] = (bench_pmid[p], "pmid", None)
-        elif r.get("source") == "pubmedqa" and normalize_key(r["question"]) in bench_title:
-            matched[i] = (bench_title[normalize_key(r["question"])], "title", None)
-
-    # n-gram overlap, joined in polars: the benchmark's n-grams, then the training rows'
-    # SHINGLE_BLOCK_ROWS at a time
-    bench_g = ngrams(n_train, len(all_rows)).group_by("h").agg(
-        pl.col("row").min().alias("bench_row"))
-    for start in range(0, n_train, SHINGLE_BLOCK_ROWS):
-        hits = ngrams(start, min(n_train, start + SHINGLE_BLOCK_ROWS)).join(
-            bench_g, on="h").group_by("row").agg(pl.col("bench_row").min()).sort("row")
-        for i, b in zip(hits["row"].to_list(), hits["bench_row"].to_list()):
-            matched.setdefault(i, (all_rows[b]["id"], "ngram", None))
-
-    # whole-item MinHash against the benchmark, verified
-    long_rows, hashes = blocked_shingles(texts, 3, config.min_tokens)
-    if len(long_rows):
-        sig = signatures(hashes, len(long_rows), config.num_perm, config.seed)
-        sets = ShingleSets(hashes, len(long_rows))
-        del hashes
-        local = np.arange(len(long_rows))
-        is_train = long_rows < n_train
-        for qi, bi in lsh_pairs(sig, local[is_train], local[~is_train], config.num_perm,
-                                config.bands, config.rows).tolist():
-            i = int(long_rows[qi])
-            if i in matched:
-                continue
-            sim = exact_jaccard(sets[qi], sets[bi])
-            if sim >= config.threshold:
-                matched[i] = (all_rows[int(long_rows[bi])]["id"], "minhash", sim)
-
-    kept, dropped = [], []
-    for i, row in enumerate(rows):
-        if i in matched:
-            bench_id, method, sim = matched[i]
-            dropped.append({"id": row["id"], "reason": "contaminated", "matched": bench_id,
-                            "method": method, "similarity": sim})
-        else:
-            kept.append(row)
-    by_method: dict[str, int] = {}
-    for d in dropped:
-        by_method[d["method"]] = by_method.get(d["method"], 0) + 1
-    summary = {"rows_in": n_train, "rows_out": len(kept), "contaminated": len(dropped),
-               "by_method": by_method, "benchmark_rows": len(bench), "config": asdict(config)}
-    return kept, dropped, summary
-
-
-# ---- publishing -------------------------------------------------------------------------------------
-REPORT_EXAMPLES = 1000  # dropped records listed in the manifest; all are in rejects.parquet
-
-
-def _publish(store, parent, name: str, kept: list[dict[str, Any]],
-             dropped: list[dict[str, Any]], summary: dict[str, Any], stage: str,
-             parents: list, rows: list[dict[str, Any]]):
-    import pyarrow as pa
-
+                  config: DecontamConfig | None = None):
+    """(kept rows, dropped records, summary) for rows and benchmark rows in memory."""
     from meddata.schema import CANONICAL
 
-    by_id = {r["id"]: r for r in rows}
-    rejects = [{"stage": stage, "source": by_id[d["id"]]["source"], "file": parent.ref,
-                "position": None, "raw": json.dumps(by_id[d["id"]], ensure_ascii=False,
-                                                    default=str),
-                "reason": d["reason"], "detail": json.dumps(
-                    {k: v for k, v in d.items() if k not in ("id", "reason")})}
-               for d in dropped]
-    counts: dict[str, int] = {}
-    for d in dropped:
-        counts[d["reason"]] = counts.get(d["reason"], 0) + 1
-    report = {"summary": summary, "dropped": dropped[:REPORT_EXAMPLES],
-              "dropped_listed": min(len(dropped), REPORT_EXAMPLES)}
-    with store.publisher("canonical", name, CANONICAL, parents=parents,
-                         inputs=[{"ref": p["ref"]} for p in parents],
-                         recipe={stage: summary["config"]}, **{stage: report}) as pub:
-        pub.write(pa.Table.from_pylist(kept, schema=CANONICAL))
-        pub.reject(rejects)
-        pub.add_stage(stage, len(rows), len(kept), counts)
-    return pub.version
+    class _Rows:  # a benchmark "version" from rows
+        ref = "rows"
+
+        def iter_batches(self, verify: str = "full"):
+            yield from pa.Table.from_pylist(bench, schema=CANONICAL).to_batches()
+
+    return _run_list(DecontamStep([_Rows()], config), rows)
 
 
-def run_dedup(store, ref: str, name: str | None = None, config: DedupConfig | None = None):
-    """Deduplicate canonical version `ref` and publish canonical/<name> (default
-    <name>-dedup)."""
-    version = store.resolve(ref)
+# ---- publishing ---------------------------------------------------------------------------------------
+def _publish_canonical(store, version, name: str, step: Step, parents: list[dict[str, Any]],
+                       progress: bool):
+    from meddata import runner
+    from meddata.schema import CANONICAL
+
     if version.kind != "canonical":
-        raise ValueError(f"{version.ref}: dedup works on canonical versions")
-    rows = version.to_table().to_pylist()
-    kept, dropped, summary = dedup(rows, config)
-    return _publish(store, version, name or f"{version.name}-dedup", kept, dropped, summary,
-                    "dedup", [version.as_parent()], rows)
+        raise ValueError(f"{version.ref}: {step.name} works on canonical versions")
+    read = runner.with_progress(runner.read_versions([version]), step.name, version.rows,
+                                progress)
+    config = step.report_config()
+    return runner.publish(store, "canonical", name, CANONICAL, read, [step],
+                          manifest={"inputs": [{"ref": p["ref"]} for p in parents],
+                                    "recipe": {step.name: config}, "parents": parents})
+
+
+def run_dedup(store, ref: str, name: str | None = None, config: DedupConfig | None = None,
+              against: list[str] = (), progress: bool = False):
+    """Deduplicate canonical version `ref` (and drop its rows that duplicate rows of the
+    versions `against`) and publish canonical/<name> (default <name>-dedup)."""
+    version = store.resolve(ref)
+    earlier = [store.resolve(a) for a in against]
+    for v in earlier:
+        if v.kind != "canonical":
+            raise ValueError(f"{v.ref}: dedup --against takes canonical versions")
+    step = DedupStep(config, against=earlier)
+    return _publish_canonical(store, version, name or f"{version.name}-dedup", step,
+                              [version.as_parent(),
+                               *(v.as_parent(role="dedup_against") for v in earlier)], progress)
 
 
 def run_decontam(store, ref: str, against: list[str], name: str | None = None,
-                 config: DecontamConfig | None = None):
+                 config: DecontamConfig | None = None, progress: bool = False):
     """Drop rows of canonical `ref` that overlap the benchmark versions `against`."""
     version = store.resolve(ref)
     benches = [store.resolve(a) for a in against]
-    for v in [version, *benches]:
+    for v in benches:
         if v.kind != "canonical":
             raise ValueError(f"{v.ref}: decontam works on canonical versions")
-    rows = version.to_table().to_pylist()
-    bench = [r for b in benches for r in b.to_table().to_pylist()]
-    kept, dropped, summary = decontaminate(rows, bench, config)
-    summary["against"] = [b.ref for b in benches]
-    return _publish(store, version, name or f"{version.name}-decontam", kept, dropped,
-                    summary, "decontam",
-                    [version.as_parent(), *(b.as_parent(role="benchmark") for b in benches)],
-                    rows)
+    step = DecontamStep(benches, config)
+    return _publish_canonical(store, version, name or f"{version.name}-decontam", step,
+                              [version.as_parent(),
+                               *(b.as_parent(role="benchmark") for b in benches)], progress)

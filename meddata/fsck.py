@@ -141,7 +141,6 @@ def _check_dataset(store: Store, kind: str, name: str, repair: bool, hashes: boo
             problem.repaired = f"moved to {_quarantine(store, folder)}"
         problems.append(problem)
 
-    by_id = {v.id: v for v in good}
     newest = max(good, key=_age, default=None)
     try:
         tags = store.tags(kind, name)

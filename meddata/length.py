@@ -1,18 +1,31 @@
-"""Length in tokens of built rows, with the model's tokenizer when the recipe names one.
+"""Length in tokens of built rows, batch by batch, with the model's tokenizer when the recipe
+names one.
 
-With a tokenizer (a local folder, loaded with transformers' AutoTokenizer), conversations are
-counted through its chat template when it has one, exactly as the trainer will see them.
-Without one, the count is an estimate: words for Latin script, one per CJK character
-(meddata.text.tokens), documented as such in the manifest.
+With a tokenizer (a local folder, loaded with transformers' AutoTokenizer), conversations
+are rendered through its chat template when it has one, exactly as the trainer will see
+them, and a whole batch is tokenized in one call of the fast tokenizer (its Rust core
+spreads a batch over every core). Without one, the count is an estimate: words for Latin
+script and one per CJK character (meddata.text's tokenizer, computed in polars),
+documented as such in the manifest.
+
+Token ids for packing are cached in the store (`.cache/tokens/<tokenizer>/`), one file per
+batch keyed by the sha256 of its texts, so a rebuild that changes only later steps
+(packing length, the validation split) does not tokenize again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
-from meddata.text import tokens
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from meddata.text import TOKEN_PATTERN, normalize_key_expr
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                    "special_tokens_map.json", "tokenizer.model", "chat_template.jinja")
@@ -40,37 +53,83 @@ def load_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
+def _contents(conversations: pl.Series) -> pl.Series:
+    return conversations.list.eval(pl.element().struct.field("content")).list.join("\n")
+
+
+def joined(*conversations: pl.Series) -> pl.Series:
+    """Conversations (list<struct<role, content>> Series) concatenated row by row."""
+    frame = pl.DataFrame({f"c{i}": c for i, c in enumerate(conversations)})
+    return frame.select(pl.concat_list(frame.columns)).to_series()
+
+
+def estimate(texts: pl.Series) -> np.ndarray:
+    """Words plus CJK characters of each text (the estimate without a tokenizer)."""
+    return pl.select(normalize_key_expr(pl.lit(texts)).str.count_matches(TOKEN_PATTERN)
+                     ).to_series().fill_null(0).to_numpy().astype(np.int64)
+
+
 class Measure:
-    def __init__(self, tokenizer_path: str | None = None):
+    def __init__(self, tokenizer_path: str | None = None, cache_dir: Path | None = None):
         self.path = tokenizer_path
         self.tok = load_tokenizer(tokenizer_path) if tokenizer_path else None
+        self.sha256 = tokenizer_hash(tokenizer_path) if tokenizer_path else None
+        self.cache_dir = cache_dir / self.sha256[:16] if cache_dir and self.sha256 else None
+        self.cache_hits = self.cache_misses = 0
 
     def describe(self) -> dict[str, Any]:
         if self.tok is None:
             return {"counter": "estimate (words + CJK characters)"}
-        return {"counter": "tokenizer", "tokenizer": self.path,
-                "tokenizer_sha256": tokenizer_hash(self.path),
+        return {"counter": "tokenizer", "tokenizer": self.path, "tokenizer_sha256": self.sha256,
                 "chat_template": bool(getattr(self.tok, "chat_template", None))}
 
-    def text(self, text: str) -> int:
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tok(texts, add_special_tokens=False)["input_ids"]
+
+    def texts(self, texts: pl.Series) -> np.ndarray:
         if self.tok is None:
-            return len(tokens(text))
-        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+            return estimate(texts)
+        return np.array([len(x) for x in self._encode(texts.fill_null("").to_list())],
+                        dtype=np.int64)
 
-    def messages(self, msgs: list[dict[str, str]]) -> int:
-        if self.tok is not None and getattr(self.tok, "chat_template", None):
-            enc = self.tok.apply_chat_template(msgs, tokenize=True, return_dict=True)
-            return len(enc["input_ids"])
-        return self.text("\n".join(m["content"] for m in msgs))
+    def conversations(self, conversations: pl.Series) -> np.ndarray:
+        """Tokens of each conversation (a list<struct<role, content>> Series) as the
+        model's chat template renders it."""
+        if self.tok is None or not getattr(self.tok, "chat_template", None):
+            return self.texts(_contents(conversations))
+        rendered = self.tok.apply_chat_template(conversations.to_list(), tokenize=False)
+        return np.array([len(x) for x in self._encode(rendered)], dtype=np.int64)
 
-    def row(self, kind: str, row: dict[str, Any]) -> int:
-        if kind == "sft":
-            return self.messages(row["messages"])
-        if kind == "preference":
-            return max(self.messages(row["prompt"] + row["chosen"]),
-                       self.messages(row["prompt"] + row["rejected"]))
-        if kind == "kto":
-            return self.messages(row["prompt"] + row["completion"])
-        if kind == "prompts":
-            return self.messages(row["prompt"])
-        return self.text(row["text"])
+    def ids(self, texts: pl.Series) -> pa.Array:
+        """The token ids of each text (list<int32>), from the cache when this tokenizer has
+        seen the same batch of texts before."""
+        values = texts.fill_null("").to_list()
+        path = None
+        if self.cache_dir is not None:
+            h = hashlib.sha256()
+            for t in values:
+                b = t.encode("utf-8")
+                h.update(len(b).to_bytes(8, "little"))
+                h.update(b)
+            path = self.cache_dir / f"{h.hexdigest()[:40]}.arrow"
+            if path.exists():
+                try:
+                    with pa.memory_map(str(path)) as src:
+                        self.cache_hits += 1
+                        return pa.ipc.open_file(src).read_all().column("ids").combine_chunks()
+                except (OSError, pa.ArrowInvalid):
+                    pass  # a damaged cache file: tokenize again
+        self.cache_misses += 1
+        ids = self._encode(values)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(lengths.sum()))
+        offsets = np.zeros(len(ids) + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
+            with pa.ipc.new_file(tmp, pa.schema([("ids", array.type)])) as w:
+                w.write_table(pa.table({"ids": array}))
+            os.replace(tmp, path)
+        return array

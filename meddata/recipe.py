@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("sft", "preference", "kto", "pretrain", "prompts")
 STRATEGIES = ("auto", "distractor", "cross_sample", "weak_model")
 
 
@@ -98,9 +97,9 @@ class Recipe:
     tokenizer: str | None = None    # local tokenizer folder for counting (and packing)
     pack: bool = False              # pretrain: also pack input_ids (needs tokenizer, max_tokens)
     rejected: RejectedSpec = field(default_factory=RejectedSpec)
-    dedup: dict[str, Any] | None = None     # DedupConfig keys; {} for the defaults
+    dedup: dict[str, Any] | None = None     # DedupConfig keys (+ against); {} for the defaults
     decontam: dict[str, Any] | None = None  # {against: [refs], ...DecontamConfig keys}
-    from_ref: str | None = None     # kto: unpair an existing preference version
+    from_ref: str | None = None     # build from an existing version (kto: a preference one)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,8 +160,12 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"recipe: expected a mapping at the top, got {type(data).__name__}")
     recipe = _build(Recipe, data, "recipe")
-    if recipe.kind is not None and recipe.kind not in KINDS:
-        raise RecipeError(f"recipe.kind: {recipe.kind!r} is not one of {', '.join(KINDS)}")
+    if recipe.kind is not None:
+        from meddata.builders import registry  # the kinds, looked up by name
+
+        if recipe.kind not in registry.names():
+            raise RecipeError(f"recipe.kind: {recipe.kind!r} is not one of "
+                              f"{', '.join(registry.names())}")
     if not 0 <= recipe.validation_ratio < 1:
         raise RecipeError("recipe.validation_ratio: must be in [0, 1), got "
                           f"{recipe.validation_ratio}")
@@ -191,8 +194,8 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Recipe:
 def _check_stage_config(recipe: Recipe) -> None:
     from meddata.dedup import DecontamConfig, DedupConfig
 
-    for key, cls, extra in (("dedup", DedupConfig, ()), ("decontam", DecontamConfig,
-                                                         ("against",))):
+    for key, cls, extra in (("dedup", DedupConfig, ("against",)),
+                            ("decontam", DecontamConfig, ("against",))):
         value = getattr(recipe, key)
         if value is None:
             continue
@@ -207,6 +210,13 @@ def _check_stage_config(recipe: Recipe) -> None:
                 config.check()
         except (TypeError, ValueError) as e:
             raise RecipeError(f"recipe.{key}: {e}") from None
+    if recipe.dedup is not None and recipe.dedup.get("against") is not None:
+        earlier = recipe.dedup["against"]
+        if isinstance(earlier, str):
+            recipe.dedup["against"] = earlier = [earlier]
+        if not isinstance(earlier, list) or not all(isinstance(a, str) for a in earlier):
+            raise RecipeError("recipe.dedup.against: give earlier canonical versions, for "
+                              "example [canonical/medqa-v1@latest]")
     if recipe.decontam is not None:
         against = recipe.decontam.get("against")
         if isinstance(against, str):

@@ -1,4 +1,5 @@
-"""Arrow schemas: the canonical rows (DESIGN.md §3) and the output kinds (§4)."""
+"""Arrow schemas of the core: canonical rows, rejects, and the building blocks of the output
+kinds (each kind's schema lives in its module in builders/)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pyarrow as pa
 OPTION = pa.struct([("label", pa.string()), ("text", pa.string())])
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
+OPTIONS = pa.list_(OPTION)
 
 SOURCES = ("pubmedqa", "medmcqa", "medqa", "hwt_cm", "shennong", "medical_o1",
            "chinese_medical_dialogue", "corpus")
@@ -22,7 +24,7 @@ CANONICAL = pa.schema([
     ("task", pa.string()),
     ("question", pa.string()),
     ("context", pa.string()),
-    ("options", pa.list_(OPTION)),
+    ("options", OPTIONS),
     ("answer_label", pa.string()),
     ("answer", pa.string()),
     ("rationale", pa.string()),
@@ -44,18 +46,3 @@ REJECTS = pa.schema([
 
 LINEAGE = [("id", pa.string()), ("source", pa.string()), ("lang", pa.string()),
            ("task", pa.string()), ("split", pa.string())]
-
-KINDS = {
-    "canonical": CANONICAL,
-    "sft": pa.schema(LINEAGE + [("messages", MESSAGES)]),
-    "preference": pa.schema(LINEAGE + [("prompt", MESSAGES), ("chosen", MESSAGES),
-                                       ("rejected", MESSAGES), ("rejected_by", pa.string())]),
-    "kto": pa.schema(LINEAGE + [("prompt", MESSAGES), ("completion", MESSAGES),
-                                ("label", pa.bool_()), ("rejected_by", pa.string())]),
-    "pretrain": pa.schema(LINEAGE + [("text", pa.string())]),
-    "pretrain_packed": pa.schema(LINEAGE + [("text", pa.string()),
-                                            ("input_ids", pa.list_(pa.int32()))]),
-    "prompts": pa.schema(LINEAGE + [("prompt", MESSAGES), ("answer", pa.string()),
-                                    ("answer_label", pa.string()),
-                                    ("options", pa.list_(OPTION))]),
-}

@@ -127,6 +127,7 @@ class Version:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.this_run: dict[str, Any] | None = None  # set by the run that returned it
         try:
             with open(self.path / "manifest.json", encoding="utf-8") as f:
                 self.manifest: dict[str, Any] = json.load(f)

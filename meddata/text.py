@@ -17,7 +17,8 @@ CJK_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Bopomofo}"  # also valid in pola
 _PUNCT = regex.compile(r"[\p{P}\p{S}]+")
 ZH_RATIO = 0.3  # share of CJK among letters from which a text counts as Chinese
 _WS = regex.compile(r"\s+")
-_TOKEN = regex.compile(rf"[{CJK_CLASS}]|[^\W_{CJK_CLASS}]+")
+TOKEN_PATTERN = rf"[{CJK_CLASS}]|[^\W_{CJK_CLASS}]+"  # also valid in polars' regex
+_TOKEN = regex.compile(TOKEN_PATTERN)
 _CJK_CHAR = regex.compile(rf"[{CJK_CLASS}]")
 _LATIN_CHAR = regex.compile(r"[A-Za-z]")
 
@@ -27,6 +28,17 @@ def normalize_key(text: str | None) -> str:
         return ""
     text = _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).casefold())
     return _WS.sub(" ", text).strip()
+
+
+def normalize_key_expr(text):
+    """`normalize_key` as a polars expression over a String expression (NFKC, lower case
+    with the two case-folds that matter in practice, ß -> ss and final sigma, punctuation
+    and symbols to spaces, whitespace collapsed); null becomes ""."""
+    return (text.fill_null("").str.normalize("NFKC").str.to_lowercase()
+            .str.replace_all("ß", "ss", literal=True).str.replace_all("ς", "σ", literal=True)
+            .str.replace_all(r"[\p{P}\p{S}]+", " ").str.replace_all(r"\s+", " ")
+            .str.strip_chars())
+
 
 
 def tokens(text: str | None) -> list[str]:

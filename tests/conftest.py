@@ -9,6 +9,16 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SAMPLES = ROOT.parent / "shared" / "samples" / "raw"
 
+def schemas() -> dict:
+    """Every schema the store holds: canonical, each registered kind, packed pretrain."""
+    from meddata.builders import registry
+    from meddata.builders.pretrain import PACKED_SCHEMA
+    from meddata.schema import CANONICAL
+
+    return {"canonical": CANONICAL, **{k: registry.get(k).schema for k in registry.names()},
+            "pretrain_packed": PACKED_SCHEMA}
+
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

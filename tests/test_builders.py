@@ -42,7 +42,7 @@ def built(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("b") / "store")
     out = {}
     for kind in EXPECTED:
-        out[kind] = pipeline.run(kind, examples(), store, progress=False)[0]
+        out[kind] = pipeline.run(kind, examples(), store, progress=False)
     return store, out
 
 
@@ -138,13 +138,11 @@ def test_cross_sample_prefers_same_subject_and_drops_near_equal():
     assert sorted(out[2:]) == ["c2", "c3"]
     lonely = CrossSample(recipe).rejected(rows[:1], chosen[:1])
     assert lonely == [None]
-    from meddata.builders import preference
-
     same = [{"id": f"d{i}", "source": "s", "lang": "en", "task": "instruction", "split": "train",
              "question": f"Question {i}?", "context": None, "response": "Identical answer text "
              "for every row here.", "rationale": None, "meta": "{}", "options": []}
             for i in range(3)]
-    pairs, dropped = preference.build(same, recipe)
+    pairs, dropped = pipeline.run_rows("preference", same, recipe)
     assert pairs == [] and dropped == {"rejected_near_chosen": 3}
 
 
@@ -161,7 +159,7 @@ def test_kto_interleaves_both_labels_and_unpairs_a_version(built):
     assert labels[:4] == [True, False, True, False]
     assert versions["kto"].manifest["stats"]["kto"]["desirable_ratio"] == 0.5
     assert all(r["rejected_by"] for r in rows if not r["label"])
-    v, _ = pipeline.run("kto", recipe_mod.from_dict(
+    v = pipeline.run("kto", recipe_mod.from_dict(
         {"from_ref": versions["preference"].ref, "name": "unpaired"}), store, progress=False)
     assert v.rows == 2 * versions["preference"].rows
     assert v.manifest["parents"][0]["id"] == versions["preference"].id
@@ -170,9 +168,9 @@ def test_kto_interleaves_both_labels_and_unpairs_a_version(built):
 def test_same_recipe_same_id_and_seed_changes_it(tmp_path):
     from meddata.store import Store
 
-    a, _ = pipeline.run("preference", examples(), Store(tmp_path / "a"), progress=False)
-    b, _ = pipeline.run("preference", examples(), Store(tmp_path / "b"), progress=False)
-    c, _ = pipeline.run("preference", examples(seed=7), Store(tmp_path / "c"), progress=False)
+    a = pipeline.run("preference", examples(), Store(tmp_path / "a"), progress=False)
+    b = pipeline.run("preference", examples(), Store(tmp_path / "b"), progress=False)
+    c = pipeline.run("preference", examples(seed=7), Store(tmp_path / "c"), progress=False)
     assert a.id == b.id and c.id != a.id
 
 
@@ -180,13 +178,13 @@ def test_max_tokens_with_tokenizer_and_packing(tmp_path, tokenizer):
     from meddata.store import Store
 
     store = Store(tmp_path / "s")
-    v, _ = pipeline.run("sft", examples(max_tokens=150, tokenizer=str(tokenizer[0])), store,
+    v = pipeline.run("sft", examples(max_tokens=150, tokenizer=str(tokenizer[0])), store,
                         progress=False)
     length = next(s for s in v.manifest["stages"] if s["stage"] == "length")
     assert length["dropped"]["too_long"] > 0 and length["counter"] == "tokenizer"
     assert v.manifest["stats"]["length_tokens"]["max"] <= 150
     assert v.manifest["stats"]["tokenizer"]["tokenizer_sha256"]
-    p, _ = pipeline.run("pretrain", examples(max_tokens=64, tokenizer=str(tokenizer[0]),
+    p = pipeline.run("pretrain", examples(max_tokens=64, tokenizer=str(tokenizer[0]),
                                              pack=True), store, progress=False)
     rows = p.to_table().to_pylist()
     for split in ("train", "validation"):  # every sequence but each group's last is full
@@ -207,7 +205,7 @@ def test_select_filters_conserve_rows(tmp_path):
     data["sources"] = [{"source": "medmcqa", "paths": [str(EXAMPLES / "medmcqa")],
                         "limit": 3}, {"source": "pubmedqa", "paths": [str(EXAMPLES / "pubmedqa")],
                                       "split": ["test"]}]
-    v, _ = pipeline.run("sft", recipe_mod.from_dict(data), Store(tmp_path / "s"), progress=False)
+    v = pipeline.run("sft", recipe_mod.from_dict(data), Store(tmp_path / "s"), progress=False)
     select = v.manifest["stages"][0]
     assert select["rows_out"] == 3 + 2
     assert select["dropped"] == {"over_limit": 7, "split_not_selected": 4}
@@ -215,11 +213,13 @@ def test_select_filters_conserve_rows(tmp_path):
 
 def test_export_llamafactory_and_jsonl(built, tmp_path):
     versions = built[1]
+    out = tmp_path / "lf"  # every kind into one folder: nothing overwrites anything
     for kind in ("sft", "preference", "kto", "pretrain", "prompts"):
-        out = tmp_path / kind
         export.export(versions[kind], out, "llamafactory")
-        info = json.loads((out / "dataset_info.json").read_text())
-        entry = info["examples_train"]
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert {f"{k}_examples_{s}" for k in EXPECTED for s in ("train", "validation")} == set(info)
+    for kind in ("sft", "preference", "kto", "pretrain", "prompts"):
+        entry = info[f"{kind}_examples_train"]
         data = json.loads((out / entry["file_name"]).read_text())
         assert data and set(entry) <= {"file_name", "formatting", "ranking", "columns", "tags"}
         if kind == "preference":

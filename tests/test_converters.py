@@ -15,6 +15,7 @@ from meddata import convert
 from meddata.cli import cli
 from meddata.converters import REGISTRY, get
 from meddata.schema import CANONICAL
+from meddata.steps import SeenKeys
 
 
 def run(store, source, paths, **kw):
@@ -467,7 +468,7 @@ def test_medmcqa_vectorized_path_on_real_samples(store, samples):
 def test_seen_keys_behaves_as_a_set(batches):
     import numpy as np
 
-    seen, reference = convert._SeenKeys(), set()
+    seen, reference = SeenKeys(), set()
     for batch in batches:
         keys = np.array(batch, dtype=np.uint64)
         assert seen.contains(keys).tolist() == [k in reference for k in batch]

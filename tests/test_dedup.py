@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import EXAMPLES
 from meddata import recipe as recipe_mod
@@ -145,14 +147,18 @@ def test_recipe_dedup_and_decontam_stages(tmp_path, store):
     data = pipeline.examples_recipe().to_dict()
     data["dedup"] = {"threshold": 0.9}
     data["decontam"] = {"against": ["canonical/bench"]}
-    v, _ = pipeline.run("sft", recipe_mod.from_dict(data), store, progress=False)
+    v = pipeline.run("sft", recipe_mod.from_dict(data), store, progress=False)
     stages = {s["stage"]: s for s in v.manifest["stages"]}
     assert stages["decontam"]["dropped"]["contaminated"] == 10  # every MedMCQA example row
     assert all(p["id"] for p in v.manifest["parents"])
     assert v.manifest["decontam"]["summary"]["contaminated"] == 10
     assert not any(r.startswith("medmcqa/") for r in v.to_table(columns=["id"])["id"]
                    .to_pylist())
-    assert v.rejects().num_rows == 10
+    rejects = v.rejects().to_pylist()
+    assert sum(r["stage"] == "decontam" for r in rejects) == 10
+    # every dropped row is in the rejects, with its stage and reason
+    assert len(rejects) == sum(sum(s["dropped"].values()) for s in v.manifest["stages"]
+                               if s["stage"] != "select")
     bad = dict(data, dedup={"treshold": 0.9})
     try:
         recipe_mod.from_dict(bad)
@@ -162,27 +168,55 @@ def test_recipe_dedup_and_decontam_stages(tmp_path, store):
         raise AssertionError("unknown dedup key accepted")
 
 
-def test_lsh_in_band_passes_equals_one_index():
+def test_grouped_band_candidates_equal_datasketch_lsh():
+    """Candidates from grouping equal band hashes are exactly the pairs datasketch's
+    MinHashLSH (the reference implementation) returns with the same bands and rows."""
     import numpy as np
+    from datasketch import LeanMinHash, MinHashLSH
 
-    from meddata.dedup import lsh_pairs
+    from meddata.dedup import band_hashes, candidate_pairs
 
     rng = np.random.default_rng(3)
     sig = rng.integers(0, 2**32, size=(300, 128), dtype=np.uint32)
     for k in range(0, 300, 3):  # near copies: a few bands' worth of values changed
         sig[k + 1] = sig[k]
         sig[k + 1, rng.choice(128, 40, replace=False)] = rng.integers(0, 2**32, 40)
-    rows = np.arange(300)
-    one = lsh_pairs(sig, rows, rows, 128, 25, 5, bands_per_pass=25)
-    assert len(one) > 200  # the near copies are found (in both directions)
-    for per_pass in (1, 5, 7):
-        assert np.array_equal(lsh_pairs(sig, rows, rows, 128, 25, 5, bands_per_pass=per_pass),
-                              one)
-    # query some rows against an index of the others
-    part = lsh_pairs(sig, rows[::2], rows[1::2], 128, 25, 5, bands_per_pass=5)
-    assert np.array_equal(part, lsh_pairs(sig, rows[::2], rows[1::2], 128, 25, 5,
-                                          bands_per_pass=25))
-    assert set(part[:, 0] % 2) <= {0} and set(part[:, 1] % 2) <= {1}
+    sig[200:260] = sig[200]  # one big run: more members than RUN_PAIRS_CAP pairs all-to-all
+    ours = {tuple(p) for p in candidate_pairs(band_hashes(sig, 25, 5)).tolist()}
+    lsh = MinHashLSH(num_perm=125, params=(25, 5))
+    hashes = [LeanMinHash(seed=1, hashvalues=sig[i, :125], scheme="affine32")
+              for i in range(300)]
+    for i, h in enumerate(hashes):
+        lsh.insert(i, h)
+    theirs = {(min(i, j), max(i, j)) for i, h in enumerate(hashes) for j in lsh.query(h)
+              if i != j}
+    big = {(i, j) for i in range(200, 260) for j in range(i + 1, 260)}
+    assert len(theirs) > 200
+    assert ours - big == theirs - big  # every pair outside the big run, exactly
+    assert all((200, j) in ours for j in range(201, 260))  # the big run stays connected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sets(st.integers(0, 50)), st.sets(st.integers(0, 50))),
+                min_size=1, max_size=20))
+def test_vectorized_jaccard_is_exact(pairs):
+    import numpy as np
+
+    from meddata.dedup import jaccard_pairs
+
+    def packed(sets):
+        # hashes spread over the whole 64-bit range, as real shingle hashes are
+        vals = [np.sort(np.array([(x * 0x9E3779B97F4A7C15) % 2**64 for x in s], np.uint64))
+                for s in sets]
+        offsets = np.r_[0, np.cumsum([len(v) for v in vals])].astype(np.int64)
+        return (np.concatenate(vals) if vals else np.empty(0, np.uint64)), offsets
+
+    va, oa = packed([a for a, _ in pairs])
+    vb, ob = packed([b for _, b in pairs])
+    idx = np.arange(len(pairs))
+    got = jaccard_pairs(va, oa, idx, vb, ob, idx)
+    want = [len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs]
+    assert np.allclose(got, want)
 
 
 def test_decontam_minhash_catches_a_near_copy():
@@ -198,7 +232,7 @@ def test_decontam_minhash_catches_a_near_copy():
     assert 0.8 <= dropped[0]["similarity"] < 1
 
 
-def test_results_do_not_depend_on_block_size(monkeypatch):
+def test_results_do_not_depend_on_batch_size(monkeypatch):
     import meddata.dedup as dedup_mod
 
     rows = [mcq(f"r{i}", question=Q.replace("three", f"{i % 7} or {i % 5}")) for i in range(40)]
@@ -206,7 +240,6 @@ def test_results_do_not_depend_on_block_size(monkeypatch):
                                    f"in adults {i * 7}", answer="Aspirin") for i in range(20)]
     bench = [mcq("b1", question=Q.replace("three", "1 or 1")), rows[45]]
     expected = dedup(rows), decontaminate(rows, bench)
-    monkeypatch.setattr(dedup_mod, "SHINGLE_BLOCK_ROWS", 7)
-    monkeypatch.setattr(dedup_mod, "LSH_BANDS_PER_PASS", 2)
+    assert expected[0][1] and expected[1][1]  # both found something
+    monkeypatch.setattr(dedup_mod, "LIST_BATCH_ROWS", 7)
     assert (dedup(rows), decontaminate(rows, bench)) == expected
-    assert expected[0][2]["near_duplicate"] > 0 and expected[1][2]["contaminated"] > 0

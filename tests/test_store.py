@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
+from conftest import schemas
 from meddata.catalog import catalog, diff
 from meddata.cli import cli
-from meddata.schema import KINDS
 from meddata.store import ShardIntegrityError, StoreError
 
 MSG = [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]
@@ -36,9 +36,9 @@ def sample_rows(schema: pa.Schema, n: int = 3) -> list[dict]:
     return [{f.name: value(f, i) for f in schema} for i in range(n)]
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", sorted(schemas()))
 def test_round_trip_every_kind(store, kind):
-    schema = KINDS[kind]
+    schema = schemas()[kind]
     rows = sample_rows(schema)
     v = store.publish(kind.replace("_", "-"), "t", schema, [pa.Table.from_pylist(rows, schema)])
     ds = store.load(f"{kind.replace('_', '-')}/t@latest")
@@ -51,7 +51,7 @@ def test_round_trip_every_kind(store, kind):
 
 
 def test_identical_content_same_id_no_new_tag(store):
-    schema = KINDS["sft"]
+    schema = schemas()["sft"]
     table = pa.Table.from_pylist(sample_rows(schema), schema)
     v1 = store.publish("sft", "x", schema, [table])
     v1b = store.publish("sft", "x", schema, [table], inputs=[{"path": "elsewhere"}])
@@ -68,7 +68,7 @@ def test_identical_content_same_id_no_new_tag(store):
 
 
 def test_exception_mid_publish_leaves_nothing(store):
-    schema = KINDS["sft"]
+    schema = schemas()["sft"]
     table = pa.Table.from_pylist(sample_rows(schema), schema)
     with pytest.raises(RuntimeError):
         with store.publisher("sft", "broken", schema) as pub:
@@ -88,7 +88,7 @@ def test_writer_thread_error_surfaces_and_leaves_nothing(store, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(store_mod, "_write_row_groups", broken)
-    schema = KINDS["sft"]
+    schema = schemas()["sft"]
     table = pa.Table.from_pylist(sample_rows(schema), schema)
     with pytest.raises(OSError, match="disk full"):
         store.publish("sft", "full", schema, [table])
@@ -100,7 +100,7 @@ def test_shards_do_not_depend_on_batching(store, monkeypatch):
     import meddata.store as store_mod
 
     monkeypatch.setattr(store_mod, "SHARD_ROWS", 2 * store_mod.ROW_GROUP_ROWS)
-    schema = KINDS["sft"]
+    schema = schemas()["sft"]
     rows = sample_rows(schema, 1) * (5 * store_mod.ROW_GROUP_ROWS + 17)
     table = pa.Table.from_pylist(rows, schema)
     one = store.publish("sft", "a", schema, [table])
@@ -112,7 +112,7 @@ def test_shards_do_not_depend_on_batching(store, monkeypatch):
 
 
 def test_flipped_byte_is_caught_with_shard_name(store):
-    schema = KINDS["sft"]
+    schema = schemas()["sft"]
     v = store.publish("sft", "x", schema, [pa.Table.from_pylist(sample_rows(schema), schema)])
     shard = v.shard_paths()[0]
     data = bytearray(shard.read_bytes())
@@ -129,7 +129,7 @@ def test_splits_become_shards_and_card_configs(store):
     import datasets
     import yaml
 
-    schema = KINDS["sft"]
+    schema = schemas()["sft"]
     rows = sample_rows(schema, 4)
     rows[0]["split"] = rows[1]["split"] = "validation"
     rows[2]["split"] = rows[3]["split"] = "train"
@@ -145,7 +145,7 @@ def test_splits_become_shards_and_card_configs(store):
 
 
 def test_diff_on_a_constructed_pair(store):
-    schema = KINDS["pretrain"]
+    schema = schemas()["pretrain"]
     a = [{"id": f"r{i}", "source": "s", "lang": "en", "task": "document", "split": "train",
           "text": f"text {i}"} for i in range(5)]
     b = [dict(r) for r in a[1:]]  # r0 removed
@@ -168,7 +168,7 @@ def test_diff_on_a_constructed_pair(store):
 
 
 def test_catalog_and_cli_inspection(store):
-    schema = KINDS["sft"]
+    schema = schemas()["sft"]
     store.publish("sft", "x", schema, [pa.Table.from_pylist(sample_rows(schema), schema)])
     con = catalog(store)
     assert con.execute("SELECT kind, name, rows FROM versions").fetchall() == [("sft", "x", 3)]
@@ -188,7 +188,7 @@ def test_catalog_and_cli_inspection(store):
 
 def test_conservation_is_enforced(store):
     with pytest.raises(StoreError, match="not conserved"):
-        with store.publisher("sft", "x", KINDS["sft"]) as pub:
+        with store.publisher("sft", "x", schemas()["sft"]) as pub:
             pub.add_stage("build", 10, 8, {"too_long": 1})
     assert store.versions() == []
 

@@ -16,12 +16,12 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
+from conftest import schemas
 from meddata.cli import cli
 from meddata.fsck import fsck
-from meddata.schema import KINDS
 from meddata.store import Ref, ShardIntegrityError, Store, StoreError
 
-SCHEMA = KINDS["pretrain"]
+SCHEMA = schemas()["pretrain"]
 
 
 def table(n: int, tag: str = "") -> pa.Table:
@@ -56,9 +56,8 @@ def test_crash_after_rename_before_tags_heals_on_rerun(store, monkeypatch):
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     import pyarrow as pa
-    from meddata.schema import KINDS
+    from meddata.builders.pretrain import SCHEMA as schema
     from meddata.store import Store
-    schema = KINDS["pretrain"]
     with Store(sys.argv[1]).publisher("pretrain", "killed", schema) as pub:
         pub.write(pa.Table.from_pylist([{"id": "a", "source": "s", "lang": "en",
                   "task": "document", "split": "train", "text": "t"}], schema))

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
+from conftest import schemas
 from meddata import recipe as recipe_mod
 from meddata.builders import pipeline
 from meddata.cli import cli
-from meddata.schema import KINDS
 from meddata.validation.run import validate
 
 
@@ -48,7 +48,7 @@ GOOD = {
 
 
 def publish(store, kind, rows, name="t"):
-    schema = KINDS[kind]
+    schema = schemas()[kind]
     return store.publish(kind, name, schema, [pa.Table.from_pylist(rows, schema)])
 
 
@@ -112,8 +112,8 @@ def test_kto_needs_both_labels(store):
 
 def test_contaminated_ids_and_manifest_checks(store):
     v = publish(store, "sft", GOOD["sft"])
-    with store.publisher("sft", "dirty", KINDS["sft"]) as pub:  # a decontam report lists r2
-        pub.write(pa.Table.from_pylist(GOOD["sft"], KINDS["sft"]))
+    with store.publisher("sft", "dirty", schemas()["sft"]) as pub:  # a decontam report lists r2
+        pub.write(pa.Table.from_pylist(GOOD["sft"], schemas()["sft"]))
         pub.reject([{"stage": "decontam", "source": "medqa", "file": None, "position": None,
                      "raw": json.dumps({"id": "r2"}), "reason": "contaminated", "detail": "{}"}])
     dirty = store.resolve("sft/dirty")
@@ -151,10 +151,10 @@ def test_builds_validate_before_publishing(store):
     with pytest.raises(pipeline.ValidationFailed, match="prompt_contents_non_empty"):
         pipeline.run("preference", recipe, store, progress=False)
     assert store.versions(kind="preference") == []
-    v, _ = pipeline.run("preference", recipe, store, progress=False, allow_invalid=True)
+    v = pipeline.run("preference", recipe, store, progress=False, allow_invalid=True)
     assert v.manifest["validation"]["allow_invalid"] is True
     assert not v.manifest["validation"]["success"]
-    good, _ = pipeline.run("preference", pipeline.examples_recipe(), store, name="ok",
+    good = pipeline.run("preference", pipeline.examples_recipe(), store, name="ok",
                            progress=False)
     assert good.manifest["validation"]["success"]
     out = CliRunner().invoke(cli, ["--store", str(store.root), "build", "preference",

@@ -27,9 +27,6 @@ from meddata.models import resolve_model
 from meddata.secrets import redact
 from meddata.store import Store, Version
 
-STAGE_KINDS = {"cpt": "pretrain", "sft": "sft", "reward": "preference", "rlhf": "prompts",
-               "dpo": "preference", "kto": "kto", "grpo": "prompts"}
-
 
 class TrainError(Exception):
     """A training run that cannot start: wrong data kind, missing CUDA for 4-bit, ..."""
@@ -118,8 +115,10 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
 # ---- data --------------------------------------------------------------------------------------
 def load_data(store: Store, ref: str, stage: str, columns: list[str] | None = None):
     """(train, eval or None, version) for a stage, checking the version's kind."""
+    from meddata.builders.registry import kind_for_stage
+
     version = store.resolve(ref)
-    want = STAGE_KINDS[stage]
+    want = kind_for_stage(stage).name
     if version.kind != want:
         raise TrainError(f"stage {stage} trains on {want} versions; {version.ref} is "
                          f"{version.kind}")

@@ -1,10 +1,12 @@
-"""Run a kind's suite on a version (or on rows about to be published) and report.
+"""Run a kind's suite on a version (or on rows as a build writes them) and report.
 
-A result is a plain dict: `success`, `mode` ("full" or "sample"), rows checked and total,
-and one entry per check with its name, the expectation behind it, success, the number of
-failing rows and up to five example ids. Checks on the manifest (row conservation of every
-stage, shard hashes, row counts) come after the Great Expectations results, in the same
-shape.
+A `Checker` takes batches: it derives the checkable columns of each batch in polars and
+runs Great Expectations on them a chunk at a time (`CHUNK_ROWS` derived rows), merging the
+results, so memory stays flat however many rows there are. A result is a plain dict:
+`success`, `mode` ("full" or "sample"), rows checked and total, and one entry per check
+with its name, the expectation behind it, success, the number of failing rows and up to
+five example ids. Checks on the manifest (row conservation of every stage, shard hashes
+and the id, row counts) come after the Great Expectations results, in the same shape.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import datetime as _dt
 import json
 from typing import Any
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
+from meddata.steps import SeenKeys, first_seen, key_hashes, seeded_array
 from meddata.store import ShardIntegrityError, Version
 
 from .suites import Bounds, Rule, rules
 
 EXAMPLES = 5
+CHUNK_ROWS = 250_000  # derived rows per Great Expectations run
+TOKENS = "_tokens"
 
 
 def _gx_run(frame: pl.DataFrame, suite_rules: list[Rule], name: str) -> list[dict[str, Any]]:
@@ -50,11 +57,9 @@ def _gx_run(frame: pl.DataFrame, suite_rules: list[Rule], name: str) -> list[dic
         for item in res.get("partial_unexpected_index_list") or []:
             if isinstance(item, dict) and item.get("id") not in examples:
                 examples.append(item.get("id"))
-        if not examples and check == "unique_ids":
-            examples = list(dict.fromkeys(res.get("partial_unexpected_list") or []))
         failing = res.get("unexpected_count")
         if failing is None and not r.success:
-            failing = frame.height if check != "label_has_both_values" else 0
+            failing = frame.height if by_name[check].scope != "distinct" else 0
         out.append({"name": check, "expectation": r.expectation_config.type,
                     "description": by_name[check].description, "success": bool(r.success),
                     "failing_rows": int(failing or 0),
@@ -71,36 +76,103 @@ def _plain(value: Any) -> Any:
         return str(value)
 
 
-def derive(lazy: pl.LazyFrame, suite_rules: list[Rule], extra: dict[str, pl.Expr]
-           ) -> pl.DataFrame:
+def derive(lazy: pl.LazyFrame, suite_rules: list[Rule]) -> pl.DataFrame:
     columns: dict[str, pl.Expr] = {"id": pl.col("id")}
     for rule in suite_rules:
         columns.update(rule.derive)
-    columns.update(extra)
-    if any(r.name.startswith("label_") for r in suite_rules):
-        columns["label"] = pl.col("label")
     if any(r.name == "answer_present" for r in suite_rules):
         columns["answer"] = pl.col("answer")
-    return lazy.select(**columns).collect(engine="streaming")
+    return lazy.select(**columns).collect()
 
 
-def check_rows(kind: str, lazy: pl.LazyFrame, bounds: Bounds | None = None,
-               contaminated: list[str] | None = None, tokens: pl.Series | None = None,
-               sample: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Run the suite of `kind` over rows (a polars LazyFrame of the kind's columns)."""
-    bounds = bounds or Bounds()
-    suite_rules = rules(kind, bounds, contaminated, token_column=tokens is not None)
-    frame = derive(lazy, suite_rules, {})
-    if tokens is not None:
-        frame = frame.with_columns(tokens=tokens)
-    total = frame.height
-    mode = "full"
-    if sample is not None and sample < total:
-        frame = frame.sample(n=sample, seed=seed)
-        mode = "sample"
-    checks = _gx_run(frame, suite_rules, kind) if total else []
-    return {"kind": kind, "mode": mode, "rows_total": total, "rows_checked": frame.height,
-            "checks": checks, "success": all(c["success"] for c in checks)}
+class Checker:
+    """The suite of `kind`, fed batch by batch; `result()` when every batch is in.
+
+    `keep(batch)` may return a boolean mask of the rows to check (a sample); derived
+    columns that need every row (unique ids, distinct values) still see them all."""
+
+    def __init__(self, kind: str, bounds: Bounds | None = None,
+                 contaminated: list[str] | None = None, tokens: bool = False,
+                 keep=None):
+        self.kind = kind
+        self.bounds = bounds or Bounds()
+        self.contaminated = contaminated
+        self.want_tokens = tokens
+        self.tokens = False  # decided by the first batch: does it carry token lengths?
+        self.rules: list[Rule] | None = None
+        self.keep = keep
+        self.seen = SeenKeys()
+        self.distinct: dict[str, set] = {}
+        self.buffer: list[pl.DataFrame] = []
+        self.buffered = 0
+        self.checks: dict[str, dict[str, Any]] = {}
+        self.rows_total = self.rows_checked = 0
+
+    def _start(self, names: list[str]) -> None:
+        self.tokens = self.want_tokens and bool(self.bounds.max_tokens) and TOKENS in names
+        self.rules = rules(self.kind, self.bounds, self.contaminated, token_column=self.tokens)
+        self.row_rules = [r for r in self.rules if r.scope != "distinct"]
+        self.distinct_rules = [r for r in self.rules if r.scope == "distinct"]
+        self.distinct = {r.kwargs["column"]: set() for r in self.distinct_rules}
+
+    def feed(self, batch: pa.RecordBatch) -> None:
+        if self.rules is None:
+            self._start(batch.schema.names)
+        if not batch.num_rows:
+            return
+        df = pl.from_arrow(batch)
+        derived = derive(df.lazy(), self.row_rules)
+        if any(r.scope == "unique" for r in self.row_rules):
+            derived = derived.with_columns(id_unique=pl.Series(
+                first_seen(key_hashes(batch.column("id")), self.seen)))
+        if self.tokens:
+            derived = derived.with_columns(tokens=df[TOKENS])
+        for column, values in self.distinct.items():
+            values.update(df[column].unique().to_list())
+        self.rows_total += batch.num_rows
+        if self.keep is not None:
+            derived = derived.filter(pl.Series(self.keep(batch)))
+        self.rows_checked += derived.height
+        if derived.height:
+            self.buffer.append(derived)
+            self.buffered += derived.height
+        if self.buffered >= CHUNK_ROWS:
+            self._flush()
+
+    def _merge(self, results: list[dict[str, Any]]) -> None:
+        for r in results:
+            seen = self.checks.get(r["name"])
+            if seen is None:
+                self.checks[r["name"]] = r
+                continue
+            seen["success"] = seen["success"] and r["success"]
+            seen["failing_rows"] += r["failing_rows"]
+            seen["examples"] = list(dict.fromkeys(seen["examples"] + r["examples"]))[:EXAMPLES]
+            if seen.get("observed") is None:
+                seen["observed"] = r.get("observed")
+
+    def _flush(self) -> None:
+        if self.buffer:
+            frame = pl.concat(self.buffer, how="vertical_relaxed")
+            self.buffer, self.buffered = [], 0
+            self._merge(_gx_run(frame, self.row_rules, self.kind))
+
+    def result(self) -> dict[str, Any]:
+        if self.rules is None:
+            self._start([])
+        self._flush()
+        if self.distinct_rules and self.rows_total:
+            values = {c: sorted(v, key=str) for c, v in self.distinct.items()}
+            longest = max(len(v) for v in values.values())
+            frame = pl.DataFrame({"id": [f"distinct-{i}" for i in range(longest)],
+                                  **{c: v + [v[-1]] * (longest - len(v)) if v else
+                                     [None] * longest for c, v in values.items()}})
+            self._merge(_gx_run(frame, self.distinct_rules, self.kind))
+        order = [r.name for r in self.rules]
+        checks = sorted(self.checks.values(), key=lambda c: order.index(c["name"]))
+        return {"kind": self.kind, "mode": "sample" if self.keep is not None else "full",
+                "rows_total": self.rows_total, "rows_checked": self.rows_checked,
+                "checks": checks, "success": all(c["success"] for c in checks)}
 
 
 def manifest_checks(version: Version) -> list[dict[str, Any]]:
@@ -118,8 +190,9 @@ def manifest_checks(version: Version) -> list[dict[str, Any]]:
     except ShardIntegrityError as e:
         err = str(e)
     out.append({"name": "shard_hashes", "expectation": "manifest",
-                "description": "every shard matches its size and sha256", "success": err is None,
-                "failing_rows": 0, "examples": [err] if err else [], "observed": None})
+                "description": "the id matches the manifest, every shard its size and sha256",
+                "success": err is None, "failing_rows": 0, "examples": [err] if err else [],
+                "observed": None})
     shard_rows = sum(s["rows"] for s in m["shards"])
     out.append({"name": "row_count", "expectation": "manifest",
                 "description": "manifest rows == rows in the shards",
@@ -130,15 +203,21 @@ def manifest_checks(version: Version) -> list[dict[str, Any]]:
 
 def contaminated_ids(version: Version) -> list[str]:
     """Ids the version's decontamination stage dropped (from its rejects)."""
-    rejects = version.rejects()
-    if not rejects.num_rows:
+    import pyarrow.parquet as pq
+
+    path = version.path / "rejects.parquet"
+    if not path.exists():
         return []
-    frame = pl.from_arrow(rejects).filter(pl.col("stage") == "decontam")
-    return [json.loads(raw)["id"] for raw in frame["raw"].to_list()]
+    out: list[str] = []
+    for batch in pq.ParquetFile(path).iter_batches(columns=["stage", "raw"]):
+        frame = pl.from_arrow(batch).filter(pl.col("stage") == "decontam")
+        out += [json.loads(raw)["id"] for raw in frame["raw"].to_list()]
+    return out
 
 
-def token_lengths(version: Version, lazy: pl.LazyFrame) -> tuple[pl.Series | None, int | None]:
-    """Token lengths with the tokenizer the manifest names, when it is still on disk."""
+def token_measure(version: Version):
+    """(Measure, max_tokens) with the tokenizer the manifest names when it is still on
+    disk, else (None, max_tokens)."""
     from pathlib import Path
 
     from meddata.length import Measure
@@ -148,19 +227,26 @@ def token_lengths(version: Version, lazy: pl.LazyFrame) -> tuple[pl.Series | Non
     max_tokens = stage.get("max_tokens")
     if not tok or not max_tokens or not Path(tok).exists() or version.kind == "pretrain":
         return None, max_tokens
-    measure = Measure(tok)
-    kind = "preference" if version.kind == "kto" else version.kind
-    rows = lazy.collect().to_dicts()
-    if version.kind == "kto":
-        lengths = [measure.messages(r["prompt"] + r["completion"]) for r in rows]
-    else:
-        lengths = [measure.row(kind, r) for r in rows]
-    return pl.Series("tokens", lengths), max_tokens
+    return Measure(tok), max_tokens
+
+
+def sample_mask(version: Version, sample: int, seed: int = 0):
+    """A `keep` function choosing exactly `sample` rows (lowest seeded hashes of the ids)."""
+    hashes = [seeded_array(seed, "sample", b.column("id").to_pylist())
+              for b in version.iter_batches(columns=["id"], verify="none")]
+    h = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
+    if sample >= len(h):
+        return None
+    threshold = np.partition(h, sample - 1)[sample - 1]
+    return lambda batch: seeded_array(seed, "sample", batch.column("id").to_pylist()) \
+        <= threshold
 
 
 def validate(version: Version, sample: int | None = None, bounds: Bounds | None = None
              ) -> dict[str, Any]:
     """Validate a published version: its kind's suite plus the manifest checks."""
+    from meddata.builders import registry
+
     bounds = bounds or Bounds()
     manifest = manifest_checks(version)
     if not next(c for c in manifest if c["name"] == "shard_hashes")["success"]:
@@ -168,14 +254,21 @@ def validate(version: Version, sample: int | None = None, bounds: Bounds | None 
         result = {"kind": version.kind, "mode": "not checked", "rows_total": version.rows,
                   "rows_checked": 0, "checks": manifest}
     else:
-        lazy = version.scan(verify="none")  # just verified above
-        tokens, max_tokens = token_lengths(version, lazy)
-        if max_tokens and tokens is not None:
+        measure, max_tokens = token_measure(version)
+        if max_tokens and measure is not None:
             bounds.max_tokens = max_tokens
-        result = check_rows(version.kind, lazy, bounds, contaminated_ids(version), tokens,
-                            sample)
+        keep = sample_mask(version, sample) if sample else None
+        checker = Checker(version.kind, bounds, contaminated_ids(version),
+                          tokens=measure is not None, keep=keep)
+        kind = registry.get(version.kind) if version.kind != "canonical" else None
+        for batch in version.iter_batches(verify="none"):  # just verified above
+            if measure is not None:
+                lengths = kind.length(batch, measure)
+                batch = batch.append_column(TOKENS, pa.array(np.asarray(lengths, np.int32)))
+            checker.feed(batch)
+        result = checker.result()
         result["checks"] += manifest
-        result["tokens_checked"] = tokens is not None
+        result["tokens_checked"] = measure is not None
     result["success"] = all(c["success"] for c in result["checks"])
     result["ref"] = version.ref
     result["run_at"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,13 +1,17 @@
-"""Great Expectations suites, one per kind, over checkable columns derived in polars.
+"""Great Expectations suites over checkable columns derived in polars.
 
 Row-level rules that are not a single built-in expectation (messages that alternate
 correctly, an answer label among the option labels, chosen != rejected, lang consistent
 with the script) are first computed as boolean or numeric columns with polars expressions
-over the version's shards (lazily, without loading the texts into Python); Great
-Expectations then evaluates one expectation per rule on the derived frame, with the row
-`id` as the index column, so every failure comes with example ids.
+over each batch of a version (without loading the texts into Python); Great Expectations
+then evaluates one expectation per rule on the derived columns, with the row `id` as the
+index column, so every failure comes with example ids.
 
-Each rule has a meddata name (the `name` below), used in reports and in the tests.
+Each output kind declares its suite in its own module (builders/<kind>.py, `rules`), built
+from the helpers here; the canonical suite is here. Each rule has a meddata name, used in
+reports and in the tests. A rule's `scope` says how it sees the rows: `row` rules run on
+the rows batch by batch, `unique` on a column the checker fills from a set of id hashes
+kept over all batches, `distinct` on the distinct values of a column over all batches.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Rule:
     kwargs: dict[str, Any]
     derive: dict[str, pl.Expr]       # derived columns this rule reads
     description: str = ""
+    scope: str = "row"               # row | unique | distinct
 
 
 def _roles(col: str) -> pl.Expr:
@@ -50,26 +55,34 @@ def _contents_ok(col: str) -> pl.Expr:
     ).list.all().fill_null(False)
 
 
+CONVERSATION_COLUMNS = ("messages", "prompt", "chosen", "rejected", "completion")
+
+
 def _text_len(cols: list[str]) -> pl.Expr:
     """Characters of a text column or of every message content in a conversation column."""
     parts = []
     for c in cols:
         parts.append(pl.col(c).list.eval(pl.element().struct.field("content").str.len_chars())
-                     .list.sum() if c in ("messages", "prompt", "chosen", "rejected",
-                                          "completion") else pl.col(c).str.len_chars())
+                     .list.sum() if c in CONVERSATION_COLUMNS else pl.col(c).str.len_chars())
     return pl.sum_horizontal(parts).fill_null(0)
 
 
-def _messages_text(col: str) -> pl.Expr:
-    return pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
+def messages_text(col: str, roles: tuple[str, ...] | None = None) -> pl.Expr:
+    """The contents of a conversation column joined (only the turns of `roles`, if given)."""
+    turns = pl.element().struct
+    picked = pl.col(col).list.eval(pl.when(turns.field("role").is_in(list(roles))).then(
+        turns.field("content")).drop_nulls()) if roles else \
+        pl.col(col).list.eval(turns.field("content"))
+    return picked.list.join("\n")
 
 
-def _rule_unique() -> Rule:
-    return Rule("unique_ids", "ExpectColumnValuesToBeUnique", {"column": "id"}, {},
-                "every id appears once")
+def unique_ids() -> Rule:
+    return Rule("unique_ids", "ExpectColumnValuesToBeInSet",
+                {"column": "id_unique", "value_set": [True]}, {},
+                "every id appears once (over all batches)", scope="unique")
 
 
-def _rule_lang(text: pl.Expr) -> list[Rule]:
+def lang(text: pl.Expr) -> list[Rule]:
     ratio = cjk_ratio_expr(text)
     ok = pl.when(pl.col("lang") == "zh").then(ratio >= ZH_RATIO).otherwise(ratio < ZH_RATIO)
     return [
@@ -81,14 +94,14 @@ def _rule_lang(text: pl.Expr) -> list[Rule]:
     ]
 
 
-def _rule_length(name: str, cols: list[str], b: Bounds) -> Rule:
+def length(name: str, cols: list[str], b: Bounds) -> Rule:
     return Rule(name, "ExpectColumnValuesToBeBetween",
                 {"column": f"{name}_chars", "min_value": b.min_chars, "max_value": b.max_chars},
                 {f"{name}_chars": _text_len(cols)}, f"characters within [{b.min_chars}, "
                                                     f"{b.max_chars}]")
 
 
-def _rule_conversation(name: str, col: str, pattern: str) -> list[Rule]:
+def conversation(name: str, col: str, pattern: str) -> list[Rule]:
     return [
         Rule(f"{name}_roles", "ExpectColumnValuesToMatchRegex",
              {"column": f"{name}_roles", "regex": pattern},
@@ -100,7 +113,7 @@ def _rule_conversation(name: str, col: str, pattern: str) -> list[Rule]:
     ]
 
 
-def _rule_mcq(options: str = "options") -> list[Rule]:
+def mcq(options: str = "options") -> list[Rule]:
     labels = pl.col(options).list.eval(pl.element().struct.field("label"))
     n = pl.col(options).list.len()
     in_options = pl.when(pl.col("task") != "mcq").then(True).when(
@@ -120,61 +133,37 @@ def _rule_mcq(options: str = "options") -> list[Rule]:
     ]
 
 
+def canonical(bounds: Bounds) -> list[Rule]:
+    present = pl.when(pl.col("task") == "document").then(
+        pl.col("context").str.strip_chars().str.len_chars() > 0).otherwise(
+        pl.col("question").str.strip_chars().str.len_chars() > 0).fill_null(False)
+    return [
+        Rule("text_present", "ExpectColumnValuesToBeInSet",
+             {"column": "text_present", "value_set": [True]}, {"text_present": present},
+             "question (or a document's body) is present and non-empty"),
+        Rule("task_known", "ExpectColumnValuesToBeInSet",
+             {"column": "task", "value_set": list(TASKS)}, {"task": pl.col("task")}),
+        length("text_length", ["question", "context", "response"], bounds),
+        *mcq(),
+        *lang(pl.concat_str([pl.col("question"), pl.col("context"), pl.col("response")],
+                            separator=" ", ignore_nulls=True)),
+    ]
+
+
 def rules(kind: str, bounds: Bounds, contaminated: list[str] | None = None,
           token_column: bool = False) -> list[Rule]:
-    """The suite for `kind` as rules (name, expectation, derived columns)."""
-    out = [_rule_unique()]
+    """The suite for `kind` as rules (name, expectation, derived columns): the canonical
+    suite, or the one the kind's module declares."""
+    out = [unique_ids()]
     if kind == "canonical":
-        present = pl.when(pl.col("task") == "document").then(
-            pl.col("context").str.strip_chars().str.len_chars() > 0).otherwise(
-            pl.col("question").str.strip_chars().str.len_chars() > 0).fill_null(False)
-        out += [
-            Rule("text_present", "ExpectColumnValuesToBeInSet",
-                 {"column": "text_present", "value_set": [True]}, {"text_present": present},
-                 "question (or a document's body) is present and non-empty"),
-            Rule("task_known", "ExpectColumnValuesToBeInSet",
-                 {"column": "task", "value_set": list(TASKS)}, {"task": pl.col("task")}),
-            _rule_length("text_length", ["question", "context", "response"], bounds),
-            *_rule_mcq(),
-            *_rule_lang(pl.concat_str([pl.col("question"), pl.col("context"),
-                                       pl.col("response")], separator=" ",
-                                      ignore_nulls=True)),
-        ]
-    elif kind == "sft":
-        out += [*_rule_conversation("messages", "messages", ROLE_PATTERN),
-                _rule_length("text_length", ["messages"], bounds),
-                *_rule_lang(_messages_text("messages"))]
-    elif kind in ("preference", "kto", "prompts"):
-        out += _rule_conversation("prompt", "prompt", PROMPT_PATTERN)
-        out += _rule_lang(_messages_text("prompt"))
-        if kind == "preference":
-            out += [*_rule_conversation("chosen", "chosen", r"^assistant$"),
-                    *_rule_conversation("rejected", "rejected", r"^assistant$"),
-                    Rule("chosen_differs_from_rejected", "ExpectColumnValuesToBeInSet",
-                         {"column": "chosen_ne_rejected", "value_set": [True]},
-                         {"chosen_ne_rejected": (_messages_text("chosen") !=
-                                                 _messages_text("rejected")).fill_null(False)}),
-                    Rule("rejected_by_present", "ExpectColumnValuesToNotBeNull",
-                         {"column": "rejected_by"}, {"rejected_by": pl.col("rejected_by")}),
-                    _rule_length("text_length", ["prompt", "chosen", "rejected"], bounds)]
-        elif kind == "kto":
-            out += [*_rule_conversation("completion", "completion", r"^assistant$"),
-                    Rule("label_is_boolean", "ExpectColumnValuesToBeInSet",
-                         {"column": "label", "value_set": [True, False]},
-                         {"label": pl.col("label")}),
-                    Rule("label_has_both_values", "ExpectColumnDistinctValuesToEqualSet",
-                         {"column": "label", "value_set": [True, False]}, {}),
-                    _rule_length("text_length", ["prompt", "completion"], bounds)]
-        else:
-            out += [Rule("answer_present", "ExpectColumnValuesToNotBeNull",
-                         {"column": "answer"}, {"answer": pl.col("answer")}),
-                    *_rule_mcq(),
-                    _rule_length("text_length", ["prompt"], bounds)]
-    elif kind == "pretrain":
-        out += [_rule_length("text_length", ["text"], bounds),
-                *_rule_lang(pl.col("text"))]
+        out += canonical(bounds)
     else:
-        raise ValueError(f"no validation suite for kind {kind!r}")
+        from meddata.builders import registry
+
+        try:
+            out += registry.get(kind).rules(bounds)
+        except KeyError:
+            raise ValueError(f"no validation suite for kind {kind!r}") from None
     if token_column and bounds.max_tokens:
         out.append(Rule("token_length", "ExpectColumnValuesToBeBetween",
                         {"column": "tokens", "min_value": 1, "max_value": bounds.max_tokens},

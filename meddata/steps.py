@@ -1,0 +1,274 @@
+"""The step contract: every stage of a build is a step over Arrow record batches.
+
+In the spirit of datatrove's pipeline steps and NeMo Curator's stages:
+
+- A `Step` reads batches from its `Source`, yields batches, says which columns it `needs`
+  and `adds`, and reports drops by reason to its `Books` (one stage of the `Ledger`).
+  Rows in and rows out are counted by the runner, not by the step; `Ledger.stages()` checks
+  `rows_in == rows_out + sum(dropped)` for every stage, and the dropped rows a step hands
+  over become the version's rejects.
+- A step that needs global knowledge (dedup, the preference pairs of cross_sample, KTO
+  interleaving) sets `passes = 2`: it may iterate its source twice, keeping only compact
+  per-row state (hashes, ids, lengths, signatures) between the passes, never the rows. The
+  runner makes the second pass possible by running the upstream steps again when they
+  are all `replayable` (cheap and deterministic, like reading shards and filtering them),
+  or else by spilling the first pass to an Arrow file on disk and reading it back.
+- `run(read, steps, ledger, spill_dir)` chains the steps and returns the last one's
+  batches; nothing holds more than a batch of rows, plus each step's compact state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+BATCH_ROWS = 8_192
+
+
+class StepError(Exception):
+    """A pipeline that cannot run: a step misses a column it needs, rows not conserved."""
+
+
+# ---- the ledger -------------------------------------------------------------------------------
+class Books:
+    """One stage's row accounting: rows in and out (counted by the runner), drops by reason,
+    facts for the manifest (`info`), and the dropped rows handed to the reject sink."""
+
+    def __init__(self, name: str, sink: Callable[[list[dict[str, Any]]], None] | None = None):
+        self.name = name
+        self.rows_in = 0
+        self.rows_out = 0
+        self.dropped: Counter[str] = Counter()
+        self.info: dict[str, Any] = {}
+        self.count_out = True  # False for steps whose output rows are not input rows
+        self._sink = sink
+
+    def drop(self, reason: str, n: int | None = None, rows: list[dict[str, Any]] | None = None,
+             details: list[Any] | None = None, file: str | None = None) -> None:
+        """Count `n` dropped rows (or `len(rows)`). Rows given are written to the rejects
+        with their JSON as `raw` and the matching entry of `details` (a dict or text)."""
+        count = n if n is not None else len(rows or [])
+        if not count:
+            return
+        self.dropped[reason] += count
+        if rows and self._sink is not None:
+            details = details or [None] * len(rows)
+            self._sink([{"stage": self.name, "source": r.get("source"), "file": file,
+                         "position": None,
+                         "raw": json.dumps(r, ensure_ascii=False, default=str),
+                         "reason": reason,
+                         "detail": d if isinstance(d, str) or d is None else json.dumps(
+                             d, ensure_ascii=False, default=str)}
+                        for r, d in zip(rows, details)])
+
+    def record(self) -> dict[str, Any]:
+        return {"stage": self.name, "rows_in": self.rows_in, "rows_out": self.rows_out,
+                "dropped": {k: v for k, v in self.dropped.items() if v}, **self.info}
+
+
+class Ledger:
+    """The books of every stage of one run, in order; `sink` receives reject rows."""
+
+    def __init__(self, sink: Callable[[list[dict[str, Any]]], None] | None = None):
+        self.sink = sink
+        self._books: list[Books] = []
+
+    def open(self, name: str) -> Books:
+        books = Books(name, self.sink)
+        self._books.append(books)
+        return books
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Each stage's record, after checking that it conserved its rows."""
+        out = []
+        for b in self._books:
+            rec = b.record()
+            if rec["rows_in"] != rec["rows_out"] + sum(rec["dropped"].values()):
+                raise StepError(f"stage {b.name}: rows are not conserved: {rec['rows_in']} in, "
+                                f"{rec['rows_out']} out, {sum(rec['dropped'].values())} "
+                                f"dropped ({rec['dropped']})")
+            out.append(rec)
+        return out
+
+
+# ---- steps and their sources --------------------------------------------------------------------
+class Source:
+    """A step's input. `batches()` iterates it; a step with `passes = 2` may call it twice."""
+
+    def __init__(self, upstream: Callable[[bool], Iterator[pa.RecordBatch]], replayable: bool,
+                 spill_dir: Path, books: Books, passes: int, replay: bool):
+        self._upstream, self._replayable = upstream, replayable
+        self._spill_dir, self._books = spill_dir, books
+        self._passes, self._replay = passes, replay
+        self._calls = 0
+        self._spill: Path | None = None
+
+    @property
+    def spill_dir(self) -> Path:
+        """A folder for the step's own spill files (removed when the run ends)."""
+        return self._spill_dir
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        self._calls += 1
+        if self._calls == 1:
+            it = self._upstream(self._replay)
+            spill = self._passes > 1 and not self._replayable
+            return self._first(it, spill)
+        if self._calls > self._passes:
+            raise StepError(f"stage {self._books.name} read its input {self._calls} times but "
+                            f"declares passes = {self._passes}")
+        if self._replayable:
+            return self._upstream(True)
+        return _read_spill(self._spill)
+
+    def _first(self, it: Iterator[pa.RecordBatch], spill: bool) -> Iterator[pa.RecordBatch]:
+        writer = None
+        try:
+            for batch in it:
+                self._books.rows_in += batch.num_rows
+                if spill:
+                    if writer is None:
+                        self._spill = self._spill_dir / f"spill-{uuid.uuid4().hex}.arrow"
+                        writer = pa.ipc.new_file(self._spill, batch.schema, options=pa.ipc.
+                                                 IpcWriteOptions(compression="zstd"))
+                    writer.write_batch(batch)
+                yield batch
+        finally:
+            if writer is not None:
+                writer.close()
+        if spill and writer is None:  # nothing came: an empty spill
+            self._spill = None
+
+
+def _read_spill(path: Path | None) -> Iterator[pa.RecordBatch]:
+    if path is None:
+        return
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
+class Step:
+    """A stage of a pipeline. Subclasses set `name`, `needs`, `adds` and implement `run`
+    (or `map`, for a step that turns each batch into one batch)."""
+
+    name: str = ""
+    needs: tuple[str, ...] = ()      # columns it reads
+    adds: tuple[str, ...] = ()       # columns it adds (a step that replaces the columns,
+    #                                  like a kind's render step, lists what it outputs)
+    passes: int = 1                  # 2: reads its source twice (global knowledge)
+    replayable: bool = False         # cheap and deterministic: may be run again
+    report_key: str | None = None    # the manifest key of its report (default: its name)
+    stats_key: str | None = None     # ... or a key inside the manifest's stats
+
+    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+        for batch in source.batches():
+            self.check_columns(batch)
+            out = self.map(batch, books)
+            if out is not None and out.num_rows:
+                yield out
+
+    def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
+        raise NotImplementedError(f"step {self.name} implements neither run nor map")
+
+    def check_columns(self, batch: pa.RecordBatch) -> None:
+        missing = [c for c in self.needs if c not in batch.schema.names]
+        if missing:
+            raise StepError(f"step {self.name} needs column(s) {', '.join(missing)}, which "
+                            f"the steps before it do not provide (it got: "
+                            f"{', '.join(batch.schema.names)})")
+
+    def report(self) -> dict[str, Any]:
+        """What the step found, for the manifest (under the step's name); {} for nothing."""
+        return {}
+
+
+def run(read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[Step], ledger: Ledger,
+        spill_dir: Path) -> Iterator[pa.RecordBatch]:
+    """Chain `steps` after `read(replay)` (which yields the input batches; `replay` is True
+    when it is read again) and return the last step's batches."""
+    make, replayable = read, True
+    for step in steps:
+        make = _stage(step, make, replayable, ledger.open(step.name), spill_dir)
+        replayable = replayable and step.replayable
+    return make(False)
+
+
+def _stage(step: Step, upstream, replayable: bool, books: Books, spill_dir: Path):
+    def make(replay: bool) -> Iterator[pa.RecordBatch]:
+        own = Books(step.name) if replay else books  # a replay's counts are not the stage's
+        source = Source(upstream, replayable, spill_dir, own, step.passes, replay)
+        return _counted(step.run(source, own), own)
+    return make
+
+
+def _counted(it: Iterator[pa.RecordBatch], books: Books) -> Iterator[pa.RecordBatch]:
+    with contextlib.closing(it) if hasattr(it, "close") else contextlib.nullcontext():
+        for batch in it:
+            if books.count_out:
+                books.rows_out += batch.num_rows
+            yield batch
+
+
+# ---- compact per-row state --------------------------------------------------------------------------
+def seeded(seed: int, *parts: str) -> int:
+    """A deterministic 64-bit number from a seed and strings (no Python hash randomization)."""
+    digest = hashlib.blake2b("\x1f".join((str(seed), *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def seeded_array(seed: int, tag: str, values: list[str]) -> np.ndarray:
+    """`seeded(seed, tag, v)` for each value, as uint64."""
+    prefix = f"{seed}\x1f{tag}\x1f"
+    blake = hashlib.blake2b
+    return np.fromiter((int.from_bytes(blake((prefix + v).encode(), digest_size=8).digest(),
+                                       "big") for v in values),
+                       dtype=np.uint64, count=len(values))
+
+
+class SeenKeys:
+    """A set of uint64 keys kept as sorted numpy runs, merged like a binary counter: 8 bytes
+    a key, O(log n) runs to probe, O(n log n) in all."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []  # sorted uint64 arrays, longest first
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        hit = np.zeros(len(keys), dtype=bool)
+        for run_ in self.runs:
+            pos = np.minimum(np.searchsorted(run_, keys), len(run_) - 1)
+            hit |= run_[pos] == keys
+        return hit
+
+    def add(self, keys: np.ndarray) -> None:
+        run_ = np.sort(keys)
+        while self.runs and len(self.runs[-1]) <= len(run_):
+            run_ = np.sort(np.concatenate([self.runs.pop(), run_]), kind="stable")
+        if len(run_):
+            self.runs.append(run_)
+
+
+def key_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """64-bit hashes of string values (polars' hash, stable within a run)."""
+    import polars as pl
+
+    return pl.Series(values).hash().to_numpy()
+
+
+def first_seen(keys: np.ndarray, seen: SeenKeys) -> np.ndarray:
+    """For each key: True where it was not in `seen` nor earlier in `keys`; adds them all."""
+    import polars as pl
+
+    fresh = ~seen.contains(keys) & pl.Series(keys).is_first_distinct().to_numpy()
+    seen.add(keys[fresh])
+    return fresh
