@@ -1,29 +1,40 @@
-"""Near-duplicate detection on a synthetic medical-QA-like corpus with planted duplicates.
+"""Near-duplicate detection on a synthetic medical-QA-like corpus with planted duplicates:
+meddata against rensa and datatrove on the same corpus, each in a fresh process.
 
-    python benchmarks/dedup_bench.py [--rows 100000] [--thresholds 0.6,0.7,0.8]
+    python benchmarks/dedup_bench.py [--rows 100000,1000000] [--thresholds 0.65,0.7]
+                                     [--skip rensa,datatrove] [--decontam]
 
 The corpus: MCQ-like rows (a question of 15-40 words and four options) in English and
 Chinese. A fifth of the base items get 1-3 planted copies, each with random edits of up to
 10 % of its tokens (substitution, deletion, insertion), whitespace and punctuation noise,
 and its options reordered. Ground truth: every pair inside a planted group.
 
-For each threshold it runs meddata's dedup (meddata.dedup.dedup) and prints docs/s and
-the precision and recall of the duplicate pairs it found (pairs inside its clusters).
-Where datatrove is installed, it runs datatrove's four-stage MinHash dedup on the same
-texts in the same run and prints its throughput, the ratio, and its precision and recall
-(datatrove only says which documents to drop, so it is scored on documents: precision is
-the share of dropped documents that have a planted twin, recall the share of the droppable
-planted copies (all but one per group) that it dropped).
+Contenders (each reads the same corpus; the timing starts after it is generated):
+- meddata: its dedup step (meddata.dedup.DedupStep) over the corpus as Parquet batches,
+  as `meddata dedup` runs it.
+- rensa (pip install rensa): its Rust MinHash over the same 3-token shingles and its LSH
+  (RMinHashLSH) with the same bands, every candidate verified by exact Jaccard and answer
+  agreement, as meddata does.
+- datatrove (pip install datatrove): its four-stage MinHash dedup with its defaults.
+All are scored on documents: precision is the share of dropped documents that have a
+planted twin, recall the share of the droppable planted copies (all but one per group) that
+were dropped. Peak RSS is each contender's own process.
+
+--decontam also times decontamination of the corpus against benchmark-sized test sets
+(MedQA 1,273, MedMCQA 4,183 and PubMedQA 500 items, generated the same way).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
-import resource
-import tempfile
-import time
+import sys
 from itertools import combinations
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _util import measure  # noqa: E402
 
 EN = ("patient presents with fever cough chest pain dyspnea hypertension diabetes renal "
       "failure hepatic cirrhosis anemia deficiency vitamin nerve artery vein muscle bone "
@@ -75,7 +86,8 @@ def render(rng: random.Random, item: dict) -> tuple[str, list[str], str]:
     return question, opts, opts[item["answer"]]
 
 
-def corpus(rows: int, seed: int = 0):
+def corpus(rows: int, seed: int = 0, prefix: str = "row", source: str = "bench"):
+    """(rows as canonical dicts, the planted groups of ids)."""
     rng = random.Random(seed)
     out, groups = [], []
     while len(out) < rows:
@@ -86,139 +98,243 @@ def corpus(rows: int, seed: int = 0):
         for m in members[: rows - len(out)]:
             q, opts, ans = render(rng, m)
             i = len(out)
-            out.append({"id": f"row{i:07d}", "source": "bench", "subset": "s", "split": "train",
-                        "task": "mcq", "lang": "zh" if m["zh"] else "en", "question": q,
-                        "context": None, "rationale": None, "response": None, "meta": "{}",
+            out.append({"id": f"{prefix}{i:08d}", "source": source, "subset": "s",
+                        "split": "train", "task": "mcq", "lang": "zh" if m["zh"] else "en",
+                        "question": q, "context": None, "rationale": None, "response": None,
+                        "meta": "{}",
                         "options": [{"label": "ABCD"[k], "text": t} for k, t in enumerate(opts)],
                         "answer": ans, "answer_label": "ABCD"[m["answer"]],
-                        "raw_sha1": f"{i:040x}"})
+                        "raw_sha1": f"{seed:08x}{i:032x}"})
             ids.append(out[-1]["id"])
         if len(ids) > 1:
             groups.append(ids)
-    truth = {tuple(sorted(p)) for g in groups for p in combinations(g, 2)}
-    return out, truth
+    return out, groups
 
 
-def pairs_from_clusters(dropped: list[dict]) -> set[tuple[str, str]]:
-    clusters: dict[str, set[str]] = {}
-    for d in dropped:
-        clusters.setdefault(d["cluster"], {d["cluster"]}).add(d["id"])
-    return {tuple(sorted(p)) for members in clusters.values()
-            for p in combinations(sorted(members), 2)}
+def write_corpus(rows: int, folder: Path) -> tuple[Path, Path]:
+    """The corpus as Parquet (canonical schema) and its planted groups as JSON."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from meddata.schema import CANONICAL
+
+    data, groups = folder / f"corpus-{rows}.parquet", folder / f"groups-{rows}.json"
+    if not data.exists():
+        out, planted = corpus(rows)
+        with pq.ParquetWriter(data, CANONICAL) as w:
+            for s in range(0, len(out), 50_000):
+                w.write_table(pa.Table.from_pylist(out[s:s + 50_000], schema=CANONICAL))
+        groups.write_text(json.dumps(planted))
+    return data, groups
 
 
-def scores(found: set, truth: set) -> tuple[float, float]:
-    tp = len(found & truth)
-    return (tp / len(found) if found else 1.0), (tp / len(truth) if truth else 1.0)
-
-
-def run_datatrove(rows: list[dict], truth: set, workers: int) -> dict | None:
-    try:
-        from datatrove.data import Document
-        from datatrove.executor import LocalPipelineExecutor
-        from datatrove.pipeline.dedup.minhash import (
-            MinhashConfig,
-            MinhashDedupBuckets,
-            MinhashDedupCluster,
-            MinhashDedupFilter,
-            MinhashDedupSignature,
-        )
-        from datatrove.pipeline.writers.jsonl import JsonlWriter
-    except ImportError:
-        return None
-    from meddata.dedup import item_text
-
-    docs = [Document(text=item_text(r), id=r["id"]) for r in rows]
-    from datatrove.utils.hashing import HashConfig
-
-    config = MinhashConfig(hash_config=HashConfig(hash_fc="sha1", precision=64))
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        for pipeline, tasks in (
-            ([docs, MinhashDedupSignature(output_folder=f"{tmp}/sig", config=config)], 1),
-            ([MinhashDedupBuckets(input_folder=f"{tmp}/sig", output_folder=f"{tmp}/buckets",
-                                  config=config)], config.num_buckets),
-            ([MinhashDedupCluster(input_folder=f"{tmp}/buckets", output_folder=f"{tmp}/remove",
-                                  config=config)], 1),
-            ([docs, MinhashDedupFilter(input_folder=f"{tmp}/remove",
-                                       exclusion_writer=JsonlWriter(f"{tmp}/removed"))], 1),
-        ):
-            LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers,
-                                  logging_dir=f"{tmp}/logs/{len(pipeline)}{tasks}",
-                                  skip_completed=False).run()
-        seconds = time.perf_counter() - t0
-        import glob
-        import gzip
-        import json
-
-        removed = set()
-        for path in glob.glob(f"{tmp}/removed/*"):
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt") as f:
-                removed.update(json.loads(line)["id"] for line in f)
-    in_group = {m for pair in truth for m in pair}
-    groups = _groups(truth)
+def doc_scores(removed: set[str], groups: list[list[str]]) -> tuple[float, float]:
+    in_group = {m for g in groups for m in g}
     removable = sum(len(g) - 1 for g in groups)
-    removed_in_groups = sum(min(len(g) - 1, len(g & removed)) for g in groups)
+    removed_in_groups = sum(min(len(g) - 1, len(set(g) & removed)) for g in groups)
     precision = len(removed & in_group) / len(removed) if removed else 1.0
-    return {"seconds": seconds, "removed": len(removed), "precision": precision,
-            "recall": removed_in_groups / removable if removable else 1.0}
+    return precision, removed_in_groups / removable if removable else 1.0
 
 
-def _groups(truth: set) -> list[set]:
-    parent: dict[str, str] = {}
+MEDDATA = """
+import json, tempfile, time
+from pathlib import Path
+import pyarrow.parquet as pq
+from meddata.dedup import DedupConfig, DedupStep
+from meddata.steps import Ledger, run
+removed = []
+def sink(rejects):
+    removed.extend(json.loads(r["raw"])["id"] for r in rejects)
+t0 = time.perf_counter()
+step = DedupStep(DedupConfig(threshold={threshold}))
+with tempfile.TemporaryDirectory() as tmp:
+    out = run(lambda replay: pq.ParquetFile({data!r}).iter_batches(batch_size=8192),
+              [step], Ledger(sink), Path(tmp))
+    kept = sum(b.num_rows for b in out)
+seconds = time.perf_counter() - t0
+Path({removed_file!r}).write_text(json.dumps(removed))
+result = {{"seconds": seconds, "kept": kept}}
+"""
 
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
-    for a, b in truth:
-        parent[find(a)] = find(b)
-    out: dict[str, set] = {}
-    for x in list(parent):
-        out.setdefault(find(x), set()).add(x)
-    return list(out.values())
+RENSA = """
+import json, time
+import numpy as np
+import pyarrow.parquet as pq
+from rensa import RMinHash, RMinHashLSH
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from meddata.dedup import item_frame
+import polars as pl
+df = pl.from_arrow(pq.read_table({data!r}))
+ids = df["id"].to_list()
+t0 = time.perf_counter()
+items = item_frame(df)
+answers = items["answer"].to_list()
+shingles = []
+for toks in items["tokens"].to_list():
+    shingles.append({{" ".join(toks[i:i + 3]) for i in range(max(1, len(toks) - 2))}})
+long = [i for i, t in enumerate(items["tokens"].to_list()) if len(t) >= 8]
+lsh = RMinHashLSH(threshold={threshold}, num_perm=125, num_bands=25)
+hashes = []
+for i in long:
+    m = RMinHash(num_perm=125, seed=1)
+    m.update(list(shingles[i]))
+    hashes.append(m)
+lsh.insert_many(hashes)
+ei, ej = [], []
+for k, cands in enumerate(lsh.query_all(hashes)):
+    i = long[k]
+    for c in cands:
+        j = long[c]
+        if j <= i or answers[i] != answers[j]:
+            continue
+        a, b = shingles[i], shingles[j]
+        if len(a & b) / len(a | b) >= {threshold}:
+            ei.append(i); ej.append(j)
+keys = {{}}
+for i, k in enumerate(zip(items["key"].to_list(), answers)):  # exact duplicates
+    first = keys.setdefault(k, i)
+    if first != i:
+        ei.append(first); ej.append(i)
+n = len(ids)
+_, labels = connected_components(coo_matrix((np.ones(len(ei)), (ei, ej)), shape=(n, n)),
+                                 directed=False)
+seen, removed = set(), []
+for i, lab in enumerate(labels):
+    if lab in seen:
+        removed.append(ids[i])
+    seen.add(lab)
+seconds = time.perf_counter() - t0
+from pathlib import Path
+Path({removed_file!r}).write_text(json.dumps(removed))
+result = {{"seconds": seconds}}
+"""
+
+DATATROVE = """
+import glob, gzip, json, tempfile, time
+import pyarrow.parquet as pq
+from datatrove.data import Document
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets,
+    MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature)
+from datatrove.pipeline.writers.jsonl import JsonlWriter
+from datatrove.utils.hashing import HashConfig
+import polars as pl
+from meddata.dedup import item_frame
+df = pl.from_arrow(pq.read_table({data!r}))
+texts = item_frame(df)["key"].to_list()
+docs = [Document(text=t, id=i) for t, i in zip(texts, df["id"].to_list())]
+config = MinhashConfig(hash_config=HashConfig(hash_fc="sha1", precision=64))
+with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    for pipeline, tasks in (
+        ([docs, MinhashDedupSignature(output_folder=f"{{tmp}}/sig", config=config)], 1),
+        ([MinhashDedupBuckets(input_folder=f"{{tmp}}/sig", output_folder=f"{{tmp}}/buckets",
+                              config=config)], config.num_buckets),
+        ([MinhashDedupCluster(input_folder=f"{{tmp}}/buckets", output_folder=f"{{tmp}}/remove",
+                              config=config)], 1),
+        ([docs, MinhashDedupFilter(input_folder=f"{{tmp}}/remove",
+                                   exclusion_writer=JsonlWriter(f"{{tmp}}/removed"))], 1),
+    ):
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=2,
+                              logging_dir=f"{{tmp}}/logs/{{len(pipeline)}}{{tasks}}",
+                              skip_completed=False).run()
+    seconds = time.perf_counter() - t0
+    removed = []
+    for path in glob.glob(f"{{tmp}}/removed/*"):
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt") as f:
+            removed += [json.loads(line)["id"] for line in f]
+from pathlib import Path
+Path({removed_file!r}).write_text(json.dumps(removed))
+result = {{"seconds": seconds}}
+"""
+
+DECONTAM = """
+import tempfile, time
+from pathlib import Path
+import pyarrow as pa
+import pyarrow.parquet as pq
+from meddata.dedup import DecontamConfig, DecontamStep
+from meddata.steps import Ledger, run
+class Bench:
+    ref = "bench"
+    def iter_batches(self, verify="full"):
+        yield from pq.ParquetFile({bench!r}).iter_batches(batch_size=8192)
+t0 = time.perf_counter()
+step = DecontamStep([Bench()], DecontamConfig())
+with tempfile.TemporaryDirectory() as tmp:
+    kept = sum(b.num_rows for b in run(
+        lambda replay: pq.ParquetFile({data!r}).iter_batches(batch_size=8192), [step],
+        Ledger(), Path(tmp)))
+result = {{"seconds": time.perf_counter() - t0, "kept": kept,
+           "contaminated": step.report()["summary"]["contaminated"]}}
+"""
+
+
+def bench_sets(folder: Path, data: Path) -> Path:
+    """Benchmark-sized test sets: 5,956 items like the corpus's, 500 of them copies of
+    corpus rows (so decontamination has something to find)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from meddata.schema import CANONICAL
+
+    path = folder / "bench-sets.parquet"
+    if not path.exists():
+        rows, _ = corpus(5_956 - 500, seed=7, prefix="test", source="medqa")
+        copies = pq.read_table(data).slice(0, 500).to_pylist()
+        for i, r in enumerate(copies):
+            r["id"] = f"copy{i:05d}"
+        pq.write_table(pa.Table.from_pylist(rows + copies, schema=CANONICAL), path)
+    return path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--thresholds", default="0.7")
-    ap.add_argument("--bands", type=int, default=None)
-    ap.add_argument("--band-rows", type=int, default=None)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--skip-datatrove", action="store_true")
+    ap.add_argument("--rows", default="100000")
+    ap.add_argument("--thresholds", default="0.65")
+    ap.add_argument("--skip", default="", help="Contenders to skip: rensa, datatrove.")
+    ap.add_argument("--decontam", action="store_true")
+    ap.add_argument("--work", default="/tmp/meddata-dedup-bench")
     args = ap.parse_args()
-
-    from meddata.dedup import DedupConfig, dedup
-
-    rows, truth = corpus(args.rows)
-    print(f"corpus: {len(rows):,} rows, {len(truth):,} planted duplicate pairs")
-    best = None
-    for th in [float(x) for x in args.thresholds.split(",")]:
-        cfg = DedupConfig(threshold=th)
-        if args.bands:
-            cfg.bands, cfg.rows = args.bands, args.band_rows or cfg.rows
-        t0 = time.perf_counter()
-        kept, dropped, summary = dedup(rows, cfg)
-        seconds = time.perf_counter() - t0
-        p, r = scores(pairs_from_clusters(dropped), truth)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"meddata threshold {th:.2f} bands {cfg.bands}x{cfg.rows}: {seconds:.1f} s, "
-              f"{len(rows) / seconds:,.0f} docs/s, precision {p:.4f}, recall {r:.4f}, "
-              f"dropped {len(dropped):,}, peak RSS so far {rss:,.0f} MB")
-        best = seconds if best is None else min(best, seconds)
-    if args.skip_datatrove:
-        return
-    dt = run_datatrove(rows, truth, args.workers)
-    if dt is None:
-        print("datatrove is not installed (pip install datatrove) - comparison skipped")
-        return
-    print(f"datatrove MinHash (5-gram words, 14x8, {args.workers} workers): "
-          f"{dt['seconds']:.1f} s, {len(rows) / dt['seconds']:,.0f} docs/s, removed "
-          f"{dt['removed']:,}; document precision {dt['precision']:.4f}, document recall "
-          f"{dt['recall']:.4f}")
-    print(f"throughput ratio meddata/datatrove: {dt['seconds'] / best:.2f}")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    skip = set(filter(None, args.skip.split(",")))
+    lines = ["| rows | tool | threshold | seconds | docs/s | doc precision | doc recall "
+             "| peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+    for rows in [int(x) for x in args.rows.split(",")]:
+        data, groups_file = write_corpus(rows, work)
+        groups = json.loads(groups_file.read_text())
+        pairs = sum(len(list(combinations(g, 2))) for g in groups)
+        print(f"corpus: {rows:,} rows, {pairs:,} planted duplicate pairs", flush=True)
+        for th in [float(x) for x in args.thresholds.split(",")]:
+            for tool, code in (("meddata", MEDDATA), ("rensa", RENSA),
+                               ("datatrove", DATATROVE)):
+                if tool in skip or (tool == "datatrove" and th != float(
+                        args.thresholds.split(",")[0])):
+                    continue  # datatrove has its own threshold: run it once
+                removed_file = work / f"removed-{tool}-{rows}.json"
+                try:
+                    r = measure(code.format(data=str(data), threshold=th,
+                                            removed_file=str(removed_file)))
+                except RuntimeError as e:
+                    print(f"{tool}: failed: {str(e).strip().splitlines()[-1]}")
+                    continue
+                p, rec = doc_scores(set(json.loads(removed_file.read_text())), groups)
+                label = th if tool != "datatrove" else "its default"
+                lines.append(f"| {rows:,} | {tool} | {label} | {r['seconds']:.1f} | "
+                             f"{rows / r['seconds']:,.0f} | {p:.4f} | {rec:.4f} | "
+                             f"{r['peak_rss_mb']:,.0f} |")
+                print(lines[-1], flush=True)
+        if args.decontam:
+            bench = bench_sets(work, data)
+            r = measure(DECONTAM.format(data=str(data), bench=str(bench)))
+            print(f"decontam of {rows:,} rows against 5,956 benchmark items: "
+                  f"{r['seconds']:.1f} s ({rows / r['seconds']:,.0f} rows/s), "
+                  f"{r['contaminated']:,} contaminated, peak RSS {r['peak_rss_mb']:,.0f} MB",
+                  flush=True)
+    print("\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":

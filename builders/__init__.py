@@ -1,8 +1,5 @@
-"""Builders: canonical rows -> sft | preference | kto | pretrain | prompts (DESIGN.md §4).
+"""Builders: canonical rows -> sft | preference | kto | pretrain | prompts.
 
-One module per kind, each with `SCHEMA` and `build(rows, recipe, **context) -> (rows,
-dropped)` (kto: `unpair` over preference pairs); `pipeline.run` drives them from a recipe
-and publishes the version.
+One module per output kind, each declaring `KIND` (registry.py): its schema, its steps,
+its length, validation and export. `pipeline.run` builds a kind from a recipe.
 """
-
-KINDS = ("sft", "preference", "kto", "pretrain", "prompts")

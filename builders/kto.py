@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from meddata.length import joined
 from meddata.schema import MESSAGES
-from meddata.steps import Books, Source, Step, seeded_array
+from meddata.steps import DUCKDB_MEMORY, Books, Source, Step, seeded_array
 from meddata.validation import suites
 
 from . import preference
@@ -82,10 +82,10 @@ class Unpair(Step):
             return
         writer.close()
         con = duckdb.connect()
-        con.execute("SET memory_limit = '1GB'")
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         con.execute("SET temp_directory = ?", [str(source.spill_dir)])
         path = str(spill).replace("'", "''")
-        reader = con.execute(f"""
+        reader = con.sql(f"""
             SELECT * EXCLUDE (_h, _rank) FROM (
                 SELECT *, row_number() OVER (PARTITION BY label ORDER BY _h, id) AS _rank
                 FROM read_parquet('{path}'))

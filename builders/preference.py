@@ -16,10 +16,10 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from meddata.dedup import near_equal_many
 from meddata.length import joined
 from meddata.schema import MESSAGES
 from meddata.steps import Books, Source, Step
-from meddata.text import near_equal
 from meddata.validation import suites
 
 from . import render
@@ -103,12 +103,14 @@ class Pair(Step):
             for i, text in zip(idx, texts):
                 rejected[i], labels[i] = text, strat.label()
         out, dropped = [], {}
-        for row, good, bad, by in zip(usable, chosen, rejected, labels):
+        texts = [bad if isinstance(bad, str) else None for bad in rejected]
+        near = near_equal_many(chosen, texts, self.recipe.rejected.similarity)
+        for row, good, bad, by, too_near in zip(usable, chosen, rejected, labels, near):
             if isinstance(bad, NoRejected) or not bad:
                 reason = bad.reason if isinstance(bad, NoRejected) else "no_rejected_candidate"
                 dropped.setdefault(reason, []).append(row)
                 continue
-            if near_equal(good, bad, self.recipe.rejected.similarity):
+            if too_near:
                 dropped.setdefault("rejected_near_chosen", []).append(row)
                 continue
             prompt = render.messages(render.prompt_text(row, self.recipe.prompt_style),

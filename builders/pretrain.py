@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from meddata.steps import Books, Source, Step
 from meddata.validation import suites
 
 from . import render
-from .common import lineage, schema
+from .common import LINEAGE_NAMES, lineage, schema
 from .registry import Kind
 from .steps import IDS, Length, Render, Split
 
@@ -49,12 +50,36 @@ def row(recipe, r: dict[str, Any]) -> dict[str, Any] | str:
     return {**lineage(r), "text": text} if text else "no_answer"
 
 
+class Texts(Render):
+    """Canonical rows -> `text`: batches of documents (a corpus) in one polars expression,
+    anything else row by row (`document_text`)."""
+
+    def __init__(self, recipe):
+        super().__init__("pretrain", partial(row, recipe), SCHEMA)
+
+    def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
+        if not pc.all(pc.equal(batch.column("task"), "document")).as_py():
+            return super().map(batch, books)
+        title, body = pl.col("question"), pl.col("context")
+        both = (title.fill_null("") != "") & (body.fill_null("") != "")
+        out = pl.from_arrow(batch).select(
+            *LINEAGE_NAMES, text=pl.when(both).then(pl.concat_str(
+                [title, pl.lit("\n\n"), body])).otherwise(body))
+        empty = (out["text"].fill_null("") == "").to_numpy()
+        if empty.any():
+            books.drop("no_answer", rows=batch.filter(pa.array(empty)))
+            out = out.filter(pl.Series(~empty))
+        return pa.RecordBatch.from_arrays(
+            [out[c].to_arrow().cast(SCHEMA.field(c).type) for c in SCHEMA.names],
+            schema=SCHEMA) if out.height else None
+
+
 class _Packer:
     """One split and language: the ids left over from the last cut, and a spill file of
     finished sequences."""
 
-    def __init__(self, key: tuple[str, str], path, tokenizer, max_len: int):
-        self.key, self.path, self.tok, self.max_len = key, path, tokenizer, max_len
+    def __init__(self, key: tuple[str, str], path, measure, max_len: int):
+        self.key, self.path, self.measure, self.max_len = key, path, measure, max_len
         self.rest = np.empty(0, np.int32)
         self.rest_meta: tuple[str, str, str] | None = None  # the document the rest is from
         self.count = 0
@@ -86,7 +111,7 @@ class _Packer:
 
     def _write(self, chunks: list[np.ndarray], members: list[list[tuple]]) -> None:
         split, lang = self.key
-        texts = self.tok.batch_decode([c.tolist() for c in chunks])
+        texts = self.measure.decode([c.tolist() for c in chunks])
         n0 = self.count
         self.count += len(chunks)
         offsets = np.zeros(len(chunks) + 1, np.int32)
@@ -109,7 +134,7 @@ class _Packer:
         if self.writer is None:
             return
         self.writer.close()
-        with pa.memory_map(str(self.path)) as src:
+        with pa.OSFile(str(self.path)) as src:  # read, not mapped (flat RSS)
             reader = pa.ipc.open_file(src)
             for i in range(reader.num_record_batches):
                 yield reader.get_batch(i)
@@ -122,15 +147,15 @@ class Pack(Step):
     needs = ("id", "source", "lang", "task", "split", IDS)
     adds = ("input_ids",)
 
-    def __init__(self, tokenizer, max_len: int):
-        if tokenizer is None:
+    def __init__(self, measure, max_len: int):
+        if measure.tok is None:
             raise ValueError("packing needs a tokenizer")
-        if tokenizer.eos_token_id is None:
+        if measure.tok.eos_token_id is None:
             raise ValueError("packing needs a tokenizer with an EOS token")
-        self.tok, self.max_len = tokenizer, max_len
+        self.measure, self.max_len = measure, max_len
 
     def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
-        eos = np.array([self.tok.eos_token_id], np.int32)
+        eos = np.array([self.measure.tok.eos_token_id], np.int32)
         packers: dict[tuple[str, str], _Packer] = {}
         tokens = 0
         for batch in source.batches():
@@ -147,7 +172,8 @@ class Pack(Step):
             for key, rows in groups.items():
                 if key not in packers:
                     packers[key] = _Packer(key, source.spill_dir / f"pack-{id(self)}-"
-                                           f"{len(packers)}.arrow", self.tok, self.max_len)
+                                           f"{len(packers)}.arrow", self.measure,
+                                           self.max_len)
                 docs = [np.concatenate([values[offsets[i]:offsets[i + 1]], eos]) for i in rows]
                 tokens += sum(len(d) for d in docs)
                 packers[key].feed(docs, [meta[i] for i in rows])
@@ -165,11 +191,11 @@ class Pack(Step):
 
 
 def steps(recipe, ctx) -> list:
-    out = [Render("pretrain", partial(row, recipe), SCHEMA),
+    out = [Texts(recipe),
            Length(KIND, ctx.measure, recipe.max_tokens, drop=not recipe.pack, ids=recipe.pack),
            Split(recipe.validation_ratio, recipe.seed)]
     if recipe.pack:
-        out.append(Pack(ctx.measure.tok, recipe.max_tokens))
+        out.append(Pack(ctx.measure, recipe.max_tokens))
     return out
 
 

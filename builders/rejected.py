@@ -1,4 +1,4 @@
-"""Rejected-response strategies for preference and KTO builds (DESIGN.md §4).
+"""Rejected-response strategies for preference and KTO builds.
 
 A strategy gets the rows to pair and the rendered chosen answers, and returns one rejected
 text per row (None where it has no candidate). `rejected_by` names the strategy per row.
@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from meddata.recipe import Recipe
-from meddata.steps import seeded, seeded_array
+from meddata.steps import DUCKDB_MEMORY, seeded, seeded_array
 
 from . import render
 
@@ -131,6 +133,7 @@ class CrossSample(Strategy):
         self._spill: Path | None = None
         self._k = 0
         self._reader = None
+        self._next = 0  # the k the partner stream must give next
         self._pending: list[str | None] = []
 
     def add(self, rows: list[dict[str, Any]], chosen: list[str], spill_dir: Path) -> None:
@@ -156,7 +159,7 @@ class CrossSample(Strategy):
             self._writer = pq.ParquetWriter(self._spill, table.schema)
         self._writer.write_table(table)
 
-    def finish(self, spill_dir: Path, memory_limit: str = "1GB") -> None:
+    def finish(self, spill_dir: Path, memory_limit: str = DUCKDB_MEMORY) -> None:
         import duckdb
 
         if self._writer is None:
@@ -166,7 +169,7 @@ class CrossSample(Strategy):
         con.execute(f"SET memory_limit = '{memory_limit}'")
         con.execute("SET temp_directory = ?", [str(spill_dir)])
         path = str(self._spill).replace("'", "''")
-        self._reader = con.execute(f"""
+        self._reader = con.sql(f"""
             WITH r AS (SELECT * FROM read_parquet('{path}')),
             src AS (SELECT k, source, row_number() OVER w - 1 AS pos, count(*) OVER w AS n
                     FROM r WINDOW w AS (PARTITION BY source ORDER BY h, k
@@ -188,9 +191,15 @@ class CrossSample(Strategy):
         """The next `n` rejected texts, in the order the rows were added."""
         while len(self._pending) < n and self._reader is not None:
             try:
-                self._pending += self._reader.read_next_batch().column("rejected").to_pylist()
+                batch = self._reader.read_next_batch()
             except StopIteration:
                 self._reader = None
+                break
+            ks = batch.column("k").to_numpy()
+            if len(ks) and not np.array_equal(ks, np.arange(self._next, self._next + len(ks))):
+                raise RuntimeError("cross_sample: the partner stream is out of order")
+            self._next += len(ks)
+            self._pending += batch.column("rejected").to_pylist()
         out, self._pending = self._pending[:n], self._pending[n:]
         return out + [None] * (n - len(out))
 

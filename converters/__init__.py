@@ -1,4 +1,4 @@
-"""Converters: one module per source, raw records -> canonical rows (DESIGN.md §3).
+"""Converters: one module per source, raw records -> canonical rows.
 
 Look a converter up by source name with `get(name)`; modules load only when asked for.
 """

@@ -1,4 +1,4 @@
-"""The `meddata` command (DESIGN.md §6).
+"""The `meddata` command.
 
 Only click and the standard library are imported at start-up, so `meddata --help` stays
 fast; each command imports what it needs.
@@ -13,7 +13,7 @@ import click
 
 from meddata import __version__
 
-DEDUP_THRESHOLD = 0.7  # meddata.dedup.DedupConfig's default (not imported: --help stays fast)
+DEDUP_THRESHOLD = 0.65  # meddata.dedup.DedupConfig's default (not imported: --help stays fast)
 
 
 class Failure(click.ClickException):
@@ -415,7 +415,10 @@ class KindChoice(click.ParamType):
 @click.option("--system-prompt", help="A system message for every conversation (override).")
 @click.option("--validation-ratio", type=click.FloatRange(0, 1, max_open=True),
               help="Share of rows in the validation split (override).")
-@click.option("--max-tokens", type=click.IntRange(8), help="Drop rows longer than this.")
+@click.option("--max-tokens", "--max-length", "max_tokens", type=click.IntRange(8),
+              help="Drop rows longer than this many tokens (with --tokenizer: the model's "
+                   "count, chat template included); set it to the trainer's max_length so "
+                   "the trainer cuts nothing.")
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False),
               help="Local tokenizer folder for token counts (and packing).")
 @click.option("--pack", is_flag=True, default=None,
@@ -583,51 +586,101 @@ def export_cmd(ctx, ref, fmt, out_dir, layout, overwrite) -> None:
 
 
 # ---- training ------------------------------------------------------------------------------------
-@cli.command("train")
-@click.argument("stage", type=click.Choice(["cpt", "sft", "reward", "rlhf", "dpo", "kto",
-                                            "grpo"]))
-@click.option("--data", "data_ref", required=True,
-              help="The dataset version to train on (cpt: pretrain, sft: sft, reward/dpo: "
-                   "preference, kto: kto, grpo/rlhf: prompts).")
-@click.option("--model", required=True,
-              help="A model folder, a hub id (online), an alias (smollm2-135m-instruct), or "
-                   "the output folder of an earlier stage to continue from.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="A YAML file of training settings (docs/train.md lists them).")
-@click.option("--output", help="Output folder (default runs/<stage>-<data name>).")
-@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
-@click.option("--merge", is_flag=True, default=None,
-              help="Also save the base model with the LoRA weights merged in.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Any config key, YAML-valued (repeatable): --set lora_r=8 "
-                   "--set rewards=[mcq_exact,judge].")
-@click.pass_context
-def train_cmd(ctx, stage, data_ref, model, config_path, output, max_steps, merge, sets):
-    """Train STAGE on a dataset version with TRL and LoRA; write the adapter and
-    training_manifest.json naming the data versions."""
-    _need_train_extra("train")
-    from meddata.models import ModelNotFound
-    from meddata.train import run
-    from meddata.train.common import TrainConfig, TrainError, parse_overrides
-    from meddata.train.judge import JudgeUnavailable
+DATA_KINDS = {"cpt": "pretrain", "sft": "sft", "reward": "preference", "dpo": "preference",
+              "kto": "kto", "grpo": "prompts", "rlhf": "prompts"}  # (for --help only)
 
-    try:
-        overrides = parse_overrides(sets)
-        for key, value in (("output_dir", output), ("max_steps", max_steps), ("merge", merge)):
-            if value is not None:
-                overrides[key] = value
-        config = TrainConfig.load(config_path, overrides)
-        manifest = run(stage, _store(ctx), data_ref, model, config)
-    except (TrainError, ModelNotFound, JudgeUnavailable, ValueError, OSError,
-            _store_errors()) as e:
-        raise Failure(str(e)) from e
-    click.echo(f"{stage}: {manifest['global_step']} steps on "
-               f"{', '.join(d['ref'] for d in manifest['data'])}")
-    click.echo(f"adapter: {manifest['outputs']['adapter']}")
-    if manifest["outputs"]["merged"]:
-        click.echo(f"merged model: {manifest['outputs']['merged']}")
-    for k, v in manifest["metrics"].items():
-        click.echo(f"  {k}: {v:.4g}")
+
+class TrainGroup(click.Group):
+    """`meddata train STAGE`: one subcommand per stage, its help listing that stage's
+    settings (read from the stage module's Settings class, without importing torch)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        from meddata.train import STAGES
+
+        return list(STAGES)
+
+    def get_command(self, ctx, name):
+        from meddata.train import STAGES
+
+        return _stage_command(name) if name in STAGES else None
+
+
+def _stage_command(stage: str) -> click.Command:
+    from meddata.train import module
+    from meddata.train.settings import describe
+
+    settings = module(stage).Settings
+    keys = "\n".join(f"  {k:<28} {d:<14} {h}" for k, d, h in describe(settings))
+    doc = (module(stage).__doc__ or "").strip().split("\n\n")[0]
+
+    @click.command(stage, help=f"{doc}\n\nTrains on a {DATA_KINDS.get(stage, '')} version; "
+                   "writes the adapter and training_manifest.json naming the data versions.",
+                   epilog=f"\b\nSettings of `{stage}` (--set KEY=VALUE, or a --config file):\n"
+                          f"{keys}\n\nAny field of the stage's TRL config: --set "
+                          "trl.FIELD=VALUE, or a `trl:` section in the config file.")
+    @click.option("--data", "data_ref", required=True,
+                  help=f"The dataset version to train on (a {DATA_KINDS.get(stage)} version).")
+    @click.option("--model", required=True,
+                  help="A model folder, a hub id (online), an alias (smollm2-135m-instruct), "
+                       "or the output folder of an earlier stage to continue from.")
+    @click.option("--config", "config_path",
+                  help="A YAML file of settings, or the name of a bundled one "
+                       "(train/configs/: cpt, sft, reward, rlhf, dpo, kto, grpo, gspo).")
+    @click.option("--output", help="Output folder (default runs/<stage>-<data name>).")
+    @click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+    @click.option("--merge", is_flag=True, default=None,
+                  help="Also save the base model with the LoRA weights merged in.")
+    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                  help="A setting, YAML-valued (repeatable): --set lora_r=8 --set "
+                       "trl.weight_decay=0.01.")
+    @click.option("--quiet", is_flag=True, help="No progress bars or library logging.")
+    @click.pass_context
+    def command(ctx, data_ref, model, config_path, output, max_steps, merge, sets, quiet):
+        _need_train_extra("train")
+        from meddata.models import ModelNotFound
+        from meddata.train import load_settings, run
+        from meddata.train.judge import JudgeUnavailable
+        from meddata.train.settings import TrainError, parse_overrides
+
+        if quiet:
+            _silence_libraries()
+        try:
+            overrides = parse_overrides(sets)
+            for key, value in (("output_dir", output), ("max_steps", max_steps),
+                               ("merge", merge)):
+                if value is not None:
+                    overrides[key] = value
+            loaded = load_settings(stage, config_path, overrides)
+            if quiet:
+                loaded.trl.setdefault("disable_tqdm", True)
+            manifest = run(stage, _store(ctx), data_ref, model, loaded)
+        except (TrainError, ModelNotFound, JudgeUnavailable, ValueError, OSError,
+                _store_errors()) as e:
+            raise Failure(str(e)) from e
+        click.echo(f"{stage}: {manifest['global_step']} steps on "
+                   f"{', '.join(d['ref'] for d in manifest['data'])}")
+        click.echo(f"adapter: {manifest['outputs']['adapter']}")
+        if manifest["outputs"]["merged"]:
+            click.echo(f"merged model: {manifest['outputs']['merged']}")
+        for k, v in manifest["metrics"].items():
+            click.echo(f"  {k}: {v:.4g}")
+
+    return command
+
+
+@cli.group("train", cls=TrainGroup)
+def train_group() -> None:
+    """Train a stage (cpt, sft, reward, rlhf, dpo, kto, grpo) on a dataset version with TRL
+    and LoRA. `meddata train STAGE --help` lists that stage's settings."""
+
+
+def _silence_libraries() -> None:
+    """--quiet: no progress bars from datasets and transformers, their logs at errors."""
+    import os
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 @cli.command("eval")
@@ -658,8 +711,8 @@ def eval_cmd(ctx, models, benches, method, choices, limit, shots, batch_size, ma
     from pathlib import Path
 
     from meddata.models import ModelNotFound
-    from meddata.train.common import TrainError
     from meddata.train.evaluate import EvalConfig, compare, markdown
+    from meddata.train.settings import TrainError
 
     store = _store(ctx)
     try:

@@ -51,6 +51,7 @@ import pyarrow as pa
 from meddata.steps import Books, Source, Step
 from meddata.text import TOKEN_PATTERN, normalize_key, normalize_key_expr
 
+FINGERPRINT_ROWS = 65_536  # rows fingerprinted at a time (the text work is per frame)
 RUN_PAIRS_CAP = 64      # a band run larger than this pairs each member with its neighbours
 VERIFY_CHUNK = 200_000  # candidate pairs verified at a time
 REPORT_EXAMPLES = 1000  # dropped records listed in the manifest; all are in rejects.parquet
@@ -62,7 +63,7 @@ _MIX1, _MIX2, _PRIME = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB), \
 
 @dataclass
 class DedupConfig:
-    threshold: float = 0.7          # exact Jaccard of 3-token shingles to call rows duplicates
+    threshold: float = 0.65         # exact Jaccard of 3-token shingles to call rows duplicates
     ngram: int = 3                  # shingle size in tokens
     num_perm: int = 128
     bands: int = 25
@@ -147,29 +148,29 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def signatures(values: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int
-               ) -> np.ndarray:
+def signatures(values: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int,
+               block_rows: int = 512) -> np.ndarray:
     """MinHash signatures (rows x num_perm, uint32) of shingle sets: h -> top 32 bits of
-    (a * h + b) mod 2^64 with odd a, then the min per row, in blocks of ~16 MB. A row with
-    no shingles gets the all-max signature."""
+    (a * h + b) mod 2^64 with odd a, then the min per row. Computed `block_rows` rows at a
+    time in a (permutations x shingles) layout, so the min runs along contiguous memory
+    (3x faster than the row-major layout), and the min is taken over the full 64 bits
+    before the shift (the same top bits, fewer passes). A row with no shingles gets the
+    all-max signature."""
     a, b = _permutations(num_perm, seed)
     n_rows = len(offsets) - 1
     sig = np.full((n_rows, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    sizes = np.diff(offsets)
-    rows = np.repeat(np.arange(n_rows), sizes)
-    block = max(1, 2_000_000 // num_perm)
-    start = 0
-    while start < len(values):
-        end = min(len(values), start + block)
-        while end < len(values) and rows[end] == rows[end - 1]:
-            end += 1  # a row is reduced in one piece
+    for r0 in range(0, n_rows, block_rows):
+        r1 = min(n_rows, r0 + block_rows)
+        s, e = offsets[r0], offsets[r1]
+        if e == s:
+            continue
         with np.errstate(over="ignore"):
-            phv = ((values[start:end, None] * a[None, :] + b[None, :]) >> _U64(32)
-                   ).astype(np.uint32)
-        r = rows[start:end]
-        firsts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        sig[r[firsts]] = np.minimum(sig[r[firsts]], np.minimum.reduceat(phv, firsts, axis=0))
-        start = end
+            phv = a[:, None] * np.asarray(values[s:e])[None, :]
+            phv += b[:, None]
+        starts = offsets[r0:r1] - s
+        filled = starts < offsets[r0 + 1:r1 + 1] - s
+        mins = np.minimum.reduceat(phv, np.minimum(starts, e - s - 1), axis=1)
+        sig[r0:r1][filled] = (mins.T[filled] >> _U64(32)).astype(np.uint32)
     return sig
 
 
@@ -205,13 +206,15 @@ def _run_pairs(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.concatenate(out_i), np.concatenate(out_j)
 
 
-def candidate_pairs(bands: np.ndarray) -> np.ndarray:
-    """(k, 2) int64 pairs (i < j) of rows that share at least one band hash, unique."""
-    n = len(bands)
+def candidate_pairs(bands: list[np.ndarray]) -> np.ndarray:
+    """(k, 2) int64 pairs (i < j) of rows that share at least one band hash, unique; one
+    array of hashes per band (rows in the same order in each)."""
+    n = len(bands[0]) if len(bands) else 0
     found = []
-    for band in range(bands.shape[1] if n else 0):
-        order = np.argsort(bands[:, band], kind="stable")
-        vals = bands[order, band]
+    for column in bands:
+        column = np.asarray(column)
+        order = np.argsort(column, kind="stable")
+        vals = column[order]
         edge = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1], True])
         starts, sizes = edge[:-1], np.diff(edge)
         multi = sizes > 1
@@ -219,6 +222,7 @@ def candidate_pairs(bands: np.ndarray) -> np.ndarray:
         if len(pi):
             a, b = order[pi], order[pj]
             found.append(np.minimum(a, b) * n + np.maximum(a, b))
+        del order, vals
     if not found:
         return np.empty((0, 2), np.int64)
     keys = np.unique(np.concatenate(found))
@@ -254,6 +258,20 @@ def jaccard_pairs(va: np.ndarray, oa: np.ndarray, ia: np.ndarray,
         union = sa + sb - inter
         out[s:s + len(a_rows)] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return out
+
+
+def near_equal_many(a: list[str | None], b: list[str | None], threshold: float,
+                    n: int = 3) -> np.ndarray:
+    """meddata.text.near_equal for many pairs at once: a[k] and b[k] are near equal when their
+    normalized texts are equal or the Jaccard of their n-token shingles reaches `threshold`
+    (two texts without tokens are equal)."""
+    frame = pl.DataFrame({"a": a, "b": b}, schema={"a": pl.String, "b": pl.String}).select(
+        a=normalize_key_expr(pl.col("a")), b=normalize_key_expr(pl.col("b")))
+    same = (frame["a"] == frame["b"]).to_numpy()
+    va, oa = shingle_sets(frame["a"].str.extract_all(TOKEN_PATTERN), n)
+    vb, ob = shingle_sets(frame["b"].str.extract_all(TOKEN_PATTERN), n)
+    idx = np.arange(len(a))
+    return same | (jaccard_pairs(va, oa, idx, vb, ob, idx) >= threshold)
 
 
 # ---- per-row state --------------------------------------------------------------------------------
@@ -322,57 +340,82 @@ def survivor_key(row: dict[str, Any], priority: list[str]) -> tuple:
             row["id"])
 
 
-class Fingerprints:
-    """Fingerprints of every row seen, batch after batch, and the plan they lead to."""
+class _Spilled:
+    """A 1-D array grown batch by batch in a file and read back as a memory map: the state
+    of millions of rows is kept on disk, and only the parts a step touches are paged in."""
 
-    def __init__(self, config: DedupConfig):
+    def __init__(self, path: Path, dtype):
+        self.path, self.dtype, self.n = path, np.dtype(dtype), 0
+        self.file = open(path, "wb")
+
+    def append(self, values: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+        self.n += len(values)
+
+    def array(self) -> np.ndarray:
+        self.file.close()
+        if not self.n:
+            return np.empty(0, self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n,))
+
+
+class Fingerprints:
+    """Fingerprints of every row seen, batch after batch, spilled to `folder`; and the plan
+    they lead to. What stays in memory is per-row fixed-size state (exact keys, cluster
+    labels), never texts or per-row objects."""
+
+    def __init__(self, config: DedupConfig, folder: Path):
         config.check()
-        self.config = config
-        self.parts: list[Fingerprint] = []
-        self.survivors: list[pl.DataFrame] = []
+        self.config, self.folder = config, Path(folder)
+        tag = f"fp-{id(self)}"
+        self.exact = _Spilled(self.folder / f"{tag}-exact", _U64)
+        self.answer = _Spilled(self.folder / f"{tag}-answer", _U64)
+        self.long = _Spilled(self.folder / f"{tag}-long", bool)
+        self.sizes = _Spilled(self.folder / f"{tag}-sizes", np.int64)
+        self.values = _Spilled(self.folder / f"{tag}-values", _U64)
+        self.bands = [_Spilled(self.folder / f"{tag}-band{b}", _U64)
+                      for b in range(config.bands)]
+        self.survivor_files: list[Path] = []
         self.n = 0
 
     def add(self, df: pl.DataFrame) -> None:
-        self.parts.append(fingerprint(df, self.config))
-        self.survivors.append(survivor_frame(df, self.config.source_priority))
+        fp = fingerprint(df, self.config)
+        self.exact.append(fp.exact)
+        self.answer.append(fp.answer)
+        self.long.append(fp.long)
+        self.sizes.append(np.diff(fp.offsets))
+        self.values.append(fp.values)
+        for b, column in enumerate(self.bands):
+            column.append(fp.bands[:, b])
+        path = self.folder / f"fp-{id(self)}-survivors-{len(self.survivor_files):06d}.parquet"
+        survivor_frame(df, self.config.source_priority).write_parquet(path)
+        self.survivor_files.append(path)
         self.n += df.height
 
-    def merged(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                              np.ndarray]:
-        """exact, answer, long-row indices, bands, shingle values and offsets, all rows."""
-        parts = self.parts
-        exact = np.concatenate([p.exact for p in parts]) if parts else np.empty(0, _U64)
-        answer = np.concatenate([p.answer for p in parts]) if parts else np.empty(0, _U64)
-        long = np.concatenate([p.long for p in parts]) if parts else np.empty(0, bool)
-        bands = np.concatenate([p.bands for p in parts]) if parts else np.empty(
-            (0, self.config.bands), _U64)
-        values = np.concatenate([p.values for p in parts]) if parts else np.empty(0, _U64)
-        offsets, base = [np.zeros(1, np.int64)], 0
-        for p in parts:
-            offsets.append(p.offsets[1:] + base)
-            base += p.offsets[-1]
-        self.parts = []  # merged once; the pieces are not needed any more
-        return exact, answer, np.flatnonzero(long), bands, values, np.concatenate(offsets)
-
     def plan(self, against: list[DedupIndex] = ()) -> Plan:
-        cfg = self.config
-        exact, answer, long_rows, bands, values, offsets = self.merged()
-        n = self.n
+        cfg, n = self.config, self.n
+        exact = np.array(self.exact.array())
+        answer = self.answer.array()
+        long_rows = np.flatnonzero(self.long.array())
+        offsets = np.zeros(len(long_rows) + 1, np.int64)
+        np.cumsum(self.sizes.array(), out=offsets[1:])
+        values = self.values.array()
+        bands = [b.array() for b in self.bands]
         plan = Plan(n)
-        survivors = pl.concat(self.survivors) if self.survivors else None
-        self.survivors = []
         # rows that duplicate an earlier version's rows
         for index in against:
             index.match(plan, exact, answer, long_rows, bands, values, offsets, cfg)
         alive = plan.reason == 0
         # exact groups: each row to the first row with the same key and answer
         _, first, inverse = np.unique(exact, return_index=True, return_inverse=True)
-        edges_i = [np.arange(n)[alive]]
-        edges_j = [first[inverse][alive]]
+        first_of = first[inverse]
+        del first, inverse
+        dup = np.flatnonzero(alive & (first_of != np.arange(n)))
+        edges_i, edges_j = [dup], [first_of[dup]]
         # near pairs, among the first row of each exact group only
-        rep = alive[long_rows] & (first[inverse][long_rows] == long_rows)
-        local = np.flatnonzero(rep)
-        pairs = candidate_pairs(bands[local])
+        local = np.flatnonzero(alive[long_rows] & (first_of[long_rows] == long_rows))
+        del first_of
+        pairs = candidate_pairs([column[local] for column in bands])
         ci, cj = local[pairs[:, 0]], local[pairs[:, 1]]
         agree = answer[long_rows[ci]] == answer[long_rows[cj]]
         ci, cj = ci[agree], cj[agree]
@@ -381,7 +424,7 @@ class Fingerprints:
         vi, vj, vs = long_rows[ci[ok]], long_rows[cj[ok]], sims[ok]
         edges_i.append(vi)
         edges_j.append(vj)
-        best = np.zeros(n)
+        best = np.zeros(n, np.float32)
         np.maximum.at(best, vi, vs)
         np.maximum.at(best, vj, vs)
         from scipy.sparse import coo_matrix
@@ -392,11 +435,17 @@ class Fingerprints:
         _, labels = connected_components(graph, directed=False)
         sizes = np.bincount(labels)
         members = np.flatnonzero(alive & (sizes[labels] > 1))
-        ranked = survivors[members].with_columns(label=labels[members], row=members).sort(
-            ["label", "rank", "no_answer", "rationale", "text", "raw_sha1", "id"])
-        firsts = ranked.unique("label", keep="first", maintain_order=True)
-        survivor_of = np.full(n, -1, np.int64)
+        ranked = pl.scan_parquet(self.survivor_files).with_row_index("row").filter(
+            pl.col("row").is_in(pl.Series(members, dtype=pl.UInt32).implode())).collect() \
+            .with_columns(label=pl.Series(labels[members])).sort(
+                ["label", "rank", "no_answer", "rationale", "text", "raw_sha1", "id"]) \
+            if len(members) else None
+        firsts = ranked.unique("label", keep="first", maintain_order=True) \
+            if ranked is not None else pl.DataFrame(
+                schema={"label": pl.Int64, "row": pl.UInt32, "id": pl.String})
+        survivor_of = np.full(len(sizes), -1, np.int64)
         survivor_of[firsts["label"].to_numpy()] = firsts["row"].to_numpy()
+        plan.kept_ids = dict(zip(firsts["row"].to_list(), firsts["id"].to_list()))
         surv = survivor_of[labels[members]]
         dropped = members[members != surv]
         surv = survivor_of[labels[dropped]]
@@ -405,7 +454,6 @@ class Fingerprints:
         plan.kept[dropped] = surv
         plan.similarity[dropped] = np.where(is_exact, 1.0, best[dropped])
         plan.cluster_size[dropped] = sizes[labels[dropped]]
-        plan.ids = survivors["id"] if survivors is not None else pl.Series([], dtype=pl.String)
         plan.summary = {
             "rows_in": n, "rows_out": int((plan.reason == 0).sum()),
             "exact_duplicate": int((plan.reason == EXACT).sum()),
@@ -430,7 +478,7 @@ class Plan:
         self.similarity = np.zeros(n, np.float32)
         self.cluster_size = np.zeros(n, np.int32)
         self.earlier: dict[int, tuple[str, str, str]] = {}  # row -> (id, ref, how)
-        self.ids: pl.Series | None = None
+        self.kept_ids: dict[int, str] = {}  # survivor row -> its id
         self.summary: dict[str, Any] = {}
 
     def record(self, i: int, row_id: str) -> dict[str, Any]:
@@ -440,7 +488,7 @@ class Plan:
             kept, ref, how = self.earlier[i]
             return {"id": row_id, "reason": REASONS[code], "kept": kept, "against": ref,
                     "match": how, "similarity": float(self.similarity[i])}
-        kept = self.ids[int(self.kept[i])]
+        kept = self.kept_ids[int(self.kept[i])]
         return {"id": row_id, "reason": REASONS[code], "cluster": kept, "kept": kept,
                 "similarity": round(float(self.similarity[i]), 6),
                 "cluster_size": int(self.cluster_size[i])}
@@ -508,14 +556,14 @@ class DedupIndex:
         # near: equal band hashes, then verification against the index's shingles
         if not len(long_rows):
             return
-        mine = pl.DataFrame({"lrow": np.repeat(np.arange(len(long_rows)), bands.shape[1]),
-                             "band": np.tile(np.arange(bands.shape[1]), len(long_rows)),
-                             "h": bands.ravel()})
-        theirs = idx.select("irow", "bands").filter(pl.col("bands").is_not_null()) \
-            .with_columns(band=pl.int_ranges(pl.col("bands").list.len())) \
-            .explode("bands", "band").rename({"bands": "h"})
-        cands = mine.lazy().join(theirs, on=["band", "h"]).select("lrow", "irow").unique() \
-            .sort("lrow", "irow").collect(engine="streaming")
+        found = []
+        for b, column in enumerate(bands):  # one band at a time: a join on its hashes
+            mine = pl.DataFrame({"lrow": np.arange(len(long_rows)), "h": np.asarray(column)})
+            theirs = idx.filter(pl.col("bands").is_not_null()).select(
+                "irow", h=pl.col("bands").list.get(b))
+            found.append(mine.lazy().join(theirs, on="h").select("lrow", "irow")
+                         .collect(engine="streaming"))
+        cands = pl.concat(found).unique().sort("lrow", "irow")
         if not cands.height:
             return
         needed = cands["irow"].unique().sort()
@@ -560,10 +608,16 @@ class DedupStep(Step):
         self.listed: list[dict[str, Any]] = []
 
     def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
-        prints = Fingerprints(self.config)
-        for batch in source.batches():
-            self.check_columns(batch)
-            prints.add(pl.from_arrow(batch))
+        prints = Fingerprints(self.config, source.spill_dir)
+        pending: list[pa.RecordBatch] = []
+        for batch in source.batches():  # fingerprinted FINGERPRINT_ROWS at a time (polars'
+            self.check_columns(batch)   # text work runs faster on larger frames)
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= FINGERPRINT_ROWS:
+                prints.add(pl.from_arrow(pa.Table.from_batches(pending)))
+                pending = []
+        if pending:
+            prints.add(pl.from_arrow(pa.Table.from_batches(pending)))
         indexes = [DedupIndex(v, self.config) for v in self.against]
         plan = self.plan = prints.plan(indexes)
         books.info["indexes"] = [{"version": i.ref, "index": i.path.name,
@@ -573,15 +627,16 @@ class DedupStep(Step):
             reasons = plan.reason[start:start + batch.num_rows]
             if reasons.any():
                 where = np.flatnonzero(reasons)
-                rows = batch.take(pa.array(where)).to_pylist()
-                records = [plan.record(start + int(i), r["id"]) for i, r in zip(where, rows)]
+                ids = batch.column("id").take(pa.array(where)).to_pylist()
+                records = [plan.record(start + int(i), row_id) for i, row_id in zip(where, ids)]
                 room = REPORT_EXAMPLES - len(self.listed)
                 self.listed += records[:max(room, 0)]
                 for code, reason in REASONS.items():
-                    sel = [k for k, i in enumerate(where) if reasons[i] == code]
-                    books.drop(reason, rows=[rows[k] for k in sel],
-                               details=[{k: v for k, v in records[k].items()
-                                         if k not in ("id", "reason")} for k in sel])
+                    sel = np.flatnonzero(reasons[where] == code)
+                    if len(sel):
+                        books.drop(reason, rows=batch.take(pa.array(where[sel])),
+                                   details=[{k: v for k, v in records[k].items()
+                                             if k not in ("id", "reason")} for k in sel])
                 batch = batch.filter(pa.array(reasons == 0))
             start += reasons.size
             if batch.num_rows:

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 BATCH_ROWS = 8_192
+DUCKDB_MEMORY = "128MB"  # what a step's DuckDB query may hold before it spills to disk
 
 
 class StepError(Exception):
@@ -52,23 +53,36 @@ class Books:
         self.count_out = True  # False for steps whose output rows are not input rows
         self._sink = sink
 
-    def drop(self, reason: str, n: int | None = None, rows: list[dict[str, Any]] | None = None,
+    def drop(self, reason: str, n: int | None = None,
+             rows: list[dict[str, Any]] | pa.RecordBatch | pa.Table | None = None,
              details: list[Any] | None = None, file: str | None = None) -> None:
-        """Count `n` dropped rows (or `len(rows)`). Rows given are written to the rejects
-        with their JSON as `raw` and the matching entry of `details` (a dict or text)."""
-        count = n if n is not None else len(rows or [])
+        """Count `n` dropped rows (or the rows given). Rows given (dicts, or an Arrow batch,
+        whose JSON is made in one vectorized call) are written to the rejects with their
+        JSON as `raw` and the matching entry of `details` (a dict or text)."""
+        if rows is None:
+            count = n or 0
+        else:
+            count = rows.num_rows if isinstance(rows, (pa.RecordBatch, pa.Table)) else len(rows)
         if not count:
             return
         self.dropped[reason] += count
-        if rows and self._sink is not None:
-            details = details or [None] * len(rows)
-            self._sink([{"stage": self.name, "source": r.get("source"), "file": file,
-                         "position": None,
-                         "raw": json.dumps(r, ensure_ascii=False, default=str),
-                         "reason": reason,
-                         "detail": d if isinstance(d, str) or d is None else json.dumps(
-                             d, ensure_ascii=False, default=str)}
-                        for r, d in zip(rows, details)])
+        if rows is None or self._sink is None:
+            return
+        if isinstance(rows, (pa.RecordBatch, pa.Table)):
+            import polars as pl
+
+            frame = pl.from_arrow(rows)
+            raws = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
+            sources = frame["source"].to_list() if "source" in frame.columns else [None] * count
+        else:
+            raws = [json.dumps(r, ensure_ascii=False, default=str) for r in rows]
+            sources = [r.get("source") for r in rows]
+        details = details or [None] * count
+        self._sink([{"stage": self.name, "source": src, "file": file, "position": None,
+                     "raw": raw, "reason": reason,
+                     "detail": d if isinstance(d, str) or d is None else json.dumps(
+                         d, ensure_ascii=False, default=str)}
+                    for src, raw, d in zip(sources, raws, details)])
 
     def record(self) -> dict[str, Any]:
         return {"stage": self.name, "rows_in": self.rows_in, "rows_out": self.rows_out,
@@ -152,7 +166,7 @@ class Source:
 def _read_spill(path: Path | None) -> Iterator[pa.RecordBatch]:
     if path is None:
         return
-    with pa.memory_map(str(path)) as source:
+    with pa.OSFile(str(path)) as source:  # read, not mapped: pages do not pile up in RSS
         reader = pa.ipc.open_file(source)
         for i in range(reader.num_record_batches):
             yield reader.get_batch(i)

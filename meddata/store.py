@@ -1,4 +1,4 @@
-"""The dataset store: immutable, content-addressed versions of `kind/name` (DESIGN.md §5).
+"""The dataset store: immutable, content-addressed versions of `kind/name`.
 
 Layout::
 

@@ -1,4 +1,4 @@
-"""Text helpers shared by converters, dedup and decontamination (DESIGN.md §9).
+"""Text helpers shared by converters, dedup and decontamination.
 
 `normalize_key` is for comparison keys only, never for the stored text: NFKC (which also
 maps full-width forms to half-width), case-fold, punctuation and symbols (Chinese ones too)

@@ -16,7 +16,7 @@ MSGS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 OPTS = pa.list_(pa.struct([("label", pa.string()), ("text", pa.string())]))
 LINEAGE = [("id", pa.string()), ("source", pa.string()), ("lang", pa.string()),
            ("task", pa.string()), ("split", pa.string())]
-EXPECTED = {  # DESIGN.md §4, written out
+EXPECTED = {  # the output schemas of docs/schema.md, written out
     "sft": LINEAGE + [("messages", MSGS)],
     "preference": LINEAGE + [("prompt", MSGS), ("chosen", MSGS), ("rejected", MSGS),
                              ("rejected_by", pa.string())],
@@ -271,3 +271,69 @@ def test_recipe_errors_are_clear(tmp_path):
     out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "build", "sft",
                                    "canonical/none"])
     assert out.exit_code == 1 and "no dataset canonical/none" in out.output
+
+
+def _reference_cross(rows, chosen, seed):
+    """The cross_sample rule written out plainly (in memory): next row in seeded order of
+    the same source, or of the same subject where that group has more than one row."""
+    from meddata.steps import seeded
+
+    groups: dict = {}
+    for i, row in enumerate(rows):
+        subject = json.loads(row["meta"]).get("subject")
+        groups.setdefault(("src", row["source"]), []).append(i)
+        if subject:
+            groups.setdefault(("sub", row["source"], subject), []).append(i)
+    partner: dict = {}
+    for kind in ("src", "sub"):  # subject groups override source groups
+        for key, idx in groups.items():
+            if key[0] != kind or len(idx) < 2:
+                continue
+            order = sorted(idx, key=lambda i: seeded(seed, "cross", rows[i]["id"]))
+            for pos, i in enumerate(order):
+                partner[i] = order[(pos + 1) % len(order)]
+    return [chosen[partner[i]] if i in partner else None for i in range(len(rows))]
+
+
+def test_cross_sample_streams_in_order_past_duckdbs_memory(tmp_path):
+    """Many rows, a tiny DuckDB memory limit (it spills), many small batches: the partners
+    come back in order and equal the plain rule."""
+    from pathlib import Path
+
+    recipe = examples()
+    rows = [{"id": f"r{i:05d}", "source": f"s{i % 3}", "task": "open_qa", "lang": "en",
+             "meta": json.dumps({"subject": f"sub{i % 7}"} if i % 5 else {})}
+            for i in range(20_000)]
+    chosen = [f"answer {i} " + "x" * 200 for i in range(20_000)]
+    cross = CrossSample(recipe)
+    for s in range(0, len(rows), 777):
+        cross.add(rows[s:s + 777], chosen[s:s + 777], Path(tmp_path))
+    cross.finish(Path(tmp_path), memory_limit="64MB")
+    got = []
+    while len(got) < len(rows):
+        got += cross.take(1000)
+    assert got == _reference_cross(rows, chosen, recipe.seed)
+
+
+def test_unpair_interleaves_in_seeded_order_at_scale(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from meddata.builders import kto, preference
+    from meddata.steps import Ledger, run, seeded
+
+    monkeypatch.setattr(kto, "DUCKDB_MEMORY", "64MB")  # make DuckDB sort out of core
+    n = 30_000
+    msg = [{"role": "user", "content": "q"}]
+    table = pa.Table.from_pylist([
+        {"id": f"p{i:06d}", "source": "s", "lang": "en", "task": "mcq", "split": "train",
+         "prompt": msg, "chosen": [{"role": "assistant", "content": f"good {i}"}],
+         "rejected": [{"role": "assistant", "content": f"bad {i}"}], "rejected_by": "x"}
+        for i in range(n)], schema=preference.SCHEMA)
+    step = kto.Unpair(seed=3)
+    out = [r for b in run(lambda replay: iter(table.to_batches(4096)), [step], Ledger(),
+                          Path(tmp_path)) for r in b.to_pylist()]
+    good = sorted((f"p{i:06d}#chosen" for i in range(n)), key=lambda x: seeded(3, "kto", x))
+    bad = sorted((f"p{i:06d}#rejected" for i in range(n)), key=lambda x: seeded(3, "kto", x))
+    assert [r["id"] for r in out] == [x for pair in zip(good, bad) for x in pair]
+    assert all(r["label"] == r["id"].endswith("#chosen") for r in out)
+    assert out[1]["completion"][0]["content"].startswith("bad ")

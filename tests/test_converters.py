@@ -196,8 +196,9 @@ def test_medmcqa_real_sample_and_copies(store, samples):
 def test_medqa_examples_layouts(store):
     res = run(store, "medqa", [EXAMPLES / "medqa"])
     rows = list(rows_of(res).values())
-    by_q = {r["question"][:20]: r for r in rows}
+    by_q = {(r["split"], r["question"][:20]): r for r in rows}
     assert {r["subset"] for r in rows} == {"us", "mcmle"}
+    assert sum(r["split"] == "test" for r in rows) == 4  # US/test.jsonl
     assert {r["lang"] for r in rows if r["subset"] == "mcmle"} == {"zh"}
     warfarin = next(r for r in rows if "warfarin" in r["question"])
     assert warfarin["answer_label"] == "B" and len(warfarin["options"]) == 4  # key/value list

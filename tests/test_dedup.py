@@ -182,7 +182,7 @@ def test_grouped_band_candidates_equal_datasketch_lsh():
         sig[k + 1] = sig[k]
         sig[k + 1, rng.choice(128, 40, replace=False)] = rng.integers(0, 2**32, 40)
     sig[200:260] = sig[200]  # one big run: more members than RUN_PAIRS_CAP pairs all-to-all
-    ours = {tuple(p) for p in candidate_pairs(band_hashes(sig, 25, 5)).tolist()}
+    ours = {tuple(p) for p in candidate_pairs(list(band_hashes(sig, 25, 5).T)).tolist()}
     lsh = MinHashLSH(num_perm=125, params=(25, 5))
     hashes = [LeanMinHash(seed=1, hashvalues=sig[i, :125], scheme="affine32")
               for i in range(300)]

@@ -118,7 +118,7 @@ def test_comparison_table_from_two_checkpoints(tmp_path, tiny):
     assert report["models"][0]["trained_on"] == []
     assert report["models"][1]["trained_on"][0].startswith("sft/examples@")
     md = (tmp_path / "eval" / "results.md").read_text()
-    assert md.count("\n") == 4 and "canonical/bench@" in md and "(n=10)" in md  # 2 rows
+    assert md.count("\n") == 4 and "canonical/bench@" in md and "(n=14)" in md  # 2 rows
 
 
 def test_model_spec_with_an_adapter(tmp_path):

@@ -9,14 +9,19 @@ import pytest
 from click.testing import CliRunner
 
 from meddata.cli import cli
-from meddata.train import rewards
+from meddata.train import answers, rewards
 from meddata.train.judge import Judge, JudgeUnavailable
 
 pytest.importorskip("trl")
 
 FAST = ["--max-steps", "2", "--set", "per_device_train_batch_size=2", "--set",
-        "max_length=256", "--set", "logging_steps=1", "--set", "save_steps=2",
-        "--set", "lora_r=4", "--set", "num_generations=2", "--set", "max_completion_length=8"]
+        "logging_steps=1", "--set", "save_steps=2", "--set", "lora_r=4"]
+FAST_OWN = {"grpo": ["--set", "num_generations=2", "--set", "max_completion_length=8"],
+            "rlhf": ["--set", "num_generations=2", "--set", "max_completion_length=8"]}
+
+
+def fast(stage: str) -> list[str]:
+    return FAST + FAST_OWN.get(stage, ["--set", "max_length=256"])
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def env(tmp_path_factory, tiny):
 def train(env, stage, data, model, name, *extra):
     out = CliRunner().invoke(cli, ["--store", env["store"], "train", stage, "--data", data,
                                    "--model", model, "--output", str(env["root"] / name),
-                                   *FAST, *extra])
+                                   *fast(stage), *extra])
     assert out.exit_code == 0, out.output
     return json.loads((env["root"] / name / "training_manifest.json").read_text())
 
@@ -49,7 +54,10 @@ def check_manifest(manifest, env, stage, kind):
         "content_sha256"]
     assert [s["sha256"] for s in data["shards"]] == [s["sha256"] for s in
                                                       version.manifest["shards"]]
-    assert manifest["config"]["lora_r"] == 4 and manifest["trl_args"]["max_steps"] == 2
+    assert manifest["settings"]["lora_r"] == 4 and manifest["trl_args"]["max_steps"] == 2
+    assert manifest["settings_origin"]["lora_r"] == "command line"
+    assert manifest["settings_origin"]["seed"] == "default"
+    assert manifest["trl_args_set_by"]["max_steps"] == "meddata"
     assert {"torch", "transformers", "trl", "peft"} <= set(manifest["libraries"])
     assert manifest["metrics"]["train_loss"] == manifest["metrics"]["train_loss"]  # not NaN
     adapter = manifest["outputs"]["adapter"]
@@ -109,10 +117,70 @@ def test_clear_errors(env):
         assert out.exit_code == 1 and "needs a CUDA GPU" in out.output
     out = runner.invoke(cli, base + ["sft", "--data", "sft/examples", "--model", env["model"],
                                      "--set", "lora_rank=4"])
-    assert out.exit_code == 1 and "unknown config key(s) lora_rank" in out.output
+    assert out.exit_code == 1 and "unknown setting 'lora_rank' for stage sft" in out.output
+    out = runner.invoke(cli, base + ["sft", "--data", "sft/examples", "--model", env["model"],
+                                     "--set", "desirable_weight=2"])  # a kto key
+    assert out.exit_code == 1 and "it is a setting of kto" in out.output
+    out = runner.invoke(cli, base + ["sft", "--data", "sft/examples", "--model", env["model"],
+                                     "--set", "trl.wieght_decay=0.1"])
+    assert out.exit_code == 1 and "trl.wieght_decay is not a field of SFTConfig" in out.output
+    assert "weight_decay" in out.output
+    out = runner.invoke(cli, base + ["sft", "--data", "sft/examples", "--model", env["model"],
+                                     "--set", "trl.learning_rate=0.1"])
+    assert out.exit_code == 1 and "learning_rate is a meddata setting" in out.output
     out = runner.invoke(cli, base + ["rlhf", "--data", "prompts/examples", "--model",
                                      env["model"]])
     assert out.exit_code == 1 and "reward_model" in out.output
+
+
+def test_every_trl_field_is_reachable_and_recorded(env):
+    manifest = train(env, "sft", "sft/examples", env["model"], "trl-fields",
+                     "--set", "trl.weight_decay=0.01", "--set", "trl.max_grad_norm=0.5",
+                     "--set", "trl.optim=adamw_torch")
+    args = manifest["trl_args"]
+    assert args["weight_decay"] == 0.01 and args["max_grad_norm"] == 0.5
+    assert args["optim"] == "adamw_torch"
+    assert manifest["trl"] == {"weight_decay": 0.01, "max_grad_norm": 0.5,
+                               "optim": "adamw_torch"}
+    assert manifest["trl_args_set_by"]["weight_decay"] == "user"
+    assert manifest["trl_args_set_by"]["bf16"] == "meddata"
+
+
+@pytest.mark.parametrize("config,stage,kind", [
+    ("cpt", "cpt", "pretrain"), ("sft", "sft", "sft"), ("reward", "reward", "preference"),
+    ("dpo", "dpo", "preference"), ("kto", "kto", "kto"), ("grpo", "grpo", "prompts"),
+    ("gspo", "grpo", "prompts")])
+def test_bundled_configs_run_two_steps(env, config, stage, kind):
+    manifest = train(env, stage, f"{kind}/examples", env["model"], f"config-{config}",
+                     "--config", config)
+    assert manifest["global_step"] == 2
+    import yaml
+
+    from meddata.train.settings import config_path
+
+    written = yaml.safe_load(config_path(config).read_text())
+    for key, value in written.items():
+        if key == "trl":
+            assert all(manifest["trl_args"][k] == v for k, v in value.items())
+        elif key not in ("max_length", "num_generations", "max_completion_length",
+                         "per_device_train_batch_size", "lora_r"):  # (FAST overrides these)
+            assert manifest["settings"][key] == value, key
+            assert manifest["settings_origin"][key] == "config"
+
+
+def test_rlhf_config_runs_two_steps(env):
+    train(env, "reward", "preference/examples", env["model"], "rm-config")
+    manifest = train(env, "rlhf", "prompts/examples", env["model"], "rlhf-config",
+                     "--config", "rlhf", "--set", f"reward_model={env['root'] / 'rm-config'}")
+    assert manifest["trl_args"]["top_p"] == 0.9 and manifest["settings"]["learning_rate"] == 1e-5
+
+
+def test_length_check_before_training(env):
+    manifest = train(env, "sft", "sft/examples", env["model"], "short",
+                     "--set", "max_length=32")  # (the last --set wins over fast()'s 256)
+    lengths = manifest["lengths"]
+    assert lengths["max_length"] == 32 and lengths["over_max_length"] > 0
+    assert lengths["rows"] == 40 and lengths["longest"] > 32
 
 
 # ---- rewards ------------------------------------------------------------------------------------
@@ -124,7 +192,15 @@ def test_clear_errors(env):
     ("I cannot tell.", None), ("The answer is Z", None),
 ])
 def test_answer_extraction(text, letter):
-    assert rewards.extract_letter(text, "ABCDE") == letter
+    assert answers.extract_letter(text, "ABCDE") == letter
+
+
+@pytest.mark.parametrize("text,letters", [
+    ("The answer is A, C and D.", "ACD"), ("答案是ACD", "ACD"), ("答案：A、C、D", "ACD"),
+    ("The answers are B and E", "BE"), ("The answer is C. Vitamin C.", "C"),
+])
+def test_several_letters(text, letters):
+    assert answers.extract_letters(text, "ABCDE") == letters
 
 
 def test_rewards_on_prompts_columns():
@@ -137,6 +213,12 @@ def test_rewards_on_prompts_columns():
                                task=["mcq", "mcq", "yes_no", "open_qa"],
                                options=[opts, opts, [], []])
     assert scores == [1.0, 0.0, 1.0, None]
+    # several correct options: the exact set scores, a subset or superset does not
+    many = [[{"role": "assistant", "content": f"The answer is {x}"}] for x in
+            ("A, C", "A", "A, B, C", "C and A")]
+    opts3 = [{"label": c, "text": c} for c in "ABC"]
+    assert rewards.mcq_exact(None, many, answer_label=["AC"] * 4, task=["mcq"] * 4,
+                             options=[opts3] * 4) == [1.0, 0.0, 0.0, 1.0]
     assert rewards.think_format(None, completions) == [1.0, 0.0, 0.0, 0.0]
 
 
@@ -213,3 +295,46 @@ def test_grpo_trains_with_the_judge_reward(env, server):
                      "--set", f'judge={{url: "{server}", retries: 0, on_failure: zero}}')
     assert manifest["rewards"] == ["judge", "think_format"]
     assert _Handler.seen  # the judge was asked during training
+
+
+# ---- settings without training ---------------------------------------------------------------------
+def test_stage_help_lists_exactly_its_settings():
+    import dataclasses
+
+    from meddata.train import settings_classes
+
+    runner = CliRunner()
+    for stage, cls in settings_classes().items():
+        out = runner.invoke(cli, ["train", stage, "--help"])
+        assert out.exit_code == 0
+        block = out.output.split("Settings of")[1].split("\n\n")[0]
+        listed = [line.split()[0] for line in block.splitlines()[1:]]
+        assert listed == [f.name for f in dataclasses.fields(cls)], stage
+    sft = runner.invoke(cli, ["train", "sft", "--help"]).output
+    assert "beta" not in sft and "desirable_weight" not in sft and "packing" in sft
+
+
+def test_docs_settings_tables_are_the_classes():
+    from conftest import ROOT
+    from meddata.train import settings_classes
+    from meddata.train.settings import markdown
+
+    assert markdown(settings_classes()) in (ROOT / "docs" / "train.md").read_text()
+
+
+def test_manifests_written_before_the_settings_change_still_load(tmp_path, tiny):
+    """eval and chained stages read old manifests (a flat `config`, no `settings`)."""
+    from meddata.train.common import locate
+    from meddata.train.settings import Common
+
+    old = tmp_path / "old-run"
+    (old / "adapter").mkdir(parents=True)
+    (old / "training_manifest.json").write_text(json.dumps({
+        "stage": "sft", "data": [{"ref": "sft/examples@0123456789abcdef"}],
+        "base_model": {"name": tiny, "path": tiny, "revision": None, "gguf_file": None},
+        "config": {"lora_r": 16, "learning_rate": 2e-4}, "trl_args": {}, "metrics": {},
+        "global_step": 10, "outputs": {"adapter": str(old / "adapter"), "merged": None}}))
+    base = locate(str(old), Common())
+    assert base.name == tiny and base.adapter == str(old / "adapter")
+    assert base.parent["stage"] == "sft" and base.parent["data"] == [
+        "sft/examples@0123456789abcdef"]

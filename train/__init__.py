@@ -1,8 +1,10 @@
-"""Training stages: one readable module per stage, each consuming dataset versions by
-reference and writing an adapter plus training_manifest.json (see common.py).
+"""Training stages: one readable module per stage, each declaring its own `Settings` and
+consuming dataset versions by reference; each writes an adapter plus
+training_manifest.json (common.py).
 
 cpt, sft, reward, rlhf, dpo, kto, grpo. `rlhf` is the seeds' reward-model-then-PPO stage
-done with TRL's RLOOTrainer or GRPOTrainer, since TRL 1.x has no PPOTrainer.
+done with TRL's RLOOTrainer or GRPOTrainer, since TRL 1.x has no PPOTrainer. The modules
+import torch and TRL only when a stage runs, so listing stages and settings is fast.
 """
 
 import importlib
@@ -10,7 +12,21 @@ import importlib
 STAGES = ("cpt", "sft", "reward", "rlhf", "dpo", "kto", "grpo")
 
 
-def run(stage: str, store, data_ref: str, model: str, config):
+def module(stage: str):
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    return importlib.import_module(f"meddata.train.{stage}").run(store, data_ref, model, config)
+    return importlib.import_module(f"meddata.train.{stage}")
+
+
+def settings_classes() -> dict:
+    return {stage: module(stage).Settings for stage in STAGES}
+
+
+def load_settings(stage: str, config: str | None, overrides: dict):
+    from .settings import load
+
+    return load(module(stage).Settings, stage, config, overrides, settings_classes())
+
+
+def run(stage: str, store, data_ref: str, model: str, loaded):
+    return module(stage).run(store, data_ref, model, loaded)

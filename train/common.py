@@ -1,6 +1,7 @@
-"""What every training stage shares: the config, data by reference, model and tokenizer
-loading (aliases, stage outputs, LoRA, 4-bit QLoRA), TRL arguments, and the outputs
-(adapter, optional merged checkpoint, training_manifest.json, model card).
+"""What every training stage shares: data by reference, model and tokenizer loading
+(aliases, stage outputs, LoRA, 4-bit QLoRA), the TRL config built from the stage's
+settings, the length check before training, and the outputs (adapter, optional merged
+checkpoint, training_manifest.json, model card).
 
 A stage output folder looks like:
 
@@ -8,7 +9,8 @@ A stage output folder looks like:
     <output>/merged/                  the base with the adapter merged (merge: true)
     <output>/checkpoints/             trainer checkpoints (resume: true continues from them)
     <output>/training_manifest.json   data versions, base model, parent stage, every
-                                      hyperparameter, library versions, final metrics
+                                      setting (and where it came from), every TRL argument
+                                      (and who set it), library versions, final metrics
     <output>/README.md                model card naming the data versions
 """
 
@@ -18,7 +20,8 @@ import dataclasses
 import datetime as _dt
 import json
 import platform
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,89 +30,7 @@ from meddata.models import resolve_model
 from meddata.secrets import redact
 from meddata.store import Store, Version
 
-
-class TrainError(Exception):
-    """A training run that cannot start: wrong data kind, missing CUDA for 4-bit, ..."""
-
-
-@dataclass
-class TrainConfig:
-    # outputs and schedule
-    output_dir: str | None = None          # default: runs/<stage>-<data name>
-    max_steps: int = -1                     # > 0 overrides epochs
-    num_train_epochs: float = 1.0
-    learning_rate: float = 2e-4
-    per_device_train_batch_size: int = 4
-    per_device_eval_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    warmup_steps: float = 0.0               # steps, or a ratio of all steps when < 1
-    lr_scheduler_type: str = "linear"
-    logging_steps: int = 10
-    save_steps: int = 500
-    eval_steps: int | None = None           # evaluate on the version's validation split
-    seed: int = 42
-    max_length: int = 1024
-    gradient_checkpointing: bool | None = None  # default: on with CUDA, off on CPU
-    resume: bool = False                    # continue from the last checkpoint
-    merge: bool = False                     # also save the merged full model
-    # model
-    revision: str | None = None
-    trust_remote_code: bool = False
-    quantization: str = "none"              # none | 4bit (QLoRA, needs CUDA)
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | str = "all-linear"
-    # sft / cpt
-    packing: bool | None = None             # default: on for cpt, off for sft
-    packing_strategy: str | None = None     # default: bfd for sft, bfd_split for cpt
-    # dpo / kto / rlhf / grpo
-    beta: float | None = None               # default: TRL's for the stage
-    desirable_weight: float = 1.0
-    undesirable_weight: float = 1.0
-    # grpo / rlhf
-    algorithm: str | None = None            # grpo: grpo (default) | gspo; rlhf: rloo | grpo
-    num_generations: int = 4
-    max_completion_length: int = 256
-    temperature: float = 1.0
-    loss_type: str | None = None
-    importance_sampling_level: str | None = None
-    epsilon: float | None = None
-    epsilon_high: float | None = None
-    steps_per_generation: int | None = None
-    rewards: list[str] = field(default_factory=lambda: ["mcq_exact", "think_format"])
-    reward_weights: list[float] | None = None
-    judge: dict[str, Any] = field(default_factory=dict)  # see train/judge.py
-    reward_model: str | None = None         # rlhf: a reward stage output or model folder
-
-    @classmethod
-    def load(cls, path: str | None, overrides: dict[str, Any]) -> TrainConfig:
-        import yaml
-
-        data: dict[str, Any] = {}
-        if path:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        data.update(overrides)
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            raise TrainError(f"unknown config key(s) {', '.join(unknown)}; allowed: "
-                             f"{', '.join(names)}")
-        return cls(**data)
-
-
-def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
-    """`key=value` pairs with YAML values (`max_steps=2`, `rewards=[mcq_exact]`)."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise TrainError(f"--set {item!r}: expected key=value")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return out
+from .settings import Common, Loaded, TrainError
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -148,7 +69,7 @@ class BaseModel:
     parent: dict[str, Any] | None = None
 
 
-def locate(model: str, config: TrainConfig) -> BaseModel:
+def locate(model: str, config: Common) -> BaseModel:
     """Resolve --model: an alias, a model folder or hub id, or a meddata stage output."""
     folder = Path(model)
     manifest = folder / "training_manifest.json"
@@ -179,7 +100,7 @@ def device_info() -> dict[str, Any]:
             "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"}
 
 
-def quantization_config(config: TrainConfig):
+def quantization_config(config: Common):
     if config.quantization == "none":
         return None
     if config.quantization != "4bit":
@@ -206,7 +127,7 @@ def load_tokenizer(base: BaseModel):
     return tok
 
 
-def load_model(base: BaseModel, config: TrainConfig, head: str = "causal_lm"):
+def load_model(base: BaseModel, config: Common, head: str = "causal_lm"):
     """The base model (with a previous stage's adapter merged in), ready for a new LoRA."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -253,7 +174,7 @@ def load_model(base: BaseModel, config: TrainConfig, head: str = "causal_lm"):
     return model
 
 
-def lora_config(config: TrainConfig, task_type: str = "CAUSAL_LM"):
+def lora_config(config: Common, task_type: str = "CAUSAL_LM"):
     if not config.lora:
         return None
     from peft import LoraConfig
@@ -263,30 +184,58 @@ def lora_config(config: TrainConfig, task_type: str = "CAUSAL_LM"):
                       target_modules=config.lora_target_modules, task_type=task_type)
 
 
-def common_args(config: TrainConfig, output: Path, has_eval: bool) -> dict[str, Any]:
-    """TrainingArguments fields every TRL config shares, set for this machine."""
+def check_trl(config_cls, loaded: Loaded) -> None:
+    """Every `trl:` field must be a field of the stage's TRL config (checked before anything
+    loads, so a typo costs nothing), and not one of the stage's own settings."""
+    import difflib
+
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    settings_names = {f.name for f in dataclasses.fields(type(loaded.settings))}
+    for key in loaded.trl:
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=3)
+            raise TrainError(f"trl.{key} is not a field of {config_cls.__name__}"
+                             + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        if key in settings_names:
+            raise TrainError(f"trl.{key}: {key} is a meddata setting of this stage; set it as "
+                             f"`{key}` (`--set {key}=...`), not under trl")
+
+
+def trl_config(config_cls, loaded: Loaded, out: Path, has_eval: bool,
+               **stage_args: Any):
+    """The stage's TRL config: meddata's values (from the settings, and what suits this
+    machine: bf16 where supported, CPU handling, checkpointing), then the user's `trl:`
+    fields, each checked against the real dataclass. Returns (config, who set what)."""
+    s = loaded.settings
     info = device_info()
-    gc = config.gradient_checkpointing if config.gradient_checkpointing is not None \
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    checkpointing = s.gradient_checkpointing if s.gradient_checkpointing is not None \
         else info["cuda"]
-    args = {
-        "output_dir": str(output / "checkpoints"),
-        "max_steps": config.max_steps, "num_train_epochs": config.num_train_epochs,
-        "learning_rate": config.learning_rate,
-        "per_device_train_batch_size": config.per_device_train_batch_size,
-        "per_device_eval_batch_size": config.per_device_eval_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "warmup_steps": config.warmup_steps, "lr_scheduler_type": config.lr_scheduler_type,
-        "logging_steps": config.logging_steps, "save_steps": config.save_steps,
-        "seed": config.seed, "bf16": info["bf16"], "use_cpu": not info["cuda"],
-        "gradient_checkpointing": gc, "report_to": [], "save_total_limit": 2,
+    ours = {
+        "output_dir": str(out / "checkpoints"),
+        "max_steps": s.max_steps, "num_train_epochs": s.num_train_epochs,
+        "learning_rate": s.learning_rate,
+        "per_device_train_batch_size": s.per_device_train_batch_size,
+        "per_device_eval_batch_size": s.per_device_eval_batch_size,
+        "gradient_accumulation_steps": s.gradient_accumulation_steps,
+        "warmup_steps": s.warmup_steps, "lr_scheduler_type": s.lr_scheduler_type,
+        "logging_steps": s.logging_steps, "save_steps": s.save_steps, "seed": s.seed,
+        "bf16": info["bf16"], "use_cpu": not info["cuda"], "report_to": [],
+        "save_total_limit": 2,
+        # transformers 5 renamed gradient_checkpointing (the old name warns)
+        ("activation_checkpointing" if "activation_checkpointing" in fields
+         else "gradient_checkpointing"): checkpointing,
+        **stage_args,
     }
     if has_eval:
-        args["eval_strategy"] = "steps"
-        args["eval_steps"] = config.eval_steps or config.save_steps
-    return args
+        ours["eval_strategy"] = "steps"
+        ours["eval_steps"] = s.eval_steps or s.save_steps
+    check_trl(config_cls, loaded)
+    set_by = {k: "meddata" for k in ours} | {k: "user" for k in loaded.trl}
+    return config_cls(**{**ours, **loaded.trl}), set_by
 
 
-def output_dir(config: TrainConfig, stage: str, version: Version) -> Path:
+def output_dir(config: Common, stage: str, version: Version) -> Path:
     return Path(config.output_dir or f"runs/{stage}-{version.name}")
 
 
@@ -294,6 +243,8 @@ def output_dir(config: TrainConfig, stage: str, version: Version) -> Path:
 class Run:
     """What a stage starts from: its data, its model and tokenizer, and where it writes."""
 
+    stage: str
+    loaded: Loaded
     train: Any
     evaluation: Any
     version: Version
@@ -301,15 +252,88 @@ class Run:
     tokenizer: Any
     model: Any
     out: Path
+    lengths: dict[str, Any]
+
+    @property
+    def settings(self):
+        return self.loaded.settings
 
 
-def start(stage: str, store: Store, data_ref: str, model_name: str, config: TrainConfig,
-          columns: list[str] | None = None, head: str = "causal_lm") -> Run:
-    """Load the stage's data version (checking its kind), then the model and tokenizer."""
+def quiet_known_warnings() -> None:
+    """Warnings a user cannot act on: transformers 5's renamed checkpointing flag (raised
+    inside TRL and peft)."""
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*",
+                            category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated.*",
+                            category=FutureWarning)
+
+
+def start(stage: str, store: Store, data_ref: str, model_name: str, loaded: Loaded,
+          columns: list[str] | None = None, head: str = "causal_lm",
+          max_length: int | None = None) -> Run:
+    """Load the stage's data version (checking its kind), then the model and tokenizer, and
+    say before training how many rows are longer than the trainer's max_length."""
+    quiet_known_warnings()
     train, evaluation, version = load_data(store, data_ref, stage, columns)
-    base = locate(model_name, config)
-    return Run(train, evaluation, version, base, load_tokenizer(base),
-               load_model(base, config, head=head), output_dir(config, stage, version))
+    base = locate(model_name, loaded.settings)
+    tokenizer = load_tokenizer(base)
+    lengths = length_check(version, tokenizer, stage, max_length)
+    return Run(stage, loaded, train, evaluation, version, base, tokenizer,
+               load_model(base, loaded.settings, head=head),
+               output_dir(loaded.settings, stage, version), lengths)
+
+
+def length_check(version: Version, tokenizer, stage: str, max_length: int | None
+                 ) -> dict[str, Any]:
+    """How many rows of the version the trainer will cut or drop at `max_length` tokens,
+    measured with this model's tokenizer (its chat template) the way the kind measures a
+    row. Printed before training and kept in the manifest."""
+    import sys
+
+    import numpy as np
+
+    from meddata.builders import registry
+    from meddata.length import Measure
+
+    if not max_length:
+        return {}
+    kind = registry.get(version.kind)
+    measure = Measure.with_tokenizer(tokenizer)
+    over, total, longest = 0, 0, 0
+    for batch in version.iter_batches(verify="none"):
+        if kind.name == "pretrain" and "input_ids" in batch.schema.names:
+            import pyarrow.compute as pc
+
+            n = pc.list_value_length(batch.column("input_ids")).to_numpy(zero_copy_only=False)
+        else:
+            n = np.asarray(kind.length(batch, measure))
+        over += int((n > max_length).sum())
+        total += len(n)
+        longest = max(longest, int(n.max()) if len(n) else 0)
+    built = version.manifest.get("stats", {}).get("tokenizer") or {}
+    result = {"max_length": max_length, "rows": total, "over_max_length": over,
+              "longest": longest, "measured_with": "this model's tokenizer",
+              "built_with_tokenizer": built.get("tokenizer"),
+              "built_max_tokens": next((s.get("max_tokens") for s in version.manifest["stages"]
+                                        if s["stage"] == "length"), None)}
+    if over:
+        what = DROPS.get(stage, "truncates them")
+        print(f"warning: {over} of {total} rows of {version.ref} are longer than max_length="
+              f"{max_length} tokens with this model's tokenizer (longest {longest}); "
+              f"{what}. Build with --max-tokens {max_length} --tokenizer <this model's "
+              f"tokenizer> to bound them in the data, with a reason for each.",
+              file=sys.stderr)
+    return result
+
+
+# what each trainer does with rows over max_length (TRL 1.16)
+DROPS = {
+    "reward": "RewardTrainer drops those pairs",
+    "sft": "SFTTrainer truncates them (and drops rows left without trainable tokens)",
+    "cpt": "SFTTrainer cuts them (bfd_split packing splits long documents instead)",
+    "dpo": "DPOTrainer truncates them",
+    "kto": "KTOTrainer truncates them",
+}
 
 
 # ---- outputs ---------------------------------------------------------------------------------------
@@ -324,41 +348,46 @@ def versions_of_libraries() -> dict[str, str]:
     return out
 
 
-def train_and_save(trainer, stage: str, config: TrainConfig, job: Run, trl_args,
+def train_and_save(trainer, job: Run, trl_args, set_by: dict[str, str],
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (resuming when asked), save the adapter (and merged model), write the manifest
     and the model card. Returns the manifest."""
+    settings = job.settings
     output, base, tokenizer, data = job.out, job.base, job.tokenizer, [job.version]
     ckpts = sorted((output / "checkpoints").glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if config.resume and ckpts else None)
+    result = trainer.train(resume_from_checkpoint=True if settings.resume and ckpts else None)
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
     adapter = output / "adapter"
     trainer.save_model(str(adapter))
     tokenizer.save_pretrained(str(adapter))
-    if config.merge:
+    if settings.merge:
         model = trainer.model
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         model.save_pretrained(str(output / "merged"))
         tokenizer.save_pretrained(str(output / "merged"))
     manifest = {
-        "stage": stage,
+        "stage": job.stage,
         "created_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "data": [data_record(v) for v in data],
         "base_model": {"name": base.name, "path": base.path,
                        "revision": base.kwargs.get("revision"),
                        "gguf_file": base.kwargs.get("gguf_file")},
         "parent_stage": base.parent,
-        "config": dataclasses.asdict(config),
+        "settings": dataclasses.asdict(settings),
+        "settings_origin": job.loaded.origin,   # default | config | command line
+        "trl": job.loaded.trl,                  # the user's trl: fields
         "trl_args": json.loads(trl_args.to_json_string()),
+        "trl_args_set_by": set_by,              # meddata | user; the rest: TRL's defaults
+        "lengths": job.lengths,
         "libraries": versions_of_libraries(),
         "device": device_info(),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "global_step": trainer.state.global_step,
         "outputs": {"adapter": str(adapter),
-                    "merged": str(output / "merged") if config.merge else None},
+                    "merged": str(output / "merged") if settings.merge else None},
         **(extra or {}),
     }
     manifest = redact(manifest)  # no key or URL credential reaches the disk

@@ -7,17 +7,30 @@ i.e. the starting checkpoint (for example the SFT stage's merged model).
 
 from __future__ import annotations
 
-from .common import common_args, lora_config, start, train_and_save
+from dataclasses import dataclass
+
+from .common import check_trl, lora_config, start, train_and_save, trl_config
+from .settings import Common, Loaded, setting
 
 
-def run(store, data_ref: str, model_name: str, config) -> dict:
+@dataclass
+class Settings(Common):
+    max_length: int = setting(1024, "tokens per prompt + answer; longer pairs are truncated")
+    learning_rate: float = setting(5e-6, "peak learning rate")
+    beta: float | None = setting(None, "KL strength to the reference (None: TRL's default)")
+
+
+def run(store, data_ref: str, model_name: str, loaded: Loaded) -> dict:
     from trl import DPOConfig, DPOTrainer
 
-    job = start("dpo", store, data_ref, model_name, config, ["prompt", "chosen", "rejected"])
-    extra = {"beta": config.beta} if config.beta is not None else {}
-    args = DPOConfig(**common_args(config, job.out, job.evaluation is not None),
-                     max_length=config.max_length, **extra)
+    check_trl(DPOConfig, loaded)
+    s = loaded.settings
+    job = start("dpo", store, data_ref, model_name, loaded, ["prompt", "chosen", "rejected"],
+                max_length=s.max_length)
+    args, set_by = trl_config(DPOConfig, loaded, job.out, job.evaluation is not None,
+                              max_length=s.max_length,
+                              **({"beta": s.beta} if s.beta is not None else {}))
     trainer = DPOTrainer(model=job.model, args=args, train_dataset=job.train,
                          eval_dataset=job.evaluation, processing_class=job.tokenizer,
-                         peft_config=lora_config(config))
-    return train_and_save(trainer, "dpo", config, job, args)
+                         peft_config=lora_config(s))
+    return train_and_save(trainer, job, args, set_by)

@@ -30,7 +30,7 @@ from typing import Any
 
 from meddata.text import tokens
 
-from . import rewards
+from . import answers
 
 ANSWER_CUE = {"en": "Answer:", "zh": "答案："}
 
@@ -136,16 +136,17 @@ class Scorer:
     def __init__(self, model_spec: str, batch_size: int = 8, max_length: int = 2048):
         import torch
 
-        from .common import TrainConfig, load_model, load_tokenizer, locate
+        from .common import load_model, load_tokenizer, locate
+        from .settings import Common
 
         base_name, adapter = split_model_spec(model_spec)
-        base = locate(base_name, TrainConfig())
+        base = locate(base_name, Common())
         if adapter:
             base.adapter = adapter
         self.spec = model_spec
         self.base = base
         self.tokenizer = load_tokenizer(base)
-        self.model = load_model(base, TrainConfig())
+        self.model = load_model(base, Common())
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device).eval()
         self.batch_size, self.max_length = batch_size, max_length
@@ -246,8 +247,8 @@ def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True
                                     config.max_new_tokens)
             preds = []
             for row, text in zip(chunk, texts):
-                pred = rewards.extract_decision(text) if row["task"] == "yes_no" else \
-                    rewards.extract_letter(text, "".join(o["label"] for o in row["options"]))
+                pred = answers.extract_decision(text) if row["task"] == "yes_no" else \
+                    answers.extract_letter(text, "".join(o["label"] for o in row["options"]))
                 unparseable += pred is None
                 preds.append(pred)
         for row, pred in zip(chunk, preds):
@@ -272,7 +273,7 @@ def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True
             chunk = open_rows[start:start + config.batch_size]
             texts = scorer.generate([render.messages(render.prompt_text(r)) for r in chunk],
                                     config.max_new_tokens)
-            outputs += [rewards.after_think(t).strip() for t in texts]
+            outputs += [answers.after_think(t).strip() for t in texts]
             bar.update(len(chunk))
         refs = [r["response"] for r in open_rows]
         result.update(open_items=len(open_rows),

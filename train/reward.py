@@ -7,17 +7,29 @@ folder is what the `rlhf` stage takes as `reward_model`.
 
 from __future__ import annotations
 
-from .common import common_args, lora_config, start, train_and_save
+from dataclasses import dataclass
+
+from .common import check_trl, lora_config, start, train_and_save, trl_config
+from .settings import Common, Loaded, setting
 
 
-def run(store, data_ref: str, model_name: str, config) -> dict:
+@dataclass
+class Settings(Common):
+    max_length: int = setting(1024, "tokens per prompt + answer; RewardTrainer drops longer "
+                                    "pairs")
+    learning_rate: float = setting(1e-5, "peak learning rate")
+
+
+def run(store, data_ref: str, model_name: str, loaded: Loaded) -> dict:
     from trl import RewardConfig, RewardTrainer
 
-    job = start("reward", store, data_ref, model_name, config,
-                ["prompt", "chosen", "rejected"], head="seq_cls")
-    args = RewardConfig(**common_args(config, job.out, job.evaluation is not None),
-                        max_length=config.max_length)
+    check_trl(RewardConfig, loaded)
+    s = loaded.settings
+    job = start("reward", store, data_ref, model_name, loaded, ["prompt", "chosen", "rejected"],
+                head="seq_cls", max_length=s.max_length)
+    args, set_by = trl_config(RewardConfig, loaded, job.out, job.evaluation is not None,
+                              max_length=s.max_length)
     trainer = RewardTrainer(model=job.model, args=args, train_dataset=job.train,
                             eval_dataset=job.evaluation, processing_class=job.tokenizer,
-                            peft_config=lora_config(config, task_type="SEQ_CLS"))
-    return train_and_save(trainer, "reward", config, job, args, extra={"head": "seq_cls"})
+                            peft_config=lora_config(s, task_type="SEQ_CLS"))
+    return train_and_save(trainer, job, args, set_by, extra={"head": "seq_cls"})

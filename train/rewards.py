@@ -2,7 +2,8 @@
 
 TRL calls each as f(prompts=, completions=, completion_ids=, trainer_state=, **columns)
 where the columns include `answer`, `answer_label`, `options` and `task`; a None score
-leaves that row out of this reward. Answer extraction is shared with evaluation.
+leaves that row out of this reward. Reading the answer out of a completion is in
+answers.py, shared with the judge and evaluation.
 """
 
 from __future__ import annotations
@@ -12,58 +13,12 @@ from typing import Any
 
 from meddata.text import normalize_key
 
-_THINK_END = re.compile(r"</think>", re.I)
-# English: "the answer is C", "Answer: (C)", "correct option is C"; Chinese: 答案是C, 答案：C, 选C
-_LETTER_PATTERNS = [
-    re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*(?:option\s*)?[\(\[]?\s*([A-J])\b"
-               r"(?![a-z])", re.I),
-    re.compile(r"答案\s*(?:是|为|应为|应该是)?\s*[:：]?\s*[\(（]?\s*([A-J])"),
-    re.compile(r"(?:选|选择)\s*[\(（]?\s*([A-J])"),
-    re.compile(r"^\s*[\(\[]?([A-J])[\)\].:：]?\s*$", re.M),
-]
-_DECISION_PATTERNS = [
-    re.compile(r"answer\s*(?:is|:)\s*(yes|no|maybe)\b", re.I),
-    re.compile(r"答案\s*(?:是|为)?\s*[:：]?\s*(yes|no|maybe|是|否|不确定)", re.I),
-    re.compile(r"^\s*(yes|no|maybe)\b", re.I | re.M),
-]
-_ZH_DECISION = {"是": "yes", "否": "no", "不确定": "maybe"}
-
-
-def after_think(text: str) -> str:
-    """The part of a completion after its last </think> (the whole text when there is none)."""
-    parts = _THINK_END.split(text)
-    return parts[-1] if len(parts) > 1 else text
-
-
-def completion_text(completion: Any) -> str:
-    """A completion as text: conversational completions are lists of messages."""
-    if isinstance(completion, list):
-        return "".join(m.get("content", "") for m in completion if m.get("role") == "assistant")
-    return str(completion)
-
-
-def extract_letter(text: str, labels: str = "ABCDEFGHIJ") -> str | None:
-    """The option letter a completion commits to (the last match after </think>)."""
-    body = after_think(text)
-    for pattern in _LETTER_PATTERNS:
-        found = [m.group(1).upper() for m in pattern.finditer(body)]
-        found = [f for f in found if f in labels]
-        if found:
-            return found[-1]
-    return None
-
-
-def extract_decision(text: str) -> str | None:
-    body = after_think(text)
-    for pattern in _DECISION_PATTERNS:
-        found = [m.group(1).lower() for m in pattern.finditer(body)]
-        if found:
-            return _ZH_DECISION.get(found[-1], found[-1])
-    return None
+from .answers import after_think, completion_text, extract_decision, extract_letters
 
 
 def mcq_exact(prompts, completions, answer_label=None, task=None, options=None, **kwargs):
-    """1.0 when the extracted letter (MCQ) or decision (yes/no) equals the gold one, else
+    """1.0 when the extracted letters (MCQ: the exact set, so a question with several correct
+    options needs all of them and no other) or decision (yes/no) equal the gold ones, else
     0.0; None for rows without a gold label (open questions)."""
     out = []
     for i, completion in enumerate(completions):
@@ -77,7 +32,7 @@ def mcq_exact(prompts, completions, answer_label=None, task=None, options=None, 
         else:
             labels = "".join(o["label"] for o in options[i]) if options and options[i] \
                 else "ABCDEFGHIJ"
-            out.append(1.0 if extract_letter(text, labels) == gold else 0.0)
+            out.append(1.0 if extract_letters(text, labels) == "".join(sorted(gold)) else 0.0)
     return out
 
 

@@ -13,45 +13,62 @@ pinned.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .common import (
-    TrainError,
-    common_args,
+    check_trl,
     load_model,
     load_tokenizer,
     locate,
     lora_config,
     start,
     train_and_save,
+    trl_config,
 )
+from .settings import Common, Loaded, TrainError, setting
 
 
-def run(store, data_ref: str, model_name: str, config) -> dict:
+@dataclass
+class Settings(Common):
+    reward_model: str | None = setting(None, "the reward stage's output folder (or a "
+                                             "sequence-classification model folder)")
+    algorithm: str = setting("rloo", "rloo, or grpo")
+    learning_rate: float = setting(1e-5, "peak learning rate")
+    beta: float = setting(0.05, "KL strength to the reference model (must be > 0)")
+    num_generations: int = setting(4, "completions sampled per prompt")
+    max_completion_length: int = setting(128, "tokens per completion")
+    temperature: float = setting(1.0, "sampling temperature")
+
+    def check(self, stage: str) -> None:
+        super().check(stage)
+        if self.algorithm not in ("rloo", "grpo"):
+            raise TrainError(f"rlhf algorithm {self.algorithm!r}: use rloo or grpo")
+        if self.beta <= 0:
+            raise TrainError("rlhf keeps a KL penalty to the reference model: beta must be > 0")
+
+
+def run(store, data_ref: str, model_name: str, loaded: Loaded) -> dict:
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    algorithm = config.algorithm or "rloo"
-    if algorithm not in ("rloo", "grpo"):
-        raise TrainError(f"rlhf algorithm {algorithm!r}: use rloo or grpo")
-    if not config.reward_model:
+    s = loaded.settings
+    check_trl(RLOOConfig if s.algorithm == "rloo" else GRPOConfig, loaded)
+    if not s.reward_model:
         raise TrainError("rlhf needs reward_model: the output folder of `meddata train "
                          "reward` (or a sequence-classification model folder)")
-    beta = 0.05 if config.beta is None else config.beta
-    if beta <= 0:
-        raise TrainError("rlhf keeps a KL penalty to the reference model: beta must be > 0")
-    job = start("rlhf", store, data_ref, model_name, config)
-    rm_base = locate(config.reward_model, config)
-    reward_model = load_model(rm_base, config, head="seq_cls")
-    args = common_args(config, job.out, job.evaluation is not None)
-    args.update(num_generations=config.num_generations,
-                max_completion_length=config.max_completion_length,
-                temperature=config.temperature, beta=beta)
-    cls_args, cls_trainer = (RLOOConfig, RLOOTrainer) if algorithm == "rloo" else (
+    job = start("rlhf", store, data_ref, model_name, loaded)
+    rm_base = locate(s.reward_model, s)
+    reward_model = load_model(rm_base, s, head="seq_cls")
+    config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if s.algorithm == "rloo" else (
         GRPOConfig, GRPOTrainer)
-    trl_args = cls_args(**args)
-    trainer = cls_trainer(model=job.model, reward_funcs=reward_model, args=trl_args,
+    args, set_by = trl_config(config_cls, loaded, job.out, job.evaluation is not None,
+                              num_generations=s.num_generations,
+                              max_completion_length=s.max_completion_length,
+                              temperature=s.temperature, beta=s.beta)
+    trainer = trainer_cls(model=job.model, reward_funcs=reward_model, args=args,
                           train_dataset=job.train, eval_dataset=job.evaluation,
                           processing_class=job.tokenizer,
                           reward_processing_classes=load_tokenizer(rm_base),
-                          peft_config=lora_config(config))
-    return train_and_save(trainer, "rlhf", config, job, trl_args, extra={"algorithm": algorithm,
-                                 "reward_model": {"name": config.reward_model,
-                                                  "parent": rm_base.parent}})
+                          peft_config=lora_config(s))
+    return train_and_save(trainer, job, args, set_by, extra={
+        "algorithm": s.algorithm,
+        "reward_model": {"name": s.reward_model, "parent": rm_base.parent}})

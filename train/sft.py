@@ -1,21 +1,34 @@
 """Supervised fine-tuning on an `sft` version (conversational `messages`), LoRA on top.
 
-    meddata train sft --data sft/examples@latest --model PATH_OR_ID [--config sft.yaml]
+    meddata train sft --data sft/examples@latest --model PATH_OR_ID [--config sft]
 """
 
 from __future__ import annotations
 
-from .common import common_args, lora_config, start, train_and_save
+from dataclasses import dataclass
+
+from .common import check_trl, lora_config, start, train_and_save, trl_config
+from .settings import Common, Loaded, setting
 
 
-def run(store, data_ref: str, model_name: str, config) -> dict:
+@dataclass
+class Settings(Common):
+    max_length: int = setting(1024, "tokens per conversation; longer rows are truncated")
+    packing: bool = setting(False, "pack conversations into max_length sequences")
+    packing_strategy: str = setting("bfd", "TRL packing strategy (bfd, bfd_split, wrapped)")
+
+
+def run(store, data_ref: str, model_name: str, loaded: Loaded) -> dict:
     from trl import SFTConfig, SFTTrainer
 
-    job = start("sft", store, data_ref, model_name, config, ["messages"])
-    args = SFTConfig(**common_args(config, job.out, job.evaluation is not None),
-                     max_length=config.max_length, packing=bool(config.packing),
-                     packing_strategy=config.packing_strategy or "bfd")
+    check_trl(SFTConfig, loaded)
+    s = loaded.settings
+    job = start("sft", store, data_ref, model_name, loaded, ["messages"],
+                max_length=s.max_length)
+    args, set_by = trl_config(SFTConfig, loaded, job.out, job.evaluation is not None,
+                              max_length=s.max_length, packing=s.packing,
+                              packing_strategy=s.packing_strategy)
     trainer = SFTTrainer(model=job.model, args=args, train_dataset=job.train,
                          eval_dataset=job.evaluation, processing_class=job.tokenizer,
-                         peft_config=lora_config(config))
-    return train_and_save(trainer, "sft", config, job, args)
+                         peft_config=lora_config(s))
+    return train_and_save(trainer, job, args, set_by)

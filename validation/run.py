@@ -25,47 +25,54 @@ from meddata.store import ShardIntegrityError, Version
 from .suites import Bounds, Rule, rules
 
 EXAMPLES = 5
-CHUNK_ROWS = 250_000  # derived rows per Great Expectations run
+CHUNK_ROWS = 50_000  # derived rows per Great Expectations run (its pandas frame is the peak)
 TOKENS = "_tokens"
 
 
-def _gx_run(frame: pl.DataFrame, suite_rules: list[Rule], name: str) -> list[dict[str, Any]]:
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+class _Suite:
+    """A Great Expectations suite of rules, set up once (an ephemeral context, a pandas
+    data source, the expectations) and run on one frame of derived columns after another."""
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = context.data_sources.add_pandas("meddata").add_dataframe_asset(name)
-    batch = asset.add_batch_definition_whole_dataframe("all rows")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"meddata.{name}"))
-    for rule in suite_rules:
-        cls = getattr(gx.expectations, rule.expectation)
-        suite.add_expectation(cls(**rule.kwargs, meta={"meddata_check": rule.name},
-                                  description=rule.description or rule.name))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name} validation", data=batch, suite=suite))
-    result = definition.run(
-        batch_parameters={"dataframe": frame.to_pandas()},
-        result_format={"result_format": "SUMMARY", "unexpected_index_column_names": ["id"],
-                       "partial_unexpected_count": 20})
-    by_name = {r.name: r for r in suite_rules}
-    out = []
-    for r in result.results:
-        check = r.expectation_config.meta.get("meddata_check")
-        res = r.result or {}
-        examples = []
-        for item in res.get("partial_unexpected_index_list") or []:
-            if isinstance(item, dict) and item.get("id") not in examples:
-                examples.append(item.get("id"))
-        failing = res.get("unexpected_count")
-        if failing is None and not r.success:
-            failing = frame.height if by_name[check].scope != "distinct" else 0
-        out.append({"name": check, "expectation": r.expectation_config.type,
-                    "description": by_name[check].description, "success": bool(r.success),
-                    "failing_rows": int(failing or 0),
-                    "examples": [e for e in examples if e is not None][:EXAMPLES],
-                    "observed": _plain(res.get("observed_value"))})
-    return out
+    def __init__(self, suite_rules: list[Rule], name: str):
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.rules = {r.name: r for r in suite_rules}
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas("meddata").add_dataframe_asset(name)
+        batch = asset.add_batch_definition_whole_dataframe("all rows")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"meddata.{name}"))
+        for rule in suite_rules:
+            cls = getattr(gx.expectations, rule.expectation)
+            suite.add_expectation(cls(**rule.kwargs, meta={"meddata_check": rule.name},
+                                      description=rule.description or rule.name))
+        self.definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{name} validation", data=batch, suite=suite))
+
+    def run(self, frame) -> list[dict[str, Any]]:
+        """Results on one pandas frame of derived columns."""
+        result = self.definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "SUMMARY", "unexpected_index_column_names": ["id"],
+                           "partial_unexpected_count": 20})
+        out = []
+        for r in result.results:
+            check = r.expectation_config.meta.get("meddata_check")
+            res = r.result or {}
+            examples = []
+            for item in res.get("partial_unexpected_index_list") or []:
+                if isinstance(item, dict) and item.get("id") not in examples:
+                    examples.append(item.get("id"))
+            failing = res.get("unexpected_count")
+            if failing is None and not r.success:
+                failing = len(frame) if self.rules[check].scope != "distinct" else 0
+            out.append({"name": check, "expectation": r.expectation_config.type,
+                        "description": self.rules[check].description,
+                        "success": bool(r.success), "failing_rows": int(failing or 0),
+                        "examples": [e for e in examples if e is not None][:EXAMPLES],
+                        "observed": _plain(res.get("observed_value"))})
+        return out
 
 
 def _plain(value: Any) -> Any:
@@ -103,8 +110,9 @@ class Checker:
         self.keep = keep
         self.seen = SeenKeys()
         self.distinct: dict[str, set] = {}
-        self.buffer: list[pl.DataFrame] = []
+        self.buffer: list = []  # pandas frames of derived columns
         self.buffered = 0
+        self.suite: _Suite | None = None
         self.checks: dict[str, dict[str, Any]] = {}
         self.rows_total = self.rows_checked = 0
 
@@ -134,7 +142,9 @@ class Checker:
             derived = derived.filter(pl.Series(self.keep(batch)))
         self.rows_checked += derived.height
         if derived.height:
-            self.buffer.append(derived)
+            # pandas now (Great Expectations runs on pandas): the derived columns then own
+            # their memory, instead of keeping the batch they were sliced from alive
+            self.buffer.append(derived.to_pandas())
             self.buffered += derived.height
         if self.buffered >= CHUNK_ROWS:
             self._flush()
@@ -153,9 +163,14 @@ class Checker:
 
     def _flush(self) -> None:
         if self.buffer:
-            frame = pl.concat(self.buffer, how="vertical_relaxed")
+            import pandas as pd
+
+            frame = pd.concat(self.buffer, ignore_index=True)
             self.buffer, self.buffered = [], 0
-            self._merge(_gx_run(frame, self.row_rules, self.kind))
+            if self.suite is None:
+                self.suite = _Suite(self.row_rules, self.kind)
+            for start in range(0, len(frame), CHUNK_ROWS):
+                self._merge(self.suite.run(frame.iloc[start:start + CHUNK_ROWS]))
 
     def result(self) -> dict[str, Any]:
         if self.rules is None:
@@ -167,7 +182,8 @@ class Checker:
             frame = pl.DataFrame({"id": [f"distinct-{i}" for i in range(longest)],
                                   **{c: v + [v[-1]] * (longest - len(v)) if v else
                                      [None] * longest for c, v in values.items()}})
-            self._merge(_gx_run(frame, self.distinct_rules, self.kind))
+            self._merge(_Suite(self.distinct_rules, f"{self.kind}-distinct").run(
+                frame.to_pandas()))
         order = [r.name for r in self.rules]
         checks = sorted(self.checks.values(), key=lambda c: order.index(c["name"]))
         return {"kind": self.kind, "mode": "sample" if self.keep is not None else "full",
