@@ -113,8 +113,9 @@ class Pair(Step):
             if too_near:
                 dropped.setdefault("rejected_near_chosen", []).append(row)
                 continue
-            prompt = render.messages(render.prompt_text(row, self.recipe.prompt_style),
-                                     system=self.recipe.system_prompt)
+            prompt = render.dialogue(row, self.recipe.system_prompt, with_answer=False) or \
+                render.messages(render.prompt_text(row, self.recipe.prompt_style),
+                                system=self.recipe.system_prompt)
             out.append({**lineage(row), "prompt": prompt,
                         "chosen": [{"role": "assistant", "content": good}],
                         "rejected": [{"role": "assistant", "content": bad}],

@@ -39,6 +39,8 @@ def document_text(row: dict[str, Any], recipe) -> str | None:
     if row["task"] == "document":
         title, body = row.get("question"), row.get("context")
         return f"{title}\n\n{body}" if title and body else body
+    if row.get("turns"):  # a dialogue: every turn
+        return "\n\n".join(t["content"] for t in row["turns"] if t["role"] != "system")
     answer = render.chosen_text(row, recipe.reasoning)
     if not answer:
         return None

@@ -32,8 +32,9 @@ def row(recipe, r: dict[str, Any]) -> dict[str, Any] | str:
     if not answer:
         return "no_answer"
     return {**lineage(r),
-            "prompt": render.messages(render.prompt_text(r, recipe.prompt_style),
-                                      system=recipe.system_prompt),
+            "prompt": render.dialogue(r, recipe.system_prompt, with_answer=False)
+            or render.messages(render.prompt_text(r, recipe.prompt_style),
+                               system=recipe.system_prompt),
             "answer": answer, "answer_label": r.get("answer_label"),
             "options": r.get("options") or []}
 

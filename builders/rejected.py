@@ -5,7 +5,8 @@ text per row (None where it has no candidate). `rejected_by` names the strategy 
 Strategies register by name in STRATEGIES and load only when asked for; `weak_model`
 (builders/weak_model.py) samples a small model.
 
-- distractor: for MCQ, a fluent answer that commits to a wrong option, with an
+- distractor: for MCQ, a fluent answer that commits to a wrong option (for a question with
+  several correct options, a wrong set: one option flipped in or out), with an
   explanation-shaped body written from templates (it never copies the true explanation);
   for yes/no, the opposite decision. Needs no model.
 - cross_sample: the reference answer of another row of the same source and, where the
@@ -92,13 +93,23 @@ class Distractor(Strategy):
         seed, lang = self.recipe.seed, row.get("lang") or "en"
         h = seeded(seed, "distractor", row["id"])
         if row["task"] == "mcq":
-            wrong = [o for o in row["options"] if o["label"] != row["answer_label"]]
-            if not wrong or not row.get("answer_label"):
+            gold = row.get("answer_label") or ""
+            if not gold:
                 return None
-            pick = wrong[h % len(wrong)]
-            line = render.answer_line(row, label=pick["label"], text=pick["text"])
+            if len(gold) > 1:  # several correct options: a wrong set (one option flipped)
+                flip = row["options"][h % len(row["options"])]["label"]
+                letters = "".join(sorted(set(gold) ^ {flip}))
+                picked = [o for o in row["options"] if o["label"] in letters]
+                label, text = letters, "; ".join(o["text"] for o in picked)
+            else:
+                wrong = [o for o in row["options"] if o["label"] != gold]
+                if not wrong:
+                    return None
+                pick = wrong[h % len(wrong)]
+                label, text = pick["label"], pick["text"]
+            line = render.answer_line(row, label=label, text=text)
             templates = BODY.get(lang, BODY["en"])
-            body = templates[(h >> 8) % len(templates)].format(text=pick["text"])
+            body = templates[(h >> 8) % len(templates)].format(text=text)
         elif row["task"] == "yes_no":
             choices = OPPOSITE.get(row.get("answer") or "", [])
             if not choices:

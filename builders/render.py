@@ -5,7 +5,11 @@
   explanation where the source has one.
 - yes/no (PubMedQA): the context, then the question; the answer states yes/no/maybe, then
   the long answer.
-- instruction: the instruction, then its input; open QA and reasoning: the question.
+- instruction: the instruction, then its input; open QA and reasoning: the question, after
+  its context where the row has one (a clinical case's description).
+- dialogue (multi-turn rows): the conversation itself, turn by turn (`dialogue`); the
+  reference answer is its last assistant turn.
+- MCQ with several correct options: the answer names every letter and text.
 - reasoning: `think` puts the rationale in a <think>...</think> block before the answer,
   `inline` writes it out (before the response for reasoning rows, after the answer line for
   MCQ and yes/no), `none` leaves it out.
@@ -30,6 +34,8 @@ TEXT = {
         "answer_is": "The answer is {label}. {text}",
         "decision_is": "The answer is {answer}.",
         "stop": ".",
+        "letter_sep": ", ",
+        "text_sep": "; ",
     },
     "zh": {
         "options": "选项：",
@@ -41,6 +47,8 @@ TEXT = {
         "answer_is": "答案是{label}。{text}",
         "decision_is": "答案是{answer}。",
         "stop": "。",
+        "letter_sep": "、",
+        "text_sep": "；",
     },
 }
 
@@ -70,6 +78,8 @@ def prompt_text(row: dict[str, Any], style: str = "instruct") -> str:
     if task == "instruction" and context:
         return f"{question}\n\n{w['input']}\n{context}" if style == "instruct" else \
             f"{question}\n\n{context}"
+    if task in ("open_qa", "reasoning") and context:  # e.g. a CMB-Clin case and its question
+        return f"{w['context']}\n{context}\n\n{question}"
     if task == "document":
         return row.get("question") or ""
     return question
@@ -80,11 +90,16 @@ def with_period(text: str, stop: str) -> str:
 
 
 def answer_line(row: dict[str, Any], label: str | None = None, text: str | None = None) -> str:
-    """The sentence that commits to an answer (`label`/`text` override the gold one)."""
+    """The sentence that commits to an answer (`label`/`text` override the gold one). A
+    question with several correct options names every letter ("A, C, D" / "A、C、D") and
+    their texts."""
     w = words(row)
     if row["task"] == "mcq":
         label = label or row["answer_label"]
         text = text if text is not None else row["answer"]
+        if label and len(label) > 1:
+            label = w["letter_sep"].join(label)
+            text = w["text_sep"].join((text or "").split("; "))
         return with_period(w["answer_is"].format(label=label, text=text), w["stop"])
     return w["decision_is"].format(answer=text or row["answer"])
 
@@ -122,3 +137,16 @@ def messages(prompt: str, answer: str | None = None, system: str | None = None
     if answer is not None:
         out.append({"role": "assistant", "content": answer})
     return out
+
+
+def dialogue(row: dict[str, Any], system: str | None = None, with_answer: bool = True
+             ) -> list[dict[str, str]] | None:
+    """A multi-turn row's conversation (its own system turn, or `system`), through its last
+    assistant turn, or (with_answer False) up to the last user turn; None for other rows."""
+    turns = row.get("turns") or []
+    if not turns:
+        return None
+    turns = [dict(t) for t in turns]
+    if turns[0]["role"] != "system" and system:
+        turns.insert(0, {"role": "system", "content": system})
+    return turns if with_answer else turns[:-1]

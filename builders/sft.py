@@ -26,7 +26,8 @@ def row(recipe, r: dict[str, Any]) -> dict[str, Any] | str:
     text, reason = answer(r, recipe.reasoning)
     if reason:
         return reason
-    return {**lineage(r), "messages": render.messages(
+    dialogue = render.dialogue(r, recipe.system_prompt)  # a multi-turn row: every turn
+    return {**lineage(r), "messages": dialogue or render.messages(
         render.prompt_text(r, recipe.prompt_style), text, recipe.system_prompt)}
 
 

@@ -16,6 +16,11 @@ REGISTRY = {
     "medical_o1": "meddata.converters.medical_o1:MedicalO1",
     "chinese_medical_dialogue": "meddata.converters.chinese_medical_dialogue:ChineseMedicalDialogue",
     "corpus": "meddata.converters.corpus:Corpus",
+    "mmlu": "meddata.converters.mmlu:MMLU",
+    "cmexam": "meddata.converters.cmexam:CMExam",
+    "cmb": "meddata.converters.cmb:CMB",
+    "huatuo26m": "meddata.converters.huatuo26m:Huatuo26M",
+    "sharegpt": "meddata.converters.sharegpt:ShareGPT",
 }
 
 

@@ -5,6 +5,8 @@ Options arrive as an object {"A": text, ...}, a list of {"key", "value"} (or {"l
 fields opa, opb, ..., or a string holding any of those as JSON or as a Python literal
 (HuatuoGPT-o1's demo data). Labels come out as A, B, C, ... in order. Answers arrive as a
 letter, a 0- or 1-based index, or the option's text; text is matched after normalization.
+Questions with several correct options keep the whole set: `answer_label` holds the
+letters, sorted ("ACD"), and `answer` the options' texts joined by "; " (`resolve_set`).
 """
 
 from __future__ import annotations
@@ -155,7 +157,33 @@ def answer_from_index(index: int, base: int, options: list[dict[str, str]]) -> s
 
 
 def option_text(label: str | None, options: list[dict[str, str]]) -> str | None:
+    """The text of the labelled option; for several labels ("ACD"), their texts joined by
+    "; " in label order."""
+    if label and len(label) > 1:
+        return "; ".join(o["text"] for o in options if o["label"] in label)
     return next((o["text"] for o in options if o["label"] == label), None)
+
+
+_LETTER_SET = re.compile(r"^[\s,，、;；/]*([A-Za-z](?:[\s,，、;；/]*[A-Za-z])*)[\s,，、;；/.。]*$")
+
+
+def resolve_set(options: list[dict[str, str]], value: Any) -> str | None:
+    """The set of correct labels of a question with one or more correct options, from "B",
+    "ACD", "A,C,D" or "A、C、D": sorted, unique letters ("ACD"); None for no answer.
+    Every letter must be an option's (else answer_not_in_options)."""
+    text = clean(value)
+    if text is None:
+        return None
+    m = _LETTER_SET.match(text)
+    if not m:
+        raise Reject("bad_answer", f"answer {text[:40]!r} is not option letters")
+    letters = sorted({c.upper() for c in m.group(1) if c.isalpha()})
+    labels = {o["label"] for o in options}
+    missing = [c for c in letters if c not in labels]
+    if missing:
+        raise Reject("answer_not_in_options",
+                     f"answer letter(s) {''.join(missing)} with {len(options)} options")
+    return "".join(letters)
 
 
 def resolve(options: list[dict[str, str]], letter: Any = None, text: Any = None) -> str | None:
@@ -189,7 +217,8 @@ def resolve(options: list[dict[str, str]], letter: Any = None, text: Any = None)
 def mcq_row(source_id: str | None, question: str, options: list[dict[str, str]],
             label: str | None, rationale: str | None = None, response: str | None = None,
             meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A canonical MCQ row; the answer text is the labelled option's."""
+    """A canonical MCQ row; the answer text is the labelled option's (the options' texts,
+    joined by "; ", when `label` holds several letters)."""
     return {"source_id": source_id, "task": "mcq", "question": question, "options": options,
             "answer_label": label, "answer": option_text(label, options),
             "rationale": rationale, "response": response, "meta": meta or {}}

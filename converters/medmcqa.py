@@ -210,7 +210,8 @@ class MedMCQA(Converter):
             meta=pl.lit("{") + meta + pl.lit("}"),
             _reason=reason,
             _detail=detail,
-        ).with_columns(options=_options(df))
+        ).with_columns(options=_options(df), turns=pl.lit([], dtype=pl.List(pl.Struct(
+            {"role": pl.String, "content": pl.String}))))
         # lang as meddata.text.detect_lang: only rows with a CJK character can be zh
         q = out["question"]
         non_ascii = (q.str.len_bytes() != q.str.len_chars()).fill_null(False)  # cheap pre-check

@@ -67,6 +67,12 @@ class Converter:
     def infer_subset(self, file: str) -> str | None:
         return None
 
+    def read(self, path: Path) -> Iterator[RawRecord]:
+        """The raw records of one file (meddata.readers by its suffix). A converter whose
+        source packs several rows into one record (a case with its question-answer pairs)
+        yields one RawRecord per row here, so each row keeps its own raw text and position."""
+        return read_file(path)
+
     #: set by converters that implement `frame`; tests turn it off to compare both paths
     fast: bool = False
 
@@ -145,6 +151,7 @@ def _finish(row: dict[str, Any], conv: Converter, rec: RawRecord) -> dict[str, A
     out["subset"] = out["subset"] or conv.subset_for(rec.file)
     out["split"] = out["split"] or conv.split_for(rec)
     out["options"] = out["options"] or []
+    out["turns"] = out["turns"] or []
     out["lang"] = out["lang"] or detect_lang(out["question"], out["context"], out["response"])
     meta = out["meta"] if isinstance(out["meta"], dict) else {}
     out["meta"] = json.dumps({k: v for k, v in meta.items() if v not in (None, "", [], {})},
@@ -162,7 +169,7 @@ def _finish(row: dict[str, Any], conv: Converter, rec: RawRecord) -> dict[str, A
         out["question"] = out["question"] or ""
     elif not out["question"]:
         raise Reject("missing_field:question", "empty question")
-    if out["task"] in ("instruction", "reasoning", "open_qa") and not out["response"]:
+    if out["task"] in ("instruction", "reasoning", "open_qa", "dialogue") and not out["response"]:
         raise Reject("missing_field:response", "empty response")
     return out
 
@@ -418,7 +425,7 @@ def _file_items(conv: Converter, path: Path):
                 else:
                     yield chunk
     else:
-        yield from read_file(path)
+        yield from conv.read(path)
 
 
 def run(conv: Converter, inputs: list[str], store: Store, name: str | None = None,

@@ -10,9 +10,7 @@ MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
 OPTIONS = pa.list_(OPTION)
 
-SOURCES = ("pubmedqa", "medmcqa", "medqa", "hwt_cm", "shennong", "medical_o1",
-           "chinese_medical_dialogue", "corpus")
-TASKS = ("mcq", "yes_no", "open_qa", "instruction", "reasoning", "document")
+TASKS = ("mcq", "yes_no", "open_qa", "instruction", "reasoning", "dialogue", "document")
 LANGS = ("en", "zh")
 
 CANONICAL = pa.schema([
@@ -31,6 +29,7 @@ CANONICAL = pa.schema([
     ("response", pa.string()),
     ("meta", pa.string()),
     ("raw_sha1", pa.string()),
+    ("turns", MESSAGES),
 ])
 
 # Quarantined input rows: where they came from, what they were, why they were set aside.

@@ -180,7 +180,11 @@ def test_length_check_before_training(env):
                      "--set", "max_length=32")  # (the last --set wins over fast()'s 256)
     lengths = manifest["lengths"]
     assert lengths["max_length"] == 32 and lengths["over_max_length"] > 0
-    assert lengths["rows"] == 40 and lengths["longest"] > 32
+    from meddata.store import Store
+
+    train_rows = sum(s["rows"] for s in Store(env["store"]).resolve("sft/examples")
+                     .manifest["shards"] if s["split"] == "train")
+    assert lengths["rows"] == train_rows and lengths["longest"] > 32
 
 
 # ---- rewards ------------------------------------------------------------------------------------

@@ -116,21 +116,32 @@ def conversation(name: str, col: str, pattern: str) -> list[Rule]:
 def mcq(options: str = "options") -> list[Rule]:
     labels = pl.col(options).list.eval(pl.element().struct.field("label"))
     n = pl.col(options).list.len()
+    # every letter of the answer among the labels (several for multiple-answer questions)
     in_options = pl.when(pl.col("task") != "mcq").then(True).when(
         pl.col("answer_label").is_null()).then(True).otherwise(
-        labels.list.contains(pl.col("answer_label")))
+        pl.col("answer_label").str.split("").list.set_difference(labels).list.len() == 0)
     contiguous = pl.when(n == 0).then(pl.col("task") != "mcq").otherwise(
         labels.list.join("") == pl.lit("ABCDEFGHIJKLMNOPQRSTUVWXYZ").str.slice(0, n))
     return [
         Rule("mcq_answer_in_options", "ExpectColumnValuesToBeInSet",
              {"column": "answer_in_options", "value_set": [True]},
              {"answer_in_options": in_options.fill_null(False)},
-             "an MCQ answer_label is one of the option labels"),
+             "an MCQ answer_label (each of its letters) is an option label"),
         Rule("mcq_option_labels_contiguous", "ExpectColumnValuesToBeInSet",
              {"column": "labels_contiguous", "value_set": [True]},
              {"labels_contiguous": contiguous.fill_null(False)},
              "MCQ option labels run A, B, C, ... and only MCQ rows have options"),
     ]
+
+
+def dialogue_turns() -> Rule:
+    """A multi-turn row's turns: optional system, user and assistant alternating, ending
+    with the assistant (rows without turns pass)."""
+    roles = _roles("turns").fill_null("")
+    ok = (roles == "") | roles.str.contains(ROLE_PATTERN)
+    return Rule("turns_roles", "ExpectColumnValuesToBeInSet",
+                {"column": "turns_ok", "value_set": [True]}, {"turns_ok": ok},
+                "turns alternate user/assistant and end with the assistant")
 
 
 def canonical(bounds: Bounds) -> list[Rule]:
@@ -145,6 +156,7 @@ def canonical(bounds: Bounds) -> list[Rule]:
              {"column": "task", "value_set": list(TASKS)}, {"task": pl.col("task")}),
         length("text_length", ["question", "context", "response"], bounds),
         *mcq(),
+        dialogue_turns(),
         *lang(pl.concat_str([pl.col("question"), pl.col("context"), pl.col("response")],
                             separator=" ", ignore_nulls=True)),
     ]

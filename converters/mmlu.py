@@ -1,0 +1,96 @@
+"""MMLU (Hendrycks et al.) -> canonical `mcq` rows, one subset per subject.
+
+Accepted layouts (each has a test):
+- the original release, `data/{dev,val,test}/<subject>_<split>.csv`: no header row, six
+  columns question, A, B, C, D and the answer letter; quoted fields may span lines; CRLF
+  line ends and a missing final newline are fine. Subject and split come from the file
+  name (`val` is the validation split).
+- the Hugging Face layout (cais/mmlu): question, subject, choices (a list of four texts),
+  answer (an int 0-3), in Parquet, JSON or JSON Lines; the subject comes from the row, the
+  split from --split or the file name.
+`--subset` picks subjects by file name in the original layout: one subject
+(`--subset anatomy`), or `medical` for the six medical ones (MEDICAL); files of other
+subjects are left out and listed in the manifest. The subset of every row is its
+subject. Ids are `mmlu/<subject>/<split>/<hash of the question and options>`. The dev
+split holds the five few-shot examples per subject that `meddata eval --shots` uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from meddata.convert import Converter, Reject, as_record, require
+from meddata.readers import RawRecord, base_suffix, read_csv, read_file
+from meddata.text import clean, normalize_key
+
+from . import _mcq
+
+MEDICAL = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine",
+           "medical_genetics", "professional_medicine")
+FIELDS = ["question", "A", "B", "C", "D", "answer"]
+_FILE = re.compile(r"^(?P<subject>.+)_(?P<split>dev|val|test|auxiliary_train)$")
+_SPLITS = {"val": "validation", "auxiliary_train": "train"}
+
+
+def subject_split(file: str) -> tuple[str | None, str | None]:
+    """('anatomy', 'test') from .../anatomy_test.csv; (None, None) for other names."""
+    m = _FILE.match(Path(file).name.split(".")[0])
+    if not m:
+        return None, None
+    return m.group("subject"), _SPLITS.get(m.group("split"), m.group("split"))
+
+
+class MMLU(Converter):
+    source = "mmlu"
+    default_subset = "unknown"
+
+    def prepare(self, files: list[Path]) -> list[Path]:
+        wanted = None
+        if self.subset:
+            wanted = set(MEDICAL) if self.subset == "medical" else {self.subset}
+        self.left_out: list[str] = []
+        kept = []
+        for f in files:
+            subject, _ = subject_split(str(f)) if base_suffix(f) == ".csv" else (None, None)
+            if wanted is not None and subject is not None and subject not in wanted:
+                self.left_out.append(str(f))
+            else:
+                kept.append(f)
+        return kept
+
+    def report(self) -> dict[str, Any]:
+        left = getattr(self, "left_out", [])
+        return {"files_of_other_subjects": len(left)} if left else {}
+
+    def read(self, path: Path):
+        if base_suffix(path) == ".csv":
+            return read_csv(path, fields=FIELDS)  # the release has no header row
+        return read_file(path)
+
+
+    def split_for(self, rec: RawRecord) -> str:
+        return self.split or rec.split or subject_split(rec.file)[1] or super().split_for(rec)
+
+    def row(self, rec: RawRecord) -> dict[str, Any]:
+        r = as_record(rec)
+        question = require(r, "question")
+        if "choices" in r:  # the Hugging Face layout
+            options = _mcq.parse_options(r, "choices")
+            index = _mcq.answer_index(r.get("answer"))
+            if index is None or index == _mcq.UNANSWERED:
+                raise Reject("missing_field:answer", "no answer index")
+            label = _mcq.answer_from_index(index, 0, options)
+            subject = clean(r.get("subject"))
+        else:
+            options = _mcq.parse_options({"options": {k: r.get(k) for k in "ABCD"}})
+            label = _mcq.resolve(options, letter=r.get("answer"))
+            subject = subject_split(rec.file)[0]
+        if not subject:
+            raise Reject("missing_field:subject", "no subject in the row or the file name")
+        key = normalize_key(question + "\n" + "\n".join(o["text"] for o in options))
+        row = _mcq.mcq_row(hashlib.sha1(key.encode()).hexdigest()[:16], question, options,
+                           label, meta={"subject": subject})
+        return {**row, "subset": subject, "lang": "en"}
