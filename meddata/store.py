@@ -697,10 +697,13 @@ def dataset_card(manifest: dict[str, Any]) -> str:
              f"Built by meddata {manifest['meddata_version']} on {manifest['created_at']}.", "",
              f"- rows: {manifest['rows']}",
              f"- rejected input rows: {manifest['rejects']['rows']} (see rejects.parquet)"]
-    for parent in manifest["parents"]:
-        lines.append(f"- parent: {parent['ref'] if isinstance(parent, dict) else parent}")
+    parents = [p["ref"] if isinstance(p, dict) else p for p in manifest["parents"]]
+    lines += [f"- parent: {ref}" for ref in parents]
     for inp in manifest["inputs"]:
-        lines.append(f"- input: {inp.get('path') or inp.get('hub_id')}"
+        name = inp.get("path") or inp.get("hub_id") or inp.get("ref")
+        if name in parents:  # a version built from versions: its inputs are its parents
+            continue
+        lines.append(f"- input: {name}"
                      + (f" (sha256 {inp['sha256'][:12]})" if inp.get("sha256") else ""))
     if manifest["stages"]:
         lines += ["", "| stage | rows in | rows out | dropped |", "|---|---|---|---|"]

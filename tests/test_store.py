@@ -20,7 +20,7 @@ def sample_rows(schema: pa.Schema, n: int = 3) -> list[dict]:
     """Rows with a value of the right type in every column (lists of structs included)."""
     def value(field: pa.Field, i: int):
         t = field.type
-        if field.name in ("messages", "prompt", "chosen", "rejected", "completion"):
+        if field.name in ("messages", "prompt", "chosen", "rejected", "completion", "turns"):
             return [{"role": "user", "content": f"question {i} 问题"},
                     {"role": "assistant", "content": f"answer {i}"}][: 1 if field.name == "prompt"
                                                                      else 2]
@@ -204,3 +204,18 @@ def test_help_does_not_import_heavy_modules(argv):
     assert "click" in imported
     for heavy in ("torch", "transformers", "trl", "great_expectations", "datasets", "peft"):
         assert heavy not in imported, f"{heavy} imported by meddata {' '.join(argv)}"
+
+
+def test_card_of_a_version_built_from_versions(tmp_path):
+    runner = CliRunner()
+    store = str(tmp_path / "store")
+    assert runner.invoke(cli, ["--store", store, "build", "preference", "--quiet"]).exit_code == 0
+    out = runner.invoke(cli, ["--store", store, "build", "kto", "--from", "preference/examples",
+                              "--quiet"])
+    assert out.exit_code == 0, out.output
+    from meddata.store import Store
+
+    v = Store(store).resolve("kto/examples")
+    card = (v.path / "README.md").read_text()
+    assert "None" not in card
+    assert f"- parent: {Store(store).resolve('preference/examples').ref}" in card
