@@ -62,8 +62,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from meddata.store import Store
+    from meddata.train import load_settings
     from meddata.train import run as train
-    from meddata.train.common import TrainConfig
     from meddata.train.evaluate import EvalConfig, compare, markdown
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,11 +77,12 @@ def main() -> None:
         t_eval = time.perf_counter() - t0
         out = Path(tmp) / "sft"
         t0 = time.perf_counter()
-        manifest = train("sft", store, sft_ref, MODEL, TrainConfig(
-            output_dir=str(out), max_steps=args.steps,
-            per_device_train_batch_size=args.batch_size, max_length=args.max_length, lora_r=8,
-            lora_alpha=16, learning_rate=1e-4, logging_steps=25, save_steps=100_000,
-            warmup_steps=0.05))
+        settings = load_settings("sft", None, {
+            "output_dir": str(out), "max_steps": args.steps,
+            "per_device_train_batch_size": args.batch_size, "max_length": args.max_length,
+            "lora_r": 8, "lora_alpha": 16, "learning_rate": 1e-4, "logging_steps": 25,
+            "save_steps": 100_000, "warmup_steps": 0.05})
+        manifest = train("sft", store, sft_ref, MODEL, settings)
         t_train = time.perf_counter() - t0
         after = compare([str(out)], [bench], config, progress=False)
         before["models"] += after["models"]

@@ -675,12 +675,20 @@ def train_group() -> None:
 
 
 def _silence_libraries() -> None:
-    """--quiet: no progress bars from datasets and transformers, their logs at errors."""
+    """--quiet: no progress bars from datasets, transformers and the hub client, and their
+    logs at errors only (train and eval import them anyway)."""
     import os
 
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 @cli.command("eval")
@@ -688,41 +696,63 @@ def _silence_libraries() -> None:
               help="A model folder, hub id, alias, or training output; BASE:ADAPTER (or "
                    "BASE::ADAPTER) pairs a base with an adapter folder. Repeat to compare.")
 @click.option("--bench", "benches", multiple=True, required=True,
-              help="A canonical benchmark version (repeatable), e.g. canonical/medqa-test.")
+              help="A canonical benchmark version (repeatable), e.g. canonical/medqa.")
+@click.option("--split", default="test", show_default=True,
+              help="The split evaluated; 'all' for every split.")
 @click.option("--method", type=click.Choice(["loglik", "generate"]), default="loglik",
-              show_default=True, help="Score options by log-likelihood, or generate and "
-                                      "extract the answer.")
+              show_default=True, help="Score the choices by log-likelihood (lm-eval's "
+                                      "multiple_choice), or generate and extract the answer.")
+@click.option("--prompt", "prompt_style", type=click.Choice(["lm-eval", "meddata"]),
+              default="lm-eval", show_default=True,
+              help="lm-eval: each benchmark's preset (lm-evaluation-harness's prompt where it "
+                   "has the task, CMB's for CMExam and CMB); meddata: meddata's own prompt.")
 @click.option("--choices", type=click.Choice(["letters", "text"]), default="letters",
               show_default=True, help="loglik: score the option letters or the option texts.")
 @click.option("--limit", type=click.IntRange(1), help="At most N items per benchmark.")
 @click.option("--shots", type=click.IntRange(0), default=0, show_default=True,
-              help="Few-shot examples from the benchmark itself (loglik).")
+              help="Few-shot examples: the first K of the dev split (MMLU's), else of train "
+                   "or validation, else of the evaluated split (never the item itself).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--max-length", type=click.IntRange(2),
+              help="Tokens the model sees (the last ones are kept); default: the model's "
+                   "context length.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Write results.json and results.md into this folder.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+              help="Write results.json, results.md and every item's record "
+                   "(items/<model>/<bench>.jsonl) into this folder.")
+@click.option("--lm-eval-layout", is_flag=True,
+              help="With --out, also write <model>/results_<date>.json and "
+                   "samples_<task>_<date>.jsonl as lm-evaluation-harness does.")
+@click.option("--quiet", is_flag=True, help="No progress bars or library messages.")
 @click.pass_context
-def eval_cmd(ctx, models, benches, method, choices, limit, shots, batch_size, max_new_tokens,
-             out_dir, quiet) -> None:
-    """Evaluate one or more models on benchmark versions and print a comparison table
-    (accuracy with a 95 % interval; ROUGE-L and BLEU on open answers)."""
+def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, shots,
+             batch_size, max_new_tokens, max_length, out_dir, lm_eval_layout, quiet) -> None:
+    """Evaluate one or more models on benchmark versions and print a comparison table:
+    accuracy with a 95 % interval (single- and multiple-answer apart), BLEU-1..4 and
+    ROUGE-1/2/L on open answers, per case for CMB-Clin."""
     _need_train_extra("eval")
     from pathlib import Path
 
     from meddata.models import ModelNotFound
-    from meddata.train.evaluate import EvalConfig, compare, markdown
+    from meddata.train.evaluate import EvalConfig, compare, markdown, write_lm_eval_layout
     from meddata.train.settings import TrainError
 
+    if lm_eval_layout and not out_dir:
+        raise click.UsageError("--lm-eval-layout writes into the --out folder; give --out")
+    if quiet:
+        _silence_libraries()
     store = _store(ctx)
+    out = Path(out_dir) if out_dir else None
     try:
         versions = [store.resolve(b) for b in benches]
         for v in versions:
             if v.kind != "canonical":
                 raise TrainError(f"{v.ref}: benchmarks are canonical versions")
-        config = EvalConfig(method=method, choices=choices, limit=limit, shots=shots,
-                            batch_size=batch_size, max_new_tokens=max_new_tokens)
-        report = compare(list(models), versions, config, progress=not quiet)
+        config = EvalConfig(method=method, prompt=prompt_style, choices=choices,
+                            split=None if split == "all" else split, limit=limit, shots=shots,
+                            batch_size=batch_size, max_new_tokens=max_new_tokens,
+                            max_length=max_length)
+        report = compare(list(models), versions, config, progress=not quiet, out=out)
     except (TrainError, ModelNotFound, OSError, ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     table = markdown(report)
@@ -732,12 +762,14 @@ def eval_cmd(ctx, models, benches, method, choices, limit, shots, batch_size, ma
             if r.get("unparseable"):
                 click.echo(f"{m['model']} on {ref}: {r['unparseable']} unparseable answers "
                            "(counted wrong)")
-    if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    if out:
         (out / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
         (out / "results.md").write_text(table + "\n")
-        click.echo(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+        click.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and per-item "
+                   f"records under {out / 'items'}")
+        if lm_eval_layout:
+            written = write_lm_eval_layout(report, out)
+            click.echo(f"wrote {len(written)} files in lm-eval's layout under {out}")
 
 
 def main() -> None:

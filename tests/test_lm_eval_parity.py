@@ -1,0 +1,110 @@
+"""lm-evaluation-harness's own task code and `meddata eval` on the same items with the
+tests' tiny model: equal prompts and choices, per-choice log-likelihoods within 1e-4 nats,
+equal gold answers and predictions. Skipped when lm_eval is not installed; runs on the
+real sample files too when ../shared is present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import EXAMPLES
+from meddata.cli import cli
+from meddata.store import Store
+
+pytest.importorskip("torch")
+pytest.importorskip("lm_eval")
+
+from meddata.train import lm_eval_parity as parity  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CHOICES = ("yes", "no", "maybe")
+
+
+def convert(store, source, path, name):
+    out = CliRunner().invoke(cli, ["--store", str(store), "convert", source, str(path),
+                                   "--name", name, "--quiet"])
+    assert out.exit_code == 0, out.output
+    return f"canonical/{name}"
+
+
+def check(tiny, tmp_path, tasks, refs, store, shots=0):
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=tiny, dtype="float32", batch_size=4, device="cpu")
+    samples = parity.run_lm_eval(lm, tasks, tmp_path, shots)
+    items, questions = parity.run_meddata(tiny, store, refs, shots, tmp_path)
+    results = {}
+    for task in tasks:
+        agreement = parity.compare(task, samples[task], items[task], questions)
+        s = agreement.summary()
+        n = len(samples[task])
+        assert n > 0 and s["items"] == n and s["unmatched"] == 0, s
+        assert s["prompts_equal"] == n and s["choices_equal"] == n, s
+        assert s["gold_equal"] == n and s["predictions_agree"] == n, s
+        assert s["max_gap"] < 1e-4, s
+        assert s["accuracy_lm_eval"] == s["accuracy_meddata"], s
+        results[task] = s
+    return results
+
+
+def test_zero_shot_parity_on_the_fixtures(tiny, tmp_path):
+    store = Store(tmp_path / "store")
+    tasks = {"medqa_4options": {"test": parity.medqa_docs(
+                 FIXTURES / "medqa/US/4_options/phrases_no_exclude_test.jsonl")},
+             "medmcqa": {"validation": parity.medmcqa_docs(EXAMPLES / "medmcqa/dev.json")},
+             # the examples' "Maybe" and " yes " decisions: meddata's converter normalizes
+             # them, lm-eval's doc_to_target finds no such choice; compare the clean ones
+             "pubmedqa": {"test": [d for d in parity.pubmedqa_docs(
+                 EXAMPLES / "pubmedqa/ori_pqal.json") if d["final_decision"] in CHOICES]}}
+    refs = {"medqa_4options": (convert(store.root, "medqa", FIXTURES / "medqa", "medqa"),
+                               "test"),
+            "medmcqa": (convert(store.root, "medmcqa", EXAMPLES / "medmcqa", "medmcqa"), None),
+            "pubmedqa": (convert(store.root, "pubmedqa", EXAMPLES / "pubmedqa/ori_pqal.json",
+                                 "pubmedqa"), None)}
+    check(tiny, tmp_path, tasks, refs, store)
+
+
+def test_mmlu_few_shot_parity(tiny, tmp_path):
+    store = Store(tmp_path / "store")
+    data = EXAMPLES / "mmlu/data"
+    tasks = {"mmlu_anatomy": {"test": parity.mmlu_docs(data / "test/anatomy_test.csv"),
+                              "dev": parity.mmlu_docs(data / "dev/anatomy_dev.csv")}}
+    ref = convert(store.root, "mmlu", data, "mmlu")
+    check(tiny, tmp_path, tasks, {"mmlu_anatomy": (ref, "test")}, store, shots=3)
+
+
+def test_parity_on_the_real_samples(tiny, tmp_path, samples):
+    raw = samples
+    store = Store(tmp_path / "store")
+    medqa = raw / "medqa/US/4_options/phrases_no_exclude_test.jsonl"
+    tasks = {"medqa_4options": {"test": parity.medqa_docs(medqa)[:40]},
+             "medmcqa": {"validation": parity.medmcqa_docs(raw / "medmcqa/dev.json")[:40]},
+             "pubmedqa": {"test": parity.pubmedqa_docs(raw / "pubmedqa/ori_pqal.json")[:40]}}
+    refs = {"medqa_4options": (convert(store.root, "medqa", medqa, "medqa"), "test"),
+            "medmcqa": (convert(store.root, "medmcqa", raw / "medmcqa/dev.json", "medmcqa"),
+                        None),
+            "pubmedqa": (convert(store.root, "pubmedqa", raw / "pubmedqa/ori_pqal.json",
+                                 "pubmedqa"), None)}
+    # meddata scores every converted row; lm-eval the first 40: compare those
+    items_limit = 40
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=tiny, dtype="float32", batch_size=8, device="cpu")
+    samples = parity.run_lm_eval(lm, tasks, tmp_path, 0)
+    from meddata.train.evaluate import EvalConfig, Scorer, evaluate
+
+    scorer = Scorer(tiny, 8)
+    for task, (ref, split) in refs.items():
+        version = store.resolve(ref)
+        path = tmp_path / f"{task}.jsonl"
+        evaluate(scorer, version, EvalConfig(split=split, limit=items_limit), False, path)
+        items = parity.read_jsonl(path)
+        questions = {r["id"]: r["question"] for r in version.to_table(
+            ["id", "question"]).to_pylist()}
+        s = parity.compare(task, samples[task], items, questions).summary()
+        assert s["items"] == len(samples[task]) == items_limit, s
+        assert s["prompts_equal"] == s["items"] and s["choices_equal"] == s["items"], s
+        assert s["gold_equal"] == s["items"] and s["max_gap"] < 1e-4, s
