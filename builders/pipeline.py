@@ -88,8 +88,9 @@ def clean_up(recipe: Recipe, store: Store) -> tuple[list, list[dict[str, Any]]]:
 
 
 def run(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
-        progress: bool = True, allow_invalid: bool = False) -> Version:
-    """Build `kind_name` from `recipe`, validate it, and publish `<kind>/<name>`."""
+        progress: bool = True, allow_invalid: bool = False, report: bool = True) -> Version:
+    """Build `kind_name` from `recipe`, validate it, and publish `<kind>/<name>` (with its
+    report.html unless `report` is False)."""
     from meddata.validation.run import Checker
     from meddata.validation.suites import Bounds
 
@@ -142,7 +143,7 @@ def run(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
                           manifest={"inputs": [{"ref": p["ref"]} for p in parents],
                                     "recipe": recipe.to_dict(), "parents": parents,
                                     "steps": [_describe(s) for s in steps]},
-                          check=checker.feed, finish=finish)
+                          check=checker.feed, finish=finish, report=report)
 
 
 def _describe(step) -> dict[str, Any]:

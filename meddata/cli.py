@@ -78,7 +78,7 @@ def cli(ctx: click.Context, store: str) -> None:
 def ls_cmd(ctx: click.Context, kind: str | None) -> None:
     """List the versions in the store (optionally of one KIND)."""
     from meddata.catalog import catalog
-    from meddata.report import human_bytes, table
+    from meddata.tables import human_bytes, table
 
     problems: list[str] = []
     con = catalog(_store(ctx), problems)
@@ -102,7 +102,7 @@ def ls_cmd(ctx: click.Context, kind: str | None) -> None:
 @click.pass_context
 def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show a version: inputs, row conservation per stage, schema, stats and reports."""
-    from meddata.report import human_bytes, stages_table, table
+    from meddata.tables import human_bytes, stages_table, table
 
     try:
         v = _store(ctx).resolve(ref)
@@ -173,7 +173,7 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
 def diff_cmd(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
     """Rows added, removed and changed (by id) from version A to version B; schema changes."""
     from meddata.catalog import diff
-    from meddata.report import table
+    from meddata.tables import table
 
     store = _store(ctx)
     try:
@@ -212,7 +212,7 @@ def sql_cmd(ctx: click.Context, query: str) -> None:
     import duckdb
 
     from meddata.catalog import catalog
-    from meddata.report import table
+    from meddata.tables import table
 
     con = catalog(_store(ctx))
     try:
@@ -291,7 +291,7 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
     """
     from meddata import convert as conv_mod
     from meddata.converters import get
-    from meddata.report import table
+    from meddata.tables import table
 
     try:
         cls = get(source)
@@ -334,7 +334,7 @@ def dedup_cmd(ctx, ref, against, name, threshold, priority, quiet) -> None:
     """Remove exact and near duplicates from canonical version REF (MinHash, candidates
     from grouped band hashes, each verified by exact Jaccard and gold answers)."""
     from meddata.dedup import DedupConfig, run_dedup
-    from meddata.report import table
+    from meddata.tables import table
 
     config = DedupConfig(threshold=threshold,
                          source_priority=[p for p in (priority or "").split(",") if p])
@@ -366,7 +366,7 @@ def decontam_cmd(ctx, ref, against, name, threshold, quiet) -> None:
     """Drop rows of canonical version REF that overlap benchmark versions (n-grams, MinHash,
     PubMedQA PMID and title); the manifest names the benchmark row each one matched."""
     from meddata.dedup import DecontamConfig, run_decontam
-    from meddata.report import table
+    from meddata.tables import table
 
     try:
         v = run_decontam(_store(ctx), ref, list(against), name,
@@ -434,11 +434,13 @@ class KindChoice(click.ParamType):
 @click.option("--from", "from_ref", help="kto: unpair this preference version instead.")
 @click.option("--allow-invalid", is_flag=True,
               help="Publish even when validation fails (recorded in the manifest).")
+@click.option("--no-report", is_flag=True,
+              help="Do not write the version's report.html (see `meddata report`).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
               validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, rejected_model,
-              rejected_backend, from_ref, allow_invalid, quiet) -> None:
+              rejected_backend, from_ref, allow_invalid, no_report, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
@@ -451,7 +453,7 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
     from meddata.builders import pipeline
     from meddata.convert import ConversionError
     from meddata.models import ModelNotFound
-    from meddata.report import stages_table, table
+    from meddata.tables import stages_table, table
 
     overrides = {"seed": seed, "reasoning": reasoning, "prompt_style": prompt_style,
                  "system_prompt": system_prompt, "validation_ratio": validation_ratio,
@@ -478,7 +480,7 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         base["kind"] = kind
         recipe = recipe_mod.from_dict(base)
         version = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
-                               allow_invalid=allow_invalid)
+                               allow_invalid=allow_invalid, report=not no_report)
     except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError, OSError,
             RuntimeError, ModelNotFound, _store_errors()) as e:
         raise Failure(str(e)) from e
@@ -504,6 +506,40 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
     click.echo(f"validation: {'passed' if val['success'] else 'FAILED'} "
                f"({len(val['checks'])} checks on {val['rows_checked']} rows)"
                + ("; published with --allow-invalid" if not val["success"] else ""))
+    if m.get("report"):
+        click.echo(f"report: {version.path / m['report']}")
+
+
+@cli.command("report")
+@click.argument("ref")
+@click.option("--against", "against_ref", help="Compare with this version: rows added, "
+              "removed and changed, shifts per source and language, lengths overlaid.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="The HTML file to write (default: report-KIND-NAME-ID.html here).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def report_cmd(ctx, ref, against_ref, out_path, quiet) -> None:
+    """Write one self-contained HTML page about a version: summary, plots (lengths, mix,
+    the ledger, drops), dedup clusters, decontamination matches, rejects and samples. It
+    opens offline (plots are inline SVG, no scripts).
+
+    \b
+    meddata report sft/examples
+    meddata report sft/examples@v2 --against sft/examples@v1 --out changes.html
+    """
+    from pathlib import Path
+
+    from meddata import report
+
+    store = _store(ctx)
+    try:
+        version = store.resolve(ref)
+        against = store.resolve(against_ref) if against_ref else None
+        out = Path(out_path or f"report-{version.kind}-{version.name}-{version.id}.html")
+        report.write(version, out, store, against, progress=not quiet)
+    except (OSError, ValueError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    click.echo(f"wrote {out} ({out.stat().st_size / 1024:,.0f} KB)")
 
 
 @cli.command("validate")
@@ -522,7 +558,7 @@ def validate_cmd(ctx, refs, json_path, sample, max_chars) -> None:
     Prints each failed expectation with the number of failing rows and up to five example
     ids. Results are also stored beside each version (its content id does not change).
     """
-    from meddata.report import table
+    from meddata.tables import table
     from meddata.validation.run import Bounds, validate
 
     store = _store(ctx)

@@ -1,30 +1,657 @@
-"""Plain-text tables for the command line (no heavy imports)."""
+"""One self-contained HTML page per version (and per pair of versions): what the version
+holds, how the build got there, what it dropped and why, and what its rows look like.
+
+    meddata report REF [--against REF] [--out FILE]
+
+`build` writes the same page into the version's folder (`report.html`, named in the
+manifest, linked from the dataset card) unless `--no-report`.
+
+Every count and histogram covers all rows, read in batches (the state kept is a histogram
+per source and split, and a few example rows); examples are the first rows of each source.
+Plots are matplotlib figures inlined as SVG, so the page needs no script and no network:
+matplotlib is the plotting library most Python users already have, and its SVG output
+renders in any browser offline (Vega-Lite or Plotly would need their JavaScript inlined,
+several hundred kB more per page).
+
+Sections: summary (kind, id, tags, parents, recipe, rows per split, source, language and
+task, validation), plots (token lengths per source and split against `max_tokens`, the
+source and language mix, the conservation ledger per stage, drops by reason per stage;
+chosen against rejected length and the rejected strategies for preference data, the label
+balance for KTO, sequence fill for packed pretraining rows), dedup clusters (survivor and
+dropped members side by side), decontamination matches (the benchmark item next to the
+dropped row), rejects (counts by reason and file, the first examples of each reason), samples
+(rows per source as the trainer sees them) and, with `against`, the rows added, removed and
+changed, the shift of each source and language, and both length histograms overlaid.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+import html
+import io
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
-    rows = [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(out)
+from meddata.store import Store, Version
+
+# token-length bins: fine where chat rows are, coarse in the tail
+EDGES = np.array([0, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072,
+                  4096, 6144, 8192, 12288, 16384, 32768, 65536])
+FILL_EDGES = np.linspace(0.0, 1.0, 21)
+EXAMPLES_PER_SOURCE = 2
+EXAMPLES_PER_REASON = 3
+CLUSTERS = 8
+MEMBERS = 4
+DECONTAM_MATCHES = 8
+TEXT_CHARS = 1_200
+DEDUP_REASONS = ("exact_duplicate", "near_duplicate", "duplicate_of_earlier")
+BATCH_ROWS = 16_384
 
 
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+# ---- one pass over the rows ----------------------------------------------------------------------
+@dataclass
+class Facts:
+    """What the page shows about one version, gathered in one streaming pass."""
+
+    version: Version
+    counter: str = "estimate (words + CJK characters)"
+    max_tokens: int | None = None
+    lengths: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    chosen: np.ndarray = field(default_factory=lambda: np.zeros(len(EDGES), np.int64))
+    rejected: np.ndarray = field(default_factory=lambda: np.zeros(len(EDGES), np.int64))
+    labels: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    fill: np.ndarray | None = None
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    rows_seen: int = 0
 
 
-def stages_table(stages: list[dict[str, Any]]) -> str:
-    rows = [(s["stage"], s["rows_in"], s["rows_out"],
-             ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-") for s in stages]
-    return table(rows, ["stage", "rows in", "rows out", "dropped by reason"])
+def _bin(values: np.ndarray) -> np.ndarray:
+    """Counts per EDGES bin (the last bin takes everything above the last edge)."""
+    idx = np.clip(np.searchsorted(EDGES, values, side="right") - 1, 0, len(EDGES) - 1)
+    return np.bincount(idx, minlength=len(EDGES))
+
+
+def _measure(version: Version):
+    """The recorded tokenizer when it is still on this machine, else the estimate."""
+    from meddata.length import Measure
+
+    recipe = version.manifest.get("recipe") or {}
+    path = recipe.get("tokenizer")
+    if path and Path(path).exists():
+        try:
+            return Measure(path)
+        except (OSError, ValueError):
+            pass
+    return Measure(None)
+
+
+def _lengths(version: Version, batch: pa.RecordBatch, measure) -> np.ndarray:
+    import polars as pl
+
+    from meddata.builders import registry
+    from meddata.length import estimate
+
+    if "input_ids" in batch.schema.names:  # packed pretraining rows: exact tokens
+        import pyarrow.compute as pc
+
+        return pc.list_value_length(batch.column("input_ids")).to_numpy(
+            zero_copy_only=False).astype(np.int64)
+    if version.kind == "canonical":
+        frame = pl.from_arrow(batch.select([c for c in ("question", "context", "response",
+                                                        "rationale")
+                                            if c in batch.schema.names]))
+        text = frame.select(pl.concat_str(pl.all(), separator="\n", ignore_nulls=True))
+        return estimate(text.to_series())
+    return np.asarray(registry.get(version.kind).length(batch, measure), dtype=np.int64)
+
+
+def collect(version: Version, progress: bool = False, verify: str = "size") -> Facts:
+    import polars as pl
+
+    from meddata.length import Measure
+    from meddata.progress import bar
+
+    facts = Facts(version)
+    measure = _measure(version) if version.kind != "canonical" else Measure(None)
+    facts.counter = measure.describe()["counter"]
+    facts.max_tokens = (version.manifest.get("recipe") or {}).get("max_tokens")
+    packed = "input_ids" in version.schema.names
+    if packed:
+        facts.counter = "tokenizer (packed input_ids)"
+        facts.fill = np.zeros(len(FILL_EDGES) - 1, np.int64)
+    with bar(f"report {version.kind}/{version.name}", version.rows, enabled=progress) as b:
+        for batch in version.iter_batches(batch_size=BATCH_ROWS, verify=verify):
+            lengths = _lengths(version, batch, measure)
+            frame = pl.DataFrame({"source": batch.column("source"),
+                                  "split": batch.column("split"), "n": lengths})
+            for (source, split), group in frame.group_by(["source", "split"]):
+                key = (source or "-", split or "-")
+                counts = _bin(group["n"].to_numpy())
+                facts.lengths[key] = facts.lengths.get(key, 0) + counts
+            if version.kind == "preference":
+                for column, hist in (("chosen", facts.chosen), ("rejected", facts.rejected)):
+                    hist += _bin(measure.conversations(pl.from_arrow(batch.column(column))))
+            if version.kind == "kto":
+                for source, label in zip(batch.column("source").to_pylist(),
+                                         batch.column("label").to_pylist()):
+                    facts.labels[source][label] += 1
+            if packed and facts.max_tokens:
+                share = np.minimum(lengths / facts.max_tokens, 1.0)
+                facts.fill += np.histogram(share, FILL_EDGES)[0]
+            _keep_samples(facts, batch)
+            facts.rows_seen += batch.num_rows
+            b.update(batch.num_rows)
+    return facts
+
+
+def _keep_samples(facts: Facts, batch: pa.RecordBatch) -> None:
+    sources = batch.column("source").to_pylist()
+    wanted = [i for i, s in enumerate(sources)
+              if len(facts.samples[s]) < EXAMPLES_PER_SOURCE]
+    for i in wanted:
+        if len(facts.samples[sources[i]]) < EXAMPLES_PER_SOURCE:
+            facts.samples[sources[i]].append(batch.slice(i, 1).to_pylist()[0])
+
+
+# ---- the rejects ---------------------------------------------------------------------------------
+def _reject_batches(version: Version, columns: list[str]):
+    path = version.path / "rejects.parquet"
+    if path.exists():
+        yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+
+
+def rejects_summary(version: Version) -> dict[str, Any]:
+    """Counts by stage, reason and file, and the first examples of each reason."""
+    counts: Counter = Counter()
+    examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for batch in _reject_batches(version, ["stage", "reason", "file", "position", "raw",
+                                           "detail"]):
+        for row in batch.to_pylist():
+            counts[(row["stage"] or "-", row["reason"] or "-", row["file"] or "-")] += 1
+            if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
+                examples[row["reason"]].append(row)
+    return {"counts": counts, "examples": examples}
+
+
+def dedup_clusters(version: Version, verify: str = "size") -> list[dict[str, Any]]:
+    """The largest clusters: the survivor's id and the dropped members (two passes over
+    the rejects: the top cluster sizes, then their members)."""
+    sizes: dict[str, int] = {}
+    top: list[tuple[int, str]] = []
+    for batch in _reject_batches(version, ["reason", "detail"]):
+        for reason, detail in zip(batch.column("reason").to_pylist(),
+                                  batch.column("detail").to_pylist()):
+            if reason not in DEDUP_REASONS or not detail:
+                continue
+            d = json.loads(detail)
+            kept = d.get("kept")
+            if kept is None or kept in sizes:
+                continue
+            sizes[kept] = int(d.get("cluster_size") or 2)
+            heapq.heappush(top, (sizes[kept], kept))
+            if len(top) > CLUSTERS:
+                gone = heapq.heappop(top)[1]
+                del sizes[gone]
+    clusters = {kept: {"kept": kept, "size": size, "members": [], "reason": None}
+                for size, kept in top}
+    for batch in _reject_batches(version, ["reason", "detail", "raw"]):
+        for reason, detail, raw in zip(batch.column("reason").to_pylist(),
+                                       batch.column("detail").to_pylist(),
+                                       batch.column("raw").to_pylist()):
+            if reason not in DEDUP_REASONS or not detail:
+                continue
+            d = json.loads(detail)
+            c = clusters.get(d.get("kept"))
+            if c is not None and len(c["members"]) < MEMBERS:
+                c["reason"] = reason
+                c["members"].append({"similarity": d.get("similarity"), "raw": raw,
+                                     "against": d.get("against")})
+    found = _rows_by_id(version, list(clusters), verify)
+    for c in clusters.values():
+        c["survivor"] = found.get(c["kept"])
+    return sorted(clusters.values(), key=lambda c: -c["size"])
+
+
+def decontam_matches(version: Version, store: Store | None) -> list[dict[str, Any]]:
+    """The first matches: the dropped row next to the benchmark item it matched."""
+    matches = []
+    for batch in _reject_batches(version, ["reason", "detail", "raw"]):
+        for reason, detail, raw in zip(batch.column("reason").to_pylist(),
+                                       batch.column("detail").to_pylist(),
+                                       batch.column("raw").to_pylist()):
+            if reason == "contaminated" and detail and len(matches) < DECONTAM_MATCHES:
+                matches.append({**json.loads(detail), "raw": raw})
+        if len(matches) >= DECONTAM_MATCHES:
+            break
+    wanted = {m["matched"] for m in matches}
+    items: dict[str, dict[str, Any]] = {}
+    if store is not None and wanted:
+        for parent in version.manifest.get("parents", []):
+            if isinstance(parent, dict) and parent.get("role") == "benchmark":
+                try:
+                    items.update(_rows_by_id(store.resolve(parent["ref"]), list(wanted)))
+                except Exception:  # a benchmark no longer in this store: show ids only
+                    continue
+    for m in matches:
+        m["item"] = items.get(m["matched"])
+    return matches
+
+
+def _rows_by_id(version: Version, ids: list[str], verify: str = "size"
+                ) -> dict[str, dict[str, Any]]:
+    if not ids:
+        return {}
+    import polars as pl
+
+    frame = version.scan(verify=verify).filter(pl.col("id").is_in(ids)).collect()
+    return {r["id"]: r for r in frame.to_dicts()}
+
+
+# ---- plots ------------------------------------------------------------------------------------------
+def _svg(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _figure(width: float = 7.0, height: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9,
+                         "axes.spines.top": False, "axes.spines.right": False})
+    plt.rcParams["svg.hashsalt"] = f"meddata-{_figure.count}"  # unique ids per inline SVG
+    _figure.count += 1
+    return plt.subplots(figsize=(width, height))
+
+
+_figure.count = 0
+
+
+def _bin_labels() -> list[str]:
+    return [f"{EDGES[i]}" for i in range(len(EDGES))]
+
+
+def length_plot(hists: dict[str, np.ndarray], max_tokens: int | None, counter: str,
+                title: str) -> str:
+    """Step histograms, one line per series, on the EDGES bins (log-spaced axis)."""
+    fig, ax = _figure()
+    used = max((int(np.flatnonzero(h).max()) for h in hists.values() if h.any()), default=0)
+    x = np.arange(used + 2)
+    for name, h in sorted(hists.items()):
+        ax.step(x, np.append(h[:used + 1], 0), where="post", label=name)
+    ax.set_xticks(x[:-1], _bin_labels()[:used + 1], rotation=45, fontsize=7)
+    if max_tokens:
+        pos = np.searchsorted(EDGES, max_tokens, side="right") - 1
+        pos += (max_tokens - EDGES[pos]) / max(1, (EDGES[min(pos + 1, len(EDGES) - 1)]
+                                                    - EDGES[pos]))
+        ax.axvline(pos, color="crimson", linestyle="--", label=f"max_tokens {max_tokens}")
+    ax.set_xlabel(f"length ({counter}), bin start")
+    ax.set_ylabel("rows")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncols=2)
+    return _svg(fig)
+
+
+def bar_plot(values: dict[str, int | float], title: str, xlabel: str = "rows") -> str:
+    items = sorted(values.items(), key=lambda kv: -kv[1])[:25]
+    fig, ax = _figure(7.0, max(1.6, 0.28 * len(items) + 0.8))
+    ax.barh([str(k) for k, _ in items][::-1], [v for _, v in items][::-1], color="#4878a8")
+    for y, (_, v) in enumerate(items[::-1]):
+        ax.text(v, y, f" {v:,}", va="center", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _svg(fig)
+
+
+def ledger_plot(stages: list[dict[str, Any]]) -> str:
+    fig, ax = _figure(7.0, max(1.8, 0.45 * len(stages) + 0.8))
+    names = [s["stage"] for s in stages][::-1]
+    ax.barh(np.arange(len(names)) + 0.2, [s["rows_in"] for s in stages][::-1], height=0.4,
+            label="rows in", color="#9bb7d4")
+    ax.barh(np.arange(len(names)) - 0.2, [s["rows_out"] for s in stages][::-1], height=0.4,
+            label="rows out", color="#4878a8")
+    ax.set_yticks(np.arange(len(names)), names)
+    ax.set_xlabel("rows")
+    ax.set_title("Rows in and out of each stage")
+    ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def drops_plot(stages: list[dict[str, Any]]) -> str:
+    reasons = sorted({r for s in stages for r in s["dropped"]})
+    fig, ax = _figure(7.0, max(1.8, 0.45 * len(stages) + 0.8))
+    left = np.zeros(len(stages))
+    names = [s["stage"] for s in stages]
+    for reason in reasons:
+        widths = np.array([s["dropped"].get(reason, 0) for s in stages], float)
+        ax.barh(names, widths, left=left, label=reason)
+        left += widths
+    ax.invert_yaxis()
+    ax.set_xlabel("rows dropped")
+    ax.set_title("Drops by reason and stage")
+    ax.legend(fontsize=7, ncols=2)
+    return _svg(fig)
+
+
+def fill_plot(fill: np.ndarray) -> str:
+    fig, ax = _figure()
+    ax.bar(FILL_EDGES[:-1], fill, width=FILL_EDGES[1] - FILL_EDGES[0], align="edge",
+           color="#4878a8")
+    ax.set_xlabel("share of max_tokens filled")
+    ax.set_ylabel("packed rows")
+    ax.set_title("Sequence fill of packed rows")
+    return _svg(fig)
+
+
+def label_plot(labels: dict[str, Counter]) -> str:
+    fig, ax = _figure(7.0, max(1.8, 0.3 * len(labels) + 0.8))
+    names = sorted(labels)
+    good = np.array([labels[s][True] for s in names])
+    bad = np.array([labels[s][False] for s in names])
+    ax.barh(names, good, label="desirable (True)", color="#4c9a60")
+    ax.barh(names, bad, left=good, label="undesirable (False)", color="#c25b56")
+    ax.set_xlabel("rows")
+    ax.set_title("KTO label balance per source")
+    ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+# ---- HTML ------------------------------------------------------------------------------------------
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+header{background:#1d3557;color:#fff;padding:18px 28px}header h1{margin:0;font-size:20px}
+header p{margin:4px 0 0;opacity:.85}main{padding:8px 28px 40px;max-width:1200px}
+section{background:#fff;border:1px solid #dde2ea;border-radius:8px;margin:16px 0;padding:12px 18px}
+h2{font-size:16px;margin:6px 0 10px}table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
+td,th{border:1px solid #dde2ea;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:10px}.row{white-space:pre-wrap;
+font:12px/1.4 ui-monospace,Menlo,monospace;background:#f3f5f8;border-radius:6px;padding:8px;
+margin:4px 0;max-height:320px;overflow:auto}.role{font-weight:600;color:#1d3557}
+.cols{display:flex;flex-wrap:wrap;gap:0 28px}.ok{color:#2d7a3e}.bad{color:#b3261e}svg{max-width:100%;height:auto}nav a{margin-right:12px}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _clip(text: Any) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + f" … ({len(text):,} chars)"
+
+
+def _table(head: list[str] | None, rows: list[list[Any]], numeric: set[int] = frozenset()
+           ) -> str:
+    out = ["<table>"]
+    if head:
+        out += ["<tr>", *(f"<th>{_e(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        out.append("<tr>" + "".join(
+            f"<td class='n'>{v:,}</td>" if i in numeric and isinstance(v, int)
+            else f"<td>{_e(v)}</td>" for i, v in enumerate(row)) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _conversation(messages: Any) -> str:
+    if not messages:
+        return "<div class='row'>(empty)</div>"
+    if isinstance(messages, str):
+        return f"<div class='row'>{_e(_clip(messages))}</div>"
+    return "<div class='row'>" + "\n".join(
+        f"<span class='role'>{_e(m.get('role'))}</span>: {_e(_clip(m.get('content')))}"
+        for m in messages) + "</div>"
+
+
+def render_row(kind: str, row: dict[str, Any]) -> str:
+    """A row as the trainer sees it (conversations turn by turn)."""
+    if kind == "sft":
+        return _conversation(row.get("messages"))
+    if kind == "preference":
+        return (_conversation(row.get("prompt")) + "<div class='pair'><div><b class='ok'>chosen"
+                f"</b>{_conversation(row.get('chosen'))}</div><div><b class='bad'>rejected "
+                f"({_e(row.get('rejected_by'))})</b>{_conversation(row.get('rejected'))}"
+                "</div></div>")
+    if kind == "kto":
+        label = "<b class='ok'>desirable</b>" if row.get("label") else \
+            "<b class='bad'>undesirable</b>"
+        return _conversation(row.get("prompt")) + label + _conversation(row.get("completion"))
+    if kind == "prompts":
+        return _conversation(row.get("prompt")) + \
+            f"<div class='row'>answer: {_e(row.get('answer'))}</div>"
+    if kind == "pretrain":
+        return f"<div class='row'>{_e(_clip(row.get('text')))}</div>"
+    return canonical_row(row)
+
+
+def canonical_row(row: dict[str, Any]) -> str:
+    parts = [f"[{row.get('task')}] {row.get('question') or ''}"]
+    if row.get("context"):
+        parts.append(f"context: {row['context']}")
+    for o in row.get("options") or []:
+        parts.append(f"{o['label']}. {o['text']}")
+    if row.get("answer_label") or row.get("answer"):
+        parts.append(f"answer: {row.get('answer_label') or ''} {row.get('answer') or ''}")
+    if row.get("response"):
+        parts.append(f"response: {row['response']}")
+    for t in row.get("turns") or []:
+        parts.append(f"{t['role']}: {t['content']}")
+    return f"<div class='row'>{_e(_clip(chr(10).join(parts)))}</div>"
+
+
+def _raw(raw: str | None) -> str:
+    try:
+        value = json.loads(raw or "")
+    except ValueError:
+        return f"<div class='row'>{_e(_clip(raw))}</div>"
+    if isinstance(value, dict):
+        if "question" in value and "task" in value:
+            return canonical_row(value)
+        for key in ("messages", "prompt", "text"):
+            if key in value:
+                return render_row({"messages": "sft", "prompt": "prompts",
+                                   "text": "pretrain"}[key], value)
+    return f"<div class='row'>{_e(_clip(json.dumps(value, ensure_ascii=False, indent=1)))}</div>"
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f"<section id='{anchor}'><h2>{_e(title)}</h2>{body}</section>"
+
+
+def summary_section(version: Version, store: Store | None) -> str:
+    m = version.manifest
+    tags = []
+    if store is not None:
+        try:
+            tags = sorted(t for t, vid in store.tags(version.kind, version.name).items()
+                          if vid == version.id)
+        except Exception:
+            tags = []
+    counts = m.get("stats", {}).get("counts", {})
+    rows = [["kind", m["kind"]], ["name", m["name"]], ["id", m["id"]],
+            *([["tags", ", ".join(tags)]] if tags else []), ["rows", f"{m['rows']:,}"],
+            ["created", m.get("created_at")], ["meddata", m.get("meddata_version")],
+            ["rejected input rows", f"{m['rejects']['rows']:,}"]]
+    val = m.get("validation")
+    if val:
+        rows.append(["validation", ("passed" if val["success"] else "FAILED")
+                     + f" ({len(val.get('checks', []))} checks on {val['rows_checked']:,} rows)"
+                     + (f"; failed: {', '.join(c['name'] for c in val['failed'])}"
+                        if val.get("failed") else "")])
+    body = _table(None, rows)
+    parents = m.get("parents") or []
+    if parents:
+        body += "<h3>Parents</h3>" + _table(["version", "role"], [
+            [p["ref"] if isinstance(p, dict) else p,
+             p.get("role", "input") if isinstance(p, dict) else "input"] for p in parents])
+    body += "<div class='cols'>" + "".join(
+        f"<div><h3>Rows per {column}</h3>"
+        + _table([column, "rows"], [[k, v] for k, v in counts[column].items()], {1}) + "</div>"
+        for column in ("split", "source", "lang", "task") if counts.get(column)) + "</div>"
+    if m.get("recipe"):
+        body += ("<details><summary>Recipe</summary><div class='row'>"
+                 f"{_e(json.dumps(m['recipe'], indent=1, ensure_ascii=False))}</div></details>")
+    return _section("summary", "Summary", body)
+
+
+def plots_section(facts: Facts, other: Facts | None) -> str:
+    version = facts.version
+    m = version.manifest
+    plots = []
+    splits = sorted({split for _, split in facts.lengths})
+    for split in splits:
+        hists = {source: h for (source, s), h in facts.lengths.items() if s == split}
+        plots.append(length_plot(hists, facts.max_tokens, facts.counter,
+                                 f"Length per source, split {split}"))
+    counts = m.get("stats", {}).get("counts", {})
+    if counts.get("source"):
+        plots.append(bar_plot(counts["source"], "Source mix"))
+    if counts.get("lang"):
+        plots.append(bar_plot(counts["lang"], "Language mix"))
+    if m.get("stages"):
+        plots.append(ledger_plot(m["stages"]))
+        if any(s["dropped"] for s in m["stages"]):
+            plots.append(drops_plot(m["stages"]))
+    if version.kind == "preference":
+        plots.append(length_plot({"chosen": facts.chosen, "rejected": facts.rejected},
+                                 None, facts.counter, "Chosen and rejected answer length"))
+        if counts.get("rejected_by"):
+            plots.append(bar_plot(counts["rejected_by"], "Rejected answers by strategy"))
+    if version.kind == "kto" and facts.labels:
+        plots.append(label_plot(facts.labels))
+    if facts.fill is not None and facts.fill.any():
+        plots.append(fill_plot(facts.fill))
+    if other is not None:
+        mine, theirs = _total(facts), _total(other)
+        plots.append(length_plot({f"this ({version.id})": mine,
+                                  f"against ({other.version.id})": theirs},
+                                 facts.max_tokens, facts.counter, "Length, both versions"))
+    return _section("plots", "Plots", "<div class='grid'>" + "".join(
+        f"<div>{p}</div>" for p in plots) + "</div>")
+
+
+def _total(facts: Facts) -> np.ndarray:
+    return sum(facts.lengths.values(), np.zeros(len(EDGES), np.int64))
+
+
+def dedup_section(clusters: list[dict[str, Any]], kind: str) -> str:
+    if not clusters:
+        return _section("dedup", "Dedup clusters", "<p>No duplicates were dropped.</p>")
+    body = ["<p>The survivor of a cluster is its first row in the sort order meddata "
+            "dedup uses (the earliest row of the earliest input, so a rebuild keeps the "
+            "same one); each dropped member is shown with its similarity to it.</p>"]
+    for c in clusters:
+        survivor = render_row(kind, c["survivor"]) if c["survivor"] else \
+            f"<div class='row'>{_e(c['kept'])} (kept in an earlier version)</div>"
+        members = "".join(
+            f"<p>{_e(c['reason'])}, similarity {m['similarity']}"
+            + (f", against {_e(m['against'])}" if m.get("against") else "")
+            + f"</p>{_raw(m['raw'])}" for m in c["members"])
+        body.append(f"<h3>Cluster of {c['size']} rows, kept {_e(c['kept'])}</h3>"
+                    f"<div class='pair'><div><b class='ok'>kept</b>{survivor}</div>"
+                    f"<div><b class='bad'>dropped</b>{members}</div></div>")
+    return _section("dedup", "Dedup clusters (largest first)", "".join(body))
+
+
+def decontam_section(matches: list[dict[str, Any]]) -> str:
+    if not matches:
+        return _section("decontam", "Decontamination", "<p>No rows matched a benchmark.</p>")
+    body = []
+    for m in matches:
+        item = canonical_row(m["item"]) if m.get("item") else \
+            f"<div class='row'>{_e(m['matched'])}</div>"
+        body.append(f"<h3>{_e(m['method'])} match, similarity {_e(m.get('similarity'))}</h3>"
+                    f"<div class='pair'><div><b>benchmark item {_e(m['matched'])}</b>{item}"
+                    f"</div><div><b class='bad'>dropped row</b>{_raw(m['raw'])}</div></div>")
+    return _section("decontam", "Decontamination matches", "".join(body))
+
+
+def rejects_section(summary: dict[str, Any]) -> str:
+    if not summary["counts"]:
+        return _section("rejects", "Rejects", "<p>Nothing was rejected.</p>")
+    rows = [[stage, reason, file, n] for (stage, reason, file), n in
+            sorted(summary["counts"].items(), key=lambda kv: -kv[1])]
+    body = [_table(["stage", "reason", "file", "rows"], rows, {3})]
+    for reason, examples in summary["examples"].items():
+        body.append(f"<h3>{_e(reason)}</h3>")
+        for ex in examples:
+            where = f"{ex['file'] or '-'}, position {ex['position']}" \
+                if ex.get("position") is not None else (ex["file"] or "-")
+            body.append(f"<p>{_e(where)}: {_e(ex.get('detail') or '')}</p>{_raw(ex['raw'])}")
+    return _section("rejects", "Rejects", "".join(body))
+
+
+def samples_section(facts: Facts) -> str:
+    body = []
+    for source, rows in sorted(facts.samples.items()):
+        body.append(f"<h3>{_e(source)}</h3>" + "".join(
+            render_row(facts.version.kind, r) for r in rows))
+    return _section("samples", "Samples (the first rows of each source)", "".join(body))
+
+
+def against_section(facts: Facts, other: Facts) -> str:
+    from meddata.catalog import diff
+
+    d = diff(other.version, facts.version)
+    rows = [[what, d[what]["count"], ", ".join(d[what]["examples"])]
+            for what in ("added", "removed", "changed")]
+    rows.append(["unchanged", d["unchanged"], ""])
+    body = [f"<p>From {_e(other.version.ref)} to {_e(facts.version.ref)}.</p>",
+            _table(["rows", "count", "examples (ids)"], rows, {1})]
+    for column in ("source", "lang"):
+        mine = facts.version.manifest.get("stats", {}).get("counts", {}).get(column, {})
+        theirs = other.version.manifest.get("stats", {}).get("counts", {}).get(column, {})
+        keys = sorted(set(mine) | set(theirs))
+        if keys:
+            body.append(f"<h3>Shift per {column}</h3>" + _table(
+                [column, "against", "this", "change"],
+                [[k, theirs.get(k, 0), mine.get(k, 0), mine.get(k, 0) - theirs.get(k, 0)]
+                 for k in keys], {1, 2, 3}))
+    return _section("against", "Against another version", "".join(body))
+
+
+def render(version: Version, store: Store | None = None, against: Version | None = None,
+           progress: bool = False, verify: str = "size") -> str:
+    """The page; `verify` is how the version's shards are checked before reading ("none"
+    while its publish is still writing it)."""
+    facts = collect(version, progress, verify)
+    other = collect(against, progress) if against is not None else None
+    sections = [summary_section(version, store), plots_section(facts, other)]
+    if against is not None:
+        sections.append(against_section(facts, other))
+    sections += [dedup_section(dedup_clusters(version, verify), version.kind),
+                 decontam_section(decontam_matches(version, store)),
+                 rejects_section(rejects_summary(version)), samples_section(facts)]
+    nav = "".join(f"<a href='#{a}'>{t}</a>" for a, t in (
+        ("summary", "Summary"), ("plots", "Plots"), ("against", "Against"),
+        ("dedup", "Dedup"), ("decontam", "Decontamination"), ("rejects", "Rejects"),
+        ("samples", "Samples")) if a != "against" or against is not None)
+    title = f"{version.kind}/{version.name} @ {version.id}"
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_e(title)}: meddata report</title><style>{STYLE}</style></head><body>"
+            f"<header><h1>{_e(title)}</h1><p>{version.rows:,} rows; meddata report"
+            f"{' against ' + _e(against.ref) if against is not None else ''}</p></header>"
+            f"<main><nav>{nav}</nav>{''.join(sections)}</main></body></html>")
+
+
+def write(version: Version, out: Path, store: Store | None = None,
+          against: Version | None = None, progress: bool = False) -> Path:
+    out = Path(out)
+    out.write_text(render(version, store, against, progress), encoding="utf-8")
+    return out

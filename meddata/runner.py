@@ -55,11 +55,17 @@ def with_progress(read: Callable[[bool], Iterator[pa.RecordBatch]], desc: str, t
 def publish(store: Store, kind: str, name: str, schema: pa.Schema,
             read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[steps_mod.Step],
             manifest: dict[str, Any], check: Callable[[pa.RecordBatch], None] | None = None,
-            finish: Callable[[dict[str, Any]], None] | None = None) -> Version:
+            finish: Callable[[dict[str, Any]], None] | None = None,
+            report: bool = False) -> Version:
     """Run `steps` over `read`, write the output to `kind/name`, and commit. `check` sees
     every output batch before it is written; `finish(extra)` runs before the commit and
-    may add to the manifest or raise to publish nothing."""
+    may add to the manifest or raise to publish nothing; `report` writes the version's
+    report.html (meddata/report.py)."""
     with store.publisher(kind, name, schema, **manifest) as pub:
+        if report:
+            from meddata import report as report_mod
+
+            pub.attach_report(lambda version: report_mod.render(version, store, verify="none"))
         ledger = steps_mod.Ledger(pub.reject)
         spill = store.root / ".tmp"
         spill.mkdir(parents=True, exist_ok=True)

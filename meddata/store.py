@@ -25,9 +25,10 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from meddata.secrets import redact
 
 DEFAULT_STORE = "./meddata-store"
 BUSY = ".publishing"  # lock file inside a publish's temporary folder
+REPORT = "report.html"  # the data report inside a version (meddata/report.py)
 ROW_GROUP_ROWS = 8_192
 SHARD_ROWS = 61 * ROW_GROUP_ROWS  # 499,712: shards hold whole row groups
 # Columns whose value counts go into the manifest's stats.
@@ -446,6 +448,12 @@ class Publisher:
         self._nulls: Counter[str] = Counter()
         self.version: Version | None = None
         self._closed = False
+        self._report: Callable[[Version], str] | None = None
+
+    def attach_report(self, render: Callable[[Version], str]) -> None:
+        """Write `render(version)` as report.html into the version, named in its manifest
+        and linked from its card (render runs on the finished shards, before the rename)."""
+        self._report = render
 
     def __enter__(self) -> Publisher:
         return self
@@ -617,14 +625,33 @@ class Publisher:
                 self.store.ensure_tagged(self.kind, self.name, vid)
                 return self.version
             manifest = redact(self._manifest(vid, digest))
-            (self.tmp / "manifest.json").write_text(
-                json.dumps(manifest, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-            (self.tmp / "README.md").write_text(dataset_card(manifest), encoding="utf-8")
+            if self._report is not None:
+                manifest["report"] = REPORT
+            self._write_manifest(manifest)
+            if self._report is not None and not self._write_report():
+                del manifest["report"]
+                self._write_manifest(manifest)
             os.unlink(self.tmp / BUSY)
             os.rename(self.tmp, final)
             self.store.ensure_tagged(self.kind, self.name, vid)
         self.version = Version(final)
         return self.version
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        (self.tmp / "manifest.json").write_text(
+            json.dumps(manifest, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        (self.tmp / "README.md").write_text(dataset_card(manifest), encoding="utf-8")
+
+    def _write_report(self) -> bool:
+        """The report, or a warning: a report that cannot be drawn never costs the build."""
+        try:
+            html = self._report(Version(self.tmp))
+            (self.tmp / REPORT).write_text(html, encoding="utf-8")
+            return True
+        except Exception as e:  # noqa: BLE001 - any failure of the page is reported, not fatal
+            print(f"warning: {self.kind}/{self.name}: no report.html ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+            return False
 
     def _manifest(self, vid: str, digest: str) -> dict[str, Any]:
         extra = dict(self.extra)
@@ -710,6 +737,8 @@ def dataset_card(manifest: dict[str, Any]) -> str:
         for st in manifest["stages"]:
             dropped = ", ".join(f"{k}: {v}" for k, v in st["dropped"].items()) or "-"
             lines.append(f"| {st['stage']} | {st['rows_in']} | {st['rows_out']} | {dropped} |")
+    if manifest.get("report"):
+        lines += ["", f"The data report: [{manifest['report']}]({manifest['report']})."]
     lines += ["", "Load it with `meddata.store.Store(<store>).load('"
               f"{manifest['kind']}/{manifest['name']}@{manifest['id']}')`, or with "
               "`datasets.load_dataset(\"parquet\", data_files=...)` on the shards.", ""]
