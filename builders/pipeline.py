@@ -72,7 +72,8 @@ def source_version(spec, store: Store, progress: bool) -> Version:
 
 
 def clean_up(recipe: Recipe, store: Store) -> tuple[list, list[dict[str, Any]]]:
-    """The recipe's dedup and decontam steps, and the versions they read (as parents)."""
+    """The recipe's dedup, decontam and retrieve steps, and the versions they read (as
+    parents)."""
     steps, parents = [], []
     if recipe.dedup is not None:
         settings = {k: v for k, v in recipe.dedup.items() if k != "against"}
@@ -84,6 +85,13 @@ def clean_up(recipe: Recipe, store: Store) -> tuple[list, list[dict[str, Any]]]:
         benches = [store.resolve(ref) for ref in recipe.decontam["against"]]
         parents += [b.as_parent(role="benchmark") for b in benches]
         steps.append(DecontamStep(benches, DecontamConfig(**settings)))
+    if recipe.retrieve is not None:
+        from meddata.retrieval import Index, Retrieve
+
+        index = Index(store.resolve(recipe.retrieve["index"]))
+        parents.append(index.version.as_parent(role="retrieval_index"))
+        steps.append(Retrieve(index, recipe.retrieve.get("k", 3),
+                              recipe.retrieve.get("tokens", 512)))
     return steps, parents
 
 

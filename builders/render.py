@@ -1,8 +1,8 @@
 """Prompt and answer rendering, in the language of the row.
 
-- MCQ: the question, then an options block ("A. ..."), then (style `instruct`) a line
-  asking for the letter; the answer states the letter and the option text, then the
-  explanation where the source has one.
+- MCQ: its context when it has one, the question, then an options block ("A. ..."), then
+  (style `instruct`) a line asking for the letter; the answer states the letter and the
+  option text, then the explanation where the source has one.
 - yes/no (PubMedQA): the context, then the question; the answer states yes/no/maybe, then
   the long answer.
 - instruction: the instruction, then its input; open QA and reasoning: the question, after
@@ -66,6 +66,8 @@ def prompt_text(row: dict[str, Any], style: str = "instruct") -> str:
     task, question, context = row["task"], row["question"], row.get("context")
     if task == "mcq":
         parts = [question, f"{w['options']}\n{options_block(row['options'])}"]
+        if context:  # e.g. passages retrieved for the question (recipe `retrieve`)
+            parts.insert(0, f"{w['context']}\n{context}")
         if style == "instruct":
             parts.append(w["mcq_ask"])
         return "\n\n".join(parts)

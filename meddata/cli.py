@@ -434,13 +434,19 @@ class KindChoice(click.ParamType):
 @click.option("--from", "from_ref", help="kto: unpair this preference version instead.")
 @click.option("--allow-invalid", is_flag=True,
               help="Publish even when validation fails (recorded in the manifest).")
+@click.option("--retrieve", "retrieve_index",
+              help="Add the top passages of this index (index/NAME) to each row's context "
+                   "before rendering (retrieval-augmented training data).")
+@click.option("--retrieve-k", type=click.IntRange(1), default=3, show_default=True,
+              help="--retrieve: passages per row.")
 @click.option("--no-report", is_flag=True,
               help="Do not write the version's report.html (see `meddata report`).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
               validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, rejected_model,
-              rejected_backend, from_ref, allow_invalid, no_report, quiet) -> None:
+              rejected_backend, from_ref, allow_invalid, retrieve_index, retrieve_k, no_report,
+              quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
@@ -477,6 +483,9 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             rejected["strategy"] = rejected_strategy
         if rejected_backend:
             rejected["backend"] = rejected_backend
+        if retrieve_index:
+            base["retrieve"] = {**(base.get("retrieve") or {}), "index": retrieve_index,
+                                "k": retrieve_k}
         base["kind"] = kind
         recipe = recipe_mod.from_dict(base)
         version = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
@@ -508,6 +517,78 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
                + ("; published with --allow-invalid" if not val["success"] else ""))
     if m.get("report"):
         click.echo(f"report: {version.path / m['report']}")
+
+
+@cli.group("index")
+def index_group() -> None:
+    """Retrieval indexes over a canonical corpus (kind `index` in the store): build one,
+    query it; `meddata eval --rag` and the recipe key `retrieve` use them."""
+
+
+@index_group.command("build")
+@click.argument("ref")
+@click.option("--method", type=click.Choice(["bm25", "dense"]), default="bm25",
+              show_default=True, help="bm25 (bm25s, offline) or dense (sentence-transformers "
+                                      "embeddings in a faiss index).")
+@click.option("--name", help="Publish as index/NAME (default: the corpus's name).")
+@click.option("--model", type=click.Path(exists=True, file_okay=False),
+              help="dense: a local sentence-transformers model folder.")
+@click.option("--chunk-tokens", type=click.IntRange(8), default=256, show_default=True,
+              help="Chunk length in tokens (words, and each CJK character).")
+@click.option("--overlap", type=click.IntRange(0), default=32, show_default=True,
+              help="Tokens shared by consecutive chunks of a document.")
+@click.option("--stemmer", default="english", show_default=True,
+              help="bm25: PyStemmer language for Latin-script words, or none.")
+@click.option("--decontam", "benchmarks", multiple=True,
+              help="Drop corpus rows that match items of this benchmark version (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def index_build_cmd(ctx, ref, method, name, model, chunk_tokens, overlap, stemmer, benchmarks,
+                    quiet) -> None:
+    """Build and publish an index over a canonical version: its `document` rows (title and
+    text), or any rows (question and context), cut into overlapping chunks.
+
+    \b
+    meddata index build canonical/corpus
+    meddata index build canonical/medrag --decontam canonical/pubmedqa-test --name medrag
+    meddata index build canonical/corpus --method dense --model path/to/bge-small
+    """
+    from meddata import retrieval
+    from meddata.tables import stages_table
+
+    store = _store(ctx)
+    settings = retrieval.IndexSettings(method=method, model=model, chunk_tokens=chunk_tokens,
+                                       overlap=overlap, stemmer=stemmer)
+    try:
+        version = retrieval.build(store, ref, settings, name, list(benchmarks),
+                                  progress=not quiet)
+    except (ValueError, OSError, ImportError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    _published(version)
+    click.echo("\n" + stages_table(version.manifest["stages"]))
+
+
+@index_group.command("query")
+@click.argument("ref")
+@click.argument("text")
+@click.option("--k", type=click.IntRange(1), default=5, show_default=True)
+@click.pass_context
+def index_query_cmd(ctx, ref, text, k) -> None:
+    """Print the top-k chunks of an index for TEXT, with scores and document ids."""
+    from meddata import retrieval
+
+    try:
+        index = retrieval.Index(_store(ctx).resolve(ref))
+        (hits,) = index.query([text], k)
+    except (ValueError, OSError, ImportError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    click.echo(f"{index.version.ref} ({index.settings.method}, {index.rows} chunks)")
+    for rank, h in enumerate(hits, 1):
+        body = " ".join(h.row["text"].split())
+        click.echo(f"\n{rank}. score {h.score:.4f}  {h.row['id']}  (document {h.row['doc_id']})")
+        if h.row.get("title"):
+            click.echo(f"   {h.row['title']}")
+        click.echo(f"   {body[:400]}{' ...' if len(body) > 400 else ''}")
 
 
 @cli.command("report")
@@ -756,13 +837,22 @@ def _silence_libraries() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write results.json, results.md and every item's record "
                    "(items/<model>/<bench>.jsonl) into this folder.")
+@click.option("--rag", "rag_indexes", multiple=True,
+              help="A retrieval index (index/NAME): each model is also scored with the top-k "
+                   "passages for each question, as a row of its own (repeatable).")
+@click.option("--k", "rag_k", type=click.IntRange(1), default=5, show_default=True,
+              help="--rag: passages per question.")
+@click.option("--rag-tokens", type=click.IntRange(16), default=1024, show_default=True,
+              help="--rag: the passages' token budget (the last one is cut; the question is "
+                   "never cut).")
 @click.option("--lm-eval-layout", is_flag=True,
               help="With --out, also write <model>/results_<date>.json and "
                    "samples_<task>_<date>.jsonl as lm-evaluation-harness does.")
 @click.option("--quiet", is_flag=True, help="No progress bars or library messages.")
 @click.pass_context
 def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, shots,
-             batch_size, max_new_tokens, max_length, out_dir, lm_eval_layout, quiet) -> None:
+             batch_size, max_new_tokens, max_length, out_dir, rag_indexes, rag_k, rag_tokens,
+             lm_eval_layout, quiet) -> None:
     """Evaluate one or more models on benchmark versions and print a comparison table:
     accuracy with a 95 % interval (single- and multiple-answer apart), BLEU-1..4 and
     ROUGE-1/2/L on open answers, per case for CMB-Clin."""
@@ -787,8 +877,21 @@ def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, 
         config = EvalConfig(method=method, prompt=prompt_style, choices=choices,
                             split=None if split == "all" else split, limit=limit, shots=shots,
                             batch_size=batch_size, max_new_tokens=max_new_tokens,
-                            max_length=max_length)
-        report = compare(list(models), versions, config, progress=not quiet, out=out)
+                            max_length=max_length, rag_k=rag_k, rag_tokens=rag_tokens)
+        indexes = []
+        if rag_indexes:
+            from meddata.retrieval import Index
+
+            indexes = [Index(store.resolve(r)) for r in rag_indexes]
+        for index in indexes:
+            for v in versions:
+                if v.ref not in index.benchmarks:
+                    click.echo(f"warning: {index.version.ref} was not decontaminated against "
+                               f"{v.ref}: its passages may contain the benchmark's items "
+                               f"(rebuild with `meddata index build ... --decontam {v.ref}`)",
+                               err=True)
+        report = compare(list(models), versions, config, progress=not quiet, out=out,
+                         indexes=indexes)
     except (TrainError, ModelNotFound, OSError, ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     table = markdown(report)

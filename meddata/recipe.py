@@ -99,6 +99,7 @@ class Recipe:
     rejected: RejectedSpec = field(default_factory=RejectedSpec)
     dedup: dict[str, Any] | None = None     # DedupConfig keys (+ against); {} for the defaults
     decontam: dict[str, Any] | None = None  # {against: [refs], ...DecontamConfig keys}
+    retrieve: dict[str, Any] | None = None  # {index: index/NAME, k: 3, tokens: 512}
     from_ref: str | None = None     # build from an existing version (kto: a preference one)
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,6 +218,17 @@ def _check_stage_config(recipe: Recipe) -> None:
         if not isinstance(earlier, list) or not all(isinstance(a, str) for a in earlier):
             raise RecipeError("recipe.dedup.against: give earlier canonical versions, for "
                               "example [canonical/medqa-v1@latest]")
+    if recipe.retrieve is not None:
+        r = recipe.retrieve
+        unknown = [k for k in r if k not in ("index", "k", "tokens")]
+        if unknown or not isinstance(r.get("index"), str):
+            raise RecipeError("recipe.retrieve: give {index: index/NAME, k: 3, tokens: 512} "
+                              "(k and tokens optional)")
+        if not isinstance(r.get("k", 3), int) or r.get("k", 3) < 1 or \
+                (r.get("tokens") is not None and (not isinstance(r["tokens"], int)
+                                                  or r["tokens"] < 16)):
+            raise RecipeError("recipe.retrieve: k must be a positive integer and tokens an "
+                              "integer of at least 16 (or null for no limit)")
     if recipe.decontam is not None:
         against = recipe.decontam.get("against")
         if isinstance(against, str):

@@ -56,11 +56,13 @@ def publish(store: Store, kind: str, name: str, schema: pa.Schema,
             read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[steps_mod.Step],
             manifest: dict[str, Any], check: Callable[[pa.RecordBatch], None] | None = None,
             finish: Callable[[dict[str, Any]], None] | None = None,
-            report: bool = False) -> Version:
+            report: bool = False,
+            attach: Callable[[Any], None] | None = None) -> Version:
     """Run `steps` over `read`, write the output to `kind/name`, and commit. `check` sees
     every output batch before it is written; `finish(extra)` runs before the commit and
-    may add to the manifest or raise to publish nothing; `report` writes the version's
-    report.html (meddata/report.py)."""
+    may add to the manifest or raise to publish nothing; `attach(publisher)` then adds
+    files to the version (a retrieval index's); `report` writes the version's report.html
+    (meddata/report.py)."""
     with store.publisher(kind, name, schema, **manifest) as pub:
         if report:
             from meddata import report as report_mod
@@ -89,6 +91,8 @@ def publish(store: Store, kind: str, name: str, schema: pa.Schema,
                           record.pop("dropped"), **record)
         if finish is not None:
             finish(pub.extra)
+        if attach is not None:
+            attach(pub)
     # what this run found: the same as the manifest's, unless the content existed already
     # (then the version, and its manifest, are the earlier run's)
     pub.version.this_run = {"stages": pub.stages, **pub.extra}

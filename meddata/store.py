@@ -95,12 +95,16 @@ def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
 
 
-def content_digest(schema_text: str, shards: list[dict[str, Any]]) -> str:
-    """sha256 over a version's schema and its shards' paths and sha256 digests: the version
-    id is its first 16 hex digits."""
-    return hashlib.sha256(json.dumps(
-        {"schema": schema_text, "shards": [[s["path"], s["sha256"]] for s in shards]},
-        sort_keys=True).encode()).hexdigest()
+def content_digest(schema_text: str, shards: list[dict[str, Any]],
+                   files: list[dict[str, Any]] = ()) -> str:
+    """sha256 over a version's schema, its shards' paths and sha256 digests, and those of
+    its other files (a retrieval index's), when it has any: the version id is its first
+    16 hex digits."""
+    content: dict[str, Any] = {"schema": schema_text,
+                               "shards": [[s["path"], s["sha256"]] for s in shards]}
+    if files:
+        content["files"] = [[f["path"], f["sha256"]] for f in files]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ class Version:
         """The manifest's shard list and schema must hash to the version's id (and folder
         name): a shard rewritten together with its manifest entry is caught here."""
         m = self.manifest
-        digest = content_digest(m.get("schema_text", ""), m.get("shards", []))
+        digest = content_digest(m.get("schema_text", ""), m.get("shards", []),
+                                m.get("files", []))
         if digest != m.get("content_sha256") or digest[:16] != m["id"] or \
                 self.path.name != m["id"]:
             raise ShardIntegrityError(
@@ -185,7 +190,7 @@ class Version:
         if mode == "none":
             return
         self.check_id()
-        for shard in self.manifest["shards"]:
+        for shard in [*self.manifest["shards"], *self.manifest.get("files", [])]:
             path = self.path / shard["path"]
             if not path.exists():
                 raise ShardIntegrityError(f"{self.ref}: shard {shard['path']} is missing")
@@ -438,6 +443,7 @@ class Publisher:
         self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
         self._pending: dict[str, list[pa.Table]] = {}
         self._shards: list[dict[str, Any]] = []  # appended by the writer thread
+        self._files: list[dict[str, Any]] = []   # other content (add_file)
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: deque[Future] = deque()
         self._rejects: pq.ParquetWriter | None = None
@@ -551,6 +557,17 @@ class Publisher:
         self._shards.append({"path": rel, "split": split, "rows": rows,
                              "bytes": path.stat().st_size, "sha256": sha256_file(path)})
 
+    def add_file(self, rel: str, source: Path) -> None:
+        """Move `source` into the version as `rel` (e.g. index/bm25/params.index.json): part
+        of its content, hashed into its id and verified like a shard."""
+        if rel.startswith("/") or ".." in Path(rel).parts or rel.split("/")[0] == "data":
+            raise StoreError(f"bad file path {rel!r} for a version")
+        target = self.tmp / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), target)
+        self._files.append({"path": rel, "bytes": target.stat().st_size,
+                            "sha256": sha256_file(target)})
+
     def reject(self, rows: list[dict[str, Any]]) -> None:
         """Quarantine input rows: dicts with the fields of meddata.schema.REJECTS."""
         if not rows:
@@ -614,7 +631,8 @@ class Publisher:
         if self._rejects is not None:
             self._rejects.close()
         self._shards.sort(key=lambda s: s["path"])
-        digest = content_digest(schema_fingerprint(self.schema), self._shards)
+        self._files.sort(key=lambda f: f["path"])
+        digest = content_digest(schema_fingerprint(self.schema), self._shards, self._files)
         vid = digest[:16]
         base = self.store._name_dir(self.kind, self.name)
         final = base / vid
@@ -675,6 +693,7 @@ class Publisher:
             "rejects": {"rows": sum(self.reject_counts.values()),
                         "by_reason": dict(self.reject_counts.most_common())},
             "shards": self._shards,
+            **({"files": self._files} if self._files else {}),
             "schema": schema_to_json(self.schema),
             "schema_text": schema_fingerprint(self.schema),
             "stats": stats,

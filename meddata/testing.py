@@ -94,3 +94,16 @@ def tiny_model(folder: str | Path, tokenizer=None, hidden_size: int = 32, layers
         tokenizer.convert_tokens_to_ids(t) for t in SPECIALS if t != tokenizer.eos_token]
     model.save_pretrained(folder)
     return model, tokenizer
+
+
+def tiny_embedder(folder: str | Path) -> Path:
+    """Save a sentence-transformers model (the tiny Qwen2 encoder, mean pooling) for dense
+    retrieval tests; returns its folder."""
+    from sentence_transformers import SentenceTransformer, models
+
+    folder = Path(folder)
+    tiny_model(folder / "encoder")
+    word = models.Transformer(str(folder / "encoder"))
+    pooling = models.Pooling(word.get_word_embedding_dimension(), "mean")
+    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(folder / "embedder"))
+    return folder / "embedder"

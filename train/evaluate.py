@@ -72,6 +72,8 @@ class EvalConfig:
     batch_size: int = 8
     max_new_tokens: int = 256       # generate, and open answers
     max_length: int | None = None   # None: the model's context length, as lm-eval
+    rag_k: int = 5                  # with an index: passages per question
+    rag_tokens: int = 1024          # ... and the tokens they may take (the question is kept)
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -391,20 +393,24 @@ def _base(row: dict[str, Any], preset: presets.Preset) -> dict[str, Any]:
 
 
 def score_closed(scorer: Scorer, rows: list[dict[str, Any]], config: EvalConfig, pool,
-                 split: str | None) -> list[dict[str, Any]]:
+                 split: str | None, passages: list[tuple[str, list[str]]]
+                 ) -> list[dict[str, Any]]:
     items, requests = [], []
-    for row in rows:
+    for row, (block, retrieved) in zip(rows, passages):
         preset = presets.for_row(row, config.prompt)
         shots = shots_for(row, preset, pool, config, split)
         item = _base(row, preset) | {"multiple": presets.multiple(row)}
+        if block:
+            item["retrieved"] = retrieved
         if config.method == "loglik":
             labels, conts = preset.choices(row, texts=config.choices == "text")
-            context = preset.context(row, shots, texts=config.choices == "text")
+            context = preset.context(row, shots, texts=config.choices == "text",
+                                     passages=block)
             item.update(prompt=context, choices=labels, continuations=conts)
             requests += [(context, c) for c in conts]
         else:
-            prompt = preset.context(row, shots) if config.prompt == "lm-eval" \
-                else _instruct(row)
+            prompt = preset.context(row, shots, passages=block) if config.prompt == "lm-eval" \
+                else block + _instruct(row)
             item["prompt"] = prompt
         items.append(item)
     if config.method == "loglik":
@@ -435,30 +441,55 @@ def _instruct(row: dict[str, Any]) -> str:
 
 
 def score_open(scorer: Scorer, rows: list[dict[str, Any]], config: EvalConfig,
-               metrics: OpenMetrics) -> list[dict[str, Any]]:
+               metrics: OpenMetrics, passages: list[tuple[str, list[str]]]
+               ) -> list[dict[str, Any]]:
     from meddata.builders import render
 
-    conversations = [render.dialogue(r, with_answer=False) or render.messages(_instruct(r))
-                     for r in rows]
+    conversations = []
+    for row, (block, _) in zip(rows, passages):
+        turns = render.dialogue(row, with_answer=False) or render.messages(_instruct(row))
+        if block:
+            turns[-1] = {**turns[-1], "content": block + turns[-1]["content"]}
+        conversations.append(turns)
     outputs = scorer.generate(conversations, config.max_new_tokens)
     items = []
-    for row, conversation, text in zip(rows, conversations, outputs):
+    for row, conversation, text, (block, retrieved) in zip(rows, conversations, outputs,
+                                                          passages):
         meta = json.loads(row.get("meta") or "{}")
         output = answers.after_think(text).strip()
         item = _base(row, presets.PRESETS["meddata"]) | {
             "prompt": conversation[-1]["content"], "output": output}
         if meta.get("case_id") is not None:
             item["case"] = str(meta["case_id"])
+        if block:
+            item["retrieved"] = retrieved
         item.update(metrics.item(output, row["response"], row.get("lang")))
         items.append(item)
     return items
 
 
 # ---- one benchmark, many models -------------------------------------------------------------------
+def retrieved_passages(index, rows: list[dict[str, Any]], config: EvalConfig,
+                       scorer: Scorer) -> list[tuple[str, list[str]]]:
+    """Each row's passage block and the chunk ids in it (empty without an index): the
+    top-k chunks for its question and options, within rag_tokens of the model's tokens."""
+    if index is None:
+        return [("", [])] * len(rows)
+    from meddata.retrieval import passages_block, query_text
+
+    def count(text: str) -> int:
+        return len(scorer.tokenizer.encode(text, add_special_tokens=False))
+
+    hits = index.query([query_text(r) for r in rows], config.rag_k)
+    return [passages_block(h, r.get("lang"), config.rag_tokens, count)
+            for r, h in zip(rows, hits)]
+
+
 def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True,
-             items_path: Path | None = None) -> dict[str, Any]:
-    """Score one model on one benchmark version; each item's record goes to `items_path`
-    (JSON lines) when given."""
+             items_path: Path | None = None, index=None) -> dict[str, Any]:
+    """Score one model on one benchmark version, with passages from `index` (a
+    meddata.retrieval.Index) when given; each item's record goes to `items_path` (JSON
+    lines) when given."""
     from meddata.progress import bar
 
     split = eval_split(version, config.split)
@@ -475,8 +506,13 @@ def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True,
             while chunk := [r for _, r in zip(range(config.batch_size), rows)]:
                 closed = [r for r in chunk if r["task"] in CLOSED]
                 open_rows = [r for r in chunk if r["task"] in OPEN]
-                records = (score_closed(scorer, closed, config, pool, split) if closed else []) \
-                    + (score_open(scorer, open_rows, config, metrics) if open_rows else [])
+                records = []
+                if closed:
+                    records += score_closed(scorer, closed, config, pool, split,
+                                            retrieved_passages(index, closed, config, scorer))
+                if open_rows:
+                    records += score_open(scorer, open_rows, config, metrics,
+                                          retrieved_passages(index, open_rows, config, scorer))
                 for item in records:
                     tally.add(item)
                     if sink:
@@ -485,9 +521,14 @@ def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True,
     finally:
         if sink:
             sink.close()
-    return {"bench": version.ref, "split": split or "all", "method": config.method,
-            "prompt": config.prompt, "shots": config.shots,
-            "skipped_without_answer": skipped[0], **tally.result()}
+    result = {"bench": version.ref, "split": split or "all", "method": config.method,
+              "prompt": config.prompt, "shots": config.shots,
+              "skipped_without_answer": skipped[0], **tally.result()}
+    if index is not None:
+        result["rag"] = {"index": index.version.ref, "k": config.rag_k,
+                         "tokens": config.rag_tokens,
+                         "decontaminated": version.ref in index.benchmarks}
+    return result
 
 
 def sanitize(name: str) -> str:
@@ -496,23 +537,29 @@ def sanitize(name: str) -> str:
 
 
 def compare(models: list[str], benches: list, config: EvalConfig, progress: bool = True,
-            out: Path | None = None) -> dict[str, Any]:
-    """Every model on every benchmark: rows per model, a column per benchmark. With `out`,
-    each item's record is written to out/items/<model>/<benchmark>.jsonl."""
+            out: Path | None = None, indexes: list = ()) -> dict[str, Any]:
+    """Every model on every benchmark: rows per model, a column per benchmark, and a row
+    more per model and retrieval index (meddata.retrieval.Index). With `out`, each item's
+    record is written to out/items/<model>/<benchmark>.jsonl."""
     table = []
     for spec in models:
         scorer = Scorer(spec, config.batch_size, config.max_length)
-        results = {}
-        for b in benches:
-            path = None
-            if out:
-                path = out / "items" / sanitize(spec) / f"{sanitize(b.kind + '/' + b.name)}.jsonl"
-                path.parent.mkdir(parents=True, exist_ok=True)
-            results[b.ref] = evaluate(scorer, b, config, progress, path)
-            if path:
-                results[b.ref]["items_file"] = str(path.relative_to(out))
-        table.append({"model": spec, "trained_on": scorer.trained_on, "results": results,
-                      "max_length": scorer.max_length})
+        for index in [None, *indexes]:
+            label = spec if index is None else \
+                f"{spec} + rag {index.version.ref} (k={config.rag_k})"
+            results = {}
+            for b in benches:
+                path = None
+                if out:
+                    path = out / "items" / sanitize(label) / \
+                        f"{sanitize(b.kind + '/' + b.name)}.jsonl"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                results[b.ref] = evaluate(scorer, b, config, progress, path, index)
+                if path:
+                    results[b.ref]["items_file"] = str(path.relative_to(out))
+            table.append({"model": label, "trained_on": scorer.trained_on, "results": results,
+                          "max_length": scorer.max_length,
+                          "rag": index.version.ref if index is not None else None})
         del scorer
     return {"method": config.method, "prompt": config.prompt, "shots": config.shots,
             "split": config.split or "all", "limit": config.limit,

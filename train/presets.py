@@ -89,13 +89,13 @@ class Preset:
         return labels, [self.delimiter + self.target(row, lab, texts) for lab in labels]
 
     def context(self, row: dict[str, Any], shots: list[dict[str, Any]] = (),
-                texts: bool = False) -> str:
+                texts: bool = False, passages: str = "") -> str:
         """What precedes a choice: the description, the few-shot examples with their
-        answers, then the question."""
+        answers, retrieved passages (eval --rag), then the question."""
         examples = "".join(
             f"{self.text(s)}{self.delimiter}{self.target(s, s['answer_label'], texts)}\n\n"
             for s in shots)
-        return self.description(row) + examples + self.text(row)
+        return self.description(row) + examples + passages + self.text(row)
 
 
 class MedQA(Preset):
