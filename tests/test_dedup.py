@@ -243,3 +243,39 @@ def test_results_do_not_depend_on_batch_size(monkeypatch):
     assert expected[0][1] and expected[1][1]  # both found something
     monkeypatch.setattr(dedup_mod, "LIST_BATCH_ROWS", 7)
     assert (dedup(rows), decontaminate(rows, bench)) == expected
+
+
+def test_cli_dedup_against_an_earlier_version_saves_and_reuses_its_index(tmp_path, store):
+    runner = CliRunner()
+    s = ["--store", str(store.root)]
+    opts = {o["label"]: o["text"] for o in OPTS}
+    first = tmp_path / "v1.jsonl"
+    first.write_text(json.dumps({"question": Q, "options": opts, "answer_idx": "C"}) + "\n")
+    second = tmp_path / "v2.jsonl"
+    second.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": Q.replace("oral drug", "oral medicine"), "options": opts,
+         "answer_idx": "C"},  # a near copy of the earlier version's row
+        {"question": "Which antidote reverses heparin?", "options": {"A": "Protamine",
+                                                                    "B": "Vitamin K"},
+         "answer_idx": "A"}]))
+    for path, name in ((first, "old"), (second, "new")):
+        assert runner.invoke(cli, s + ["convert", "medqa", str(path), "--name", name,
+                                       "--quiet"]).exit_code == 0
+    out = runner.invoke(cli, s + ["dedup", "canonical/new", "--against", "canonical/old",
+                                  "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert "duplicates of earlier versions  1" in out.output
+    old = store.resolve("canonical/old")
+    (saved,) = (old.path / "indexes").glob("dedup-*.parquet")
+    v = store.resolve("canonical/new-dedup")
+    assert v.rows == 1 and v.manifest["stages"][0]["indexes"][0]["reused"] is False
+    rej = v.rejects().to_pylist()
+    assert rej[0]["reason"] == "duplicate_of_earlier"
+    assert json.loads(rej[0]["detail"])["against"] == old.ref
+    stamp = saved.stat().st_mtime_ns
+    out = runner.invoke(cli, s + ["dedup", "canonical/new", "--against", "canonical/old",
+                                  "--name", "again", "--quiet"])
+    assert out.exit_code == 0, out.output
+    again = store.resolve("canonical/again")
+    assert again.manifest["stages"][0]["indexes"][0]["reused"] is True
+    assert saved.stat().st_mtime_ns == stamp and again.id == v.id
