@@ -13,7 +13,7 @@ from conftest import EXAMPLES
 from meddata import retrieval
 from meddata.cli import cli
 from meddata.schema import CANONICAL
-from meddata.store import ShardIntegrityError, Store
+from meddata.store import ShardIntegrityError
 
 DOCS = [("Hypertension", "Hypertension is treated first with ACE inhibitors, calcium channel "
                          "blockers or thiazide diuretics, with lower salt intake.", "en"),
