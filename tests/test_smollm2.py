@@ -64,7 +64,8 @@ rejected: {{max_new_tokens: 48, batch_size: 6, temperature: 0.7, drop_unfinished
                                       "--name", "bench", "--quiet"])
     assert out.exit_code == 0
     out = runner.invoke(cli, store + ["eval", "--model", ALIAS, "--bench", "canonical/bench",
-                                      "--limit", "5", "--quiet", "--out", str(tmp_path / "e")])
+                                      "--split", "all", "--limit", "5", "--quiet", "--out",
+                                      str(tmp_path / "e")])
     assert out.exit_code == 0, out.output
     result = json.loads((tmp_path / "e" / "results.json").read_text())
     assert result["models"][0]["results"]["canonical/bench@" + Store(

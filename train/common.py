@@ -285,7 +285,7 @@ def start(stage: str, store: Store, data_ref: str, model_name: str, loaded: Load
 
 def length_check(version: Version, tokenizer, stage: str, max_length: int | None
                  ) -> dict[str, Any]:
-    """How many rows of the version the trainer will cut or drop at `max_length` tokens,
+    """How many training rows of the version the trainer will cut or drop at `max_length` tokens,
     measured with this model's tokenizer (its chat template) the way the kind measures a
     row. Printed before training and kept in the manifest."""
     import sys
@@ -300,7 +300,8 @@ def length_check(version: Version, tokenizer, stage: str, max_length: int | None
     kind = registry.get(version.kind)
     measure = Measure.with_tokenizer(tokenizer)
     over, total, longest = 0, 0, 0
-    for batch in version.iter_batches(verify="none"):
+    split = "train" if "train" in version.splits else None  # (the rows the trainer reads)
+    for batch in version.iter_batches(split=split, verify="none"):
         if kind.name == "pretrain" and "input_ids" in batch.schema.names:
             import pyarrow.compute as pc
 
