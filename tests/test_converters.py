@@ -353,6 +353,7 @@ def test_cli_convert_prints_reference_and_table(store):
                                    str(EXAMPLES / "medqa"), "--quiet"])
     assert out.exit_code == 0, out.output
     assert out.output.startswith("published canonical/medqa@") and "rows out" in out.output
+    assert f"in {store.root / 'canonical' / 'medqa'}" in out.output.splitlines()[0]  # where
     bad = CliRunner().invoke(cli, ["--store", str(store.root), "convert", "nosuch", "x"])
     assert bad.exit_code == 1 and "unknown source" in bad.output
     missing = CliRunner().invoke(cli, ["--store", str(store.root), "convert", "medqa", "/no/file"])
@@ -495,3 +496,18 @@ def test_failure_mid_conversion_stops_the_prefetch_thread(store, tmp_path, monke
         convert.run(get("medmcqa")(), [str(path)], store, progress=False)
     assert not [t for t in threading.enumerate() if t.name.startswith("meddata-prefetch")]
     assert store.versions() == [] and list((store.root / ".tmp").iterdir()) == []
+
+
+def test_train_and_eval_without_the_train_extra_say_what_to_install(monkeypatch, store):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("trl", "torch") else real(name, *a))
+    for args in (["train", "sft", "--data", "sft/x", "--model", "m"],
+                 ["eval", "--model", "m", "--bench", "canonical/x"]):
+        out = CliRunner().invoke(cli, ["--store", str(store.root), *args])
+        assert out.exit_code == 1
+        lines = out.output.strip().splitlines()
+        assert len(lines) == 1 and "needs the train extra" in lines[0], out.output
+        assert 'pip install -e ".[train]"' in lines[0] and "Traceback" not in out.output
