@@ -160,3 +160,25 @@ def test_builds_validate_before_publishing(store):
     out = CliRunner().invoke(cli, ["--store", str(store.root), "build", "preference",
                                    "--system-prompt", "  ", "--quiet"])
     assert out.exit_code == 1 and "--allow-invalid" in out.output
+
+
+@pytest.mark.parametrize("kind", ["sft", "preference", "prompts"])
+def test_an_english_system_prompt_over_chinese_rows_validates(store, kind):
+    """The language check reads the user and assistant turns, not the system prompt: an
+    English system prompt over ShenNong's Chinese rows is right, and publishes."""
+    data = pipeline.examples_recipe().to_dict()
+    data["sources"] = [s for s in data["sources"] if s["source"] == "shennong"]
+    assert data["sources"]
+    # a paragraph, longer than the rows' Chinese: counted with them, it would make them "en"
+    data["system_prompt"] = (
+        "You are a careful medical assistant trained on Traditional Chinese Medicine. Answer "
+        "in the user's language, explain the pattern differentiation behind each suggestion, "
+        "name the classical formula and its main herbs, state when a licensed practitioner "
+        "must be consulted first, and never recommend stopping a prescribed medicine. Keep "
+        "answers short, concrete and safe, and say plainly when the evidence is weak.")
+    v = pipeline.run(kind, recipe_mod.from_dict(data), store, progress=False)
+    assert v.manifest["validation"]["success"]
+    rows = v.to_table().to_pylist()
+    first = rows[0]["messages" if kind == "sft" else "prompt"][0]
+    assert first["role"] == "system" and first["content"].startswith("You are")
+    assert all(r["lang"] == "zh" for r in rows)
