@@ -337,3 +337,19 @@ def test_unpair_interleaves_in_seeded_order_at_scale(tmp_path, monkeypatch):
     assert [r["id"] for r in out] == [x for pair in zip(good, bad) for x in pair]
     assert all(r["label"] == r["id"].endswith("#chosen") for r in out)
     assert out[1]["completion"][0]["content"].startswith("bad ")
+
+
+def test_progress_bars_each_on_its_own_line_and_none_under_quiet(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--store", str(tmp_path / "s"), "build", "preference"])
+    assert out.exit_code == 0, out.output
+    bars = [line for line in out.stderr.split("\n") if line.strip()]
+    assert len(bars) >= 3  # the conversions, then the build's two passes
+    for line in bars:  # a bar redraws with \r; a second bar on the same line would show here
+        descs = {part.split(":")[0].strip() for part in line.split("\r") if part.strip()}
+        assert len(descs) == 1, line
+    assert any("build preference (pass 2)" in line for line in bars)
+    quiet = runner.invoke(cli, ["--store", str(tmp_path / "s"), "build", "preference",
+                                "--quiet", "--name", "q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert quiet.output.startswith("published preference/q@")
