@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -209,6 +210,8 @@ def main() -> None:
                 generate_corpus(data, docs)
             if not (store / "canonical" / "corpus").exists():
                 convert(store, "corpus", data, "corpus")
+            # the first build is cold: no token ids cached by an earlier run of this script
+            shutil.rmtree(store / ".cache" / "tokens", ignore_errors=True)
             r = meddata(store, "build", "pretrain", "canonical/corpus", "--pack",
                         "--tokenizer", tok, "--max-tokens", "2048", "--name", "bench",
                         "--no-report")
