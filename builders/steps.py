@@ -168,10 +168,36 @@ class Length(Step):
         self.adds = (TOKENS, IDS) if ids else (TOKENS,)
         self.lengths: list[np.ndarray] = []
 
-    def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
+    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+        if not self.keep_ids:
+            yield from super().run(source, books)
+            return
+        # Token ids: the next batch is tokenized on a worker thread (the Rust tokenizer
+        # releases the GIL) while the steps after this one pack and write the current one.
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="meddata-tokenize") as pool:
+            ahead: deque = deque()  # (batch, its token ids to come): at most two
+            for batch in source.batches():
+                self.check_columns(batch)
+                texts = pl.from_arrow(batch.column("text"))
+                ahead.append((batch, pool.submit(self.measure.ids, texts)))
+                if len(ahead) == 2:
+                    yield from self._with_ids(*ahead.popleft(), books)
+            while ahead:
+                yield from self._with_ids(*ahead.popleft(), books)
+
+    def _with_ids(self, batch: pa.RecordBatch, ids, books: Books) -> Iterator[pa.RecordBatch]:
+        out = self.map(batch, books, ids.result())
+        if out is not None and out.num_rows:
+            yield out
+
+    def map(self, batch: pa.RecordBatch, books: Books,
+            ids: pa.Array | None = None) -> pa.RecordBatch | None:
         books.info.update(max_tokens=self.max_tokens, **self.measure.describe())
         if self.keep_ids:
-            ids = self.measure.ids(pl.from_arrow(batch.column("text")))
+            ids = ids if ids is not None else self.measure.ids(pl.from_arrow(batch.column("text")))
             lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
             batch = batch.append_column(IDS, ids)
         else:

@@ -356,3 +356,43 @@ def test_progress_bars_each_on_its_own_line_and_none_under_quiet(tmp_path):
                                 "--quiet", "--name", "q"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
     assert quiet.output.startswith("published preference/q@")
+
+
+def test_token_ids_are_computed_one_batch_ahead_in_order(tmp_path, tokenizer):
+    """Packing's Length step tokenizes the next batch on a worker thread: over many small
+    batches the ids come out in order, equal to tokenizing everything at once, and a
+    tokenizer error stops the build with that error (and no thread left behind)."""
+    import threading
+
+    import polars as pl
+
+    from meddata.builders import pretrain
+    from meddata.builders.steps import IDS, Length
+    from meddata.length import Measure
+    from meddata.steps import Ledger, run
+
+    texts = [f"document {i} " + "word " * (i % 13) + "病人发热" * (i % 3) for i in range(50)]
+    table = pa.table({"text": texts})
+    measure = Measure(str(tokenizer[0]))
+    step = Length(pretrain.KIND, measure, None, drop=False, ids=True)
+    out = list(run(lambda replay: iter(table.to_batches(max_chunksize=7)), [step], Ledger(),
+                   tmp_path))
+    assert len(out) == 8 and [b.num_rows for b in out] == [7] * 7 + [1]
+    got = pa.concat_arrays([b.column(IDS) for b in out]).to_pylist()
+    assert got == measure.ids(pl.Series(texts)).to_pylist()
+
+    calls = []
+
+    def failing(series):
+        calls.append(len(series))
+        if len(calls) == 3:
+            raise RuntimeError("tokenizer broke on batch 3")
+        return measure.ids(series)
+
+    broken = Length(pretrain.KIND, measure, None, drop=False, ids=True)
+    broken.measure = type("M", (), {"ids": staticmethod(failing), "tok": measure.tok,
+                                    "describe": measure.describe})()
+    with pytest.raises(RuntimeError, match="batch 3"):
+        list(run(lambda replay: iter(table.to_batches(max_chunksize=7)), [broken], Ledger(),
+                 tmp_path))
+    assert not [t for t in threading.enumerate() if t.name.startswith("meddata-tokenize")]
