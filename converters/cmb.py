@@ -21,7 +21,6 @@ set: `test` unless the file name says otherwise).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +41,13 @@ class CMB(Converter):
         """CMB-Clin cases become one record per question-answer pair."""
         for rec in read_file(path):
             case = rec.record
-            if rec.error or not isinstance(case, dict) or "QA_pairs" not in case:
-                yield rec
-                continue
-            pairs = case.get("QA_pairs")
+            pairs = case.get("QA_pairs") if not rec.error and isinstance(case, dict) else None
             if not isinstance(pairs, list) or not pairs:
-                yield RawRecord(rec.file, rec.position, rec.raw, case, error=None)
+                yield rec
                 continue
             shared = {k: v for k, v in case.items() if k != "QA_pairs"}
             for k, pair in enumerate(pairs, 1):
-                record = {**shared, "pair": k, "QA_pair": pair}
-                yield RawRecord(rec.file, rec.position, json.dumps(record, ensure_ascii=False),
-                                record, split=rec.split)
+                yield rec.part({**shared, "pair": k, "QA_pair": pair})
 
     def infer_subset(self, file: str) -> str | None:
         return "clin" if "clin" in Path(file).name.lower() else None

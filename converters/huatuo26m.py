@@ -15,7 +15,6 @@ Ids are the release's id where it has one, else a hash of the question and the a
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,7 @@ class Huatuo26M(Converter):
                 yield rec
                 continue
             for k, answer in enumerate(r["answers"], 1):
-                record = {**r, "answers": [answer], "answer_number": k}
-                yield RawRecord(rec.file, rec.position, json.dumps(record, ensure_ascii=False),
-                                record, split=rec.split)
+                yield rec.part({**r, "answers": [answer], "answer_number": k})
 
     def infer_subset(self, file: str) -> str | None:
         name = Path(file).name.lower()

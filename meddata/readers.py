@@ -37,6 +37,13 @@ class RawRecord:
     error: str | None = None
     split: str | None = None  # the split a hub dataset names
 
+    def part(self, record: dict[str, Any]) -> RawRecord:
+        """One of the records this one expands into (a CMB-Clin case's question-answer pair,
+        one of a Huatuo-26M question's answers): same file, position and split, its own
+        JSON as raw text."""
+        return RawRecord(self.file, self.position, json.dumps(record, ensure_ascii=False),
+                         record, split=self.split)
+
 
 def base_suffix(path: Path) -> str:
     name = path.name.lower()
