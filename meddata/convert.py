@@ -205,6 +205,7 @@ class _Sink:
         self.rows_in = self.rows_out = 0
         self.seen = SeenKeys()  # hashes of the ids admitted so far
         self.rejects: Counter[str] = Counter()
+        self.first: dict[str, tuple[str, int, str]] = {}  # reason -> its first file, position
         self.batch: list[dict[str, Any]] = []
         self.origin: list[tuple[str, int, str]] = []
         self.pending: list[dict[str, Any]] = []
@@ -212,6 +213,7 @@ class _Sink:
 
     def quarantine(self, file: str, position: int, raw: str, reason: str, detail: str) -> None:
         self.rejects[reason] += 1
+        self.first.setdefault(reason, (file, position, detail))
         self.pending.append({"stage": "convert", "source": self.conv.source, "file": file,
                              "position": position, "raw": raw, "reason": reason,
                              "detail": detail})
@@ -485,9 +487,12 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
         rate = n_rejects / rows_in
         if rate > max_reject_rate:
             reason, count = rejects.most_common(1)[0]
+            file, position, detail = sink.first[reason]
             raise ConversionError(
                 f"{conv.source}: {n_rejects} of {rows_in} records rejected ({rate:.1%} > limit "
-                f"{max_reject_rate:.1%}); commonest reason: {reason} ({count}); nothing published")
+                f"{max_reject_rate:.1%}); commonest reason: {reason} ({count}), first in "
+                f"{file} at position {position}{f': {detail}' if detail else ''}; nothing "
+                f"published (--max-reject-rate publishes them, each in the version's rejects)")
         if digests is not None:
             for info, digest in zip(input_info, digests.result()):
                 info["sha256"] = digest

@@ -343,6 +343,7 @@ def test_reject_rate_limit_publishes_nothing(store, tmp_path):
     with pytest.raises(convert.ConversionError) as err:
         run(store, "medqa", [path])
     assert "medqa" in str(err.value) and "missing_field:question" in str(err.value)
+    assert f"first in {path} at position 1" in str(err.value)  # where to look
     assert store.versions() == []
     out = CliRunner().invoke(cli, ["--store", str(store.root), "convert", "medqa", str(path)])
     assert out.exit_code == 1 and "error: medqa: 3 of 4 records rejected" in out.output
