@@ -96,9 +96,12 @@ def clean_up(recipe: Recipe, store: Store) -> tuple[list, list[dict[str, Any]]]:
 
 
 def run(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
-        progress: bool = True, allow_invalid: bool = False, report: bool = True) -> Version:
+        progress: bool = True, allow_invalid: bool = False, report: bool = True,
+        engine: runner.Engine | None = None) -> Version:
     """Build `kind_name` from `recipe`, validate it, and publish `<kind>/<name>` (with its
-    report.html unless `report` is False)."""
+    report.html unless `report` is False). `engine` (default: the recipe's `engine`, else
+    MEDDATA_ENGINE, else local) says where the steps run."""
+    engine = engine or runner.Engine.choose(recipe_engine=recipe.engine)
     from meddata.validation.run import Checker
     from meddata.validation.suites import Bounds
 
@@ -151,7 +154,7 @@ def run(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
                           manifest={"inputs": [{"ref": p["ref"]} for p in parents],
                                     "recipe": recipe.to_dict(), "parents": parents,
                                     "steps": [_describe(s) for s in steps]},
-                          check=checker.feed, finish=finish, report=report)
+                          check=checker.feed, finish=finish, report=report, engine=engine)
 
 
 def _describe(step) -> dict[str, Any]:

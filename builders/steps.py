@@ -32,25 +32,29 @@ class Select(Step):
     """The recipe's source rows: by split (default: every split but `test`), subset, weight
     and limit, each id once (the first source that has it wins).
 
-    The limit keeps the rows with the lowest seeded hashes of their ids: a first pass over
-    the (re-read) shards finds each limited source's threshold, a hash per row."""
+    With several sources or a limit it is two-phase: `scan` gives each row that passes the
+    split, subset and weight filters as (source, id hash, limit hash); `plan` finds, in
+    input order, the ids an earlier source already had and each limited source's threshold
+    (the limit keeps the rows with the lowest seeded hashes of their ids); `map` filters.
+    (Within one source, a canonical version, ids are unique.)"""
 
     name = "select"
     needs = ("id", "split", "subset", SPEC)
     replayable = True
+    parallel = True
 
     def __init__(self, specs: list, seed: int):
         self.specs, self.seed = specs, seed
-        self.passes = 2 if any(s.limit is not None for s in specs) else 1
-        self.thresholds: dict[int, np.uint64] | None = None
+        limited = any(s.limit is not None for s in specs)
+        self.passes = 2 if limited or len(specs) > 1 else 1
+        self.duplicates: dict[int, np.ndarray] = {}  # source -> sorted id hashes to drop
+        self.thresholds: dict[int, np.uint64] = {}
 
-    def _filter(self, batch: pa.RecordBatch, seen: SeenKeys, books: Books | None
-                ) -> tuple[int, np.ndarray, list[str]]:
-        """(source index, mask of rows kept so far, their ids) for one batch (one source)."""
-        i = batch.column(SPEC)[0].as_py()
-        spec = self.specs[i]
-        n = batch.num_rows
-        keep = np.ones(n, bool)
+    def _filter(self, batch: pa.RecordBatch | pa.Table, books: Books | None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(each row's source index, mask of the rows the filters keep)."""
+        spec_of = batch.column(SPEC).to_numpy()
+        keep = np.ones(batch.num_rows, bool)
         split, subset = batch.column("split"), batch.column("subset")
 
         def drop(mask: np.ndarray, reason: str) -> None:
@@ -59,62 +63,85 @@ class Select(Step):
                 books.drop(reason, int(gone.sum()))
             keep[gone] = False
 
-        if spec.split is not None:
-            drop(~pc.is_in(split, pa.array(spec.split)).fill_null(False).to_numpy(
-                zero_copy_only=False), "split_not_selected")
-        else:
-            drop(pc.equal(split, "test").fill_null(False).to_numpy(zero_copy_only=False),
-                 "test_split")
-        if spec.subset is not None:
-            drop(~pc.equal(subset, spec.subset).fill_null(False).to_numpy(
-                zero_copy_only=False), "subset_not_selected")
-        ids = batch.column("id").to_pylist()
-        if spec.weight < 1:
-            where = np.flatnonzero(keep)
-            frac = fractions(self.seed, "weight", [ids[k] for k in where])
-            out = np.zeros(n, bool)
-            out[where[frac >= spec.weight]] = True
-            drop(out, "weight_sampled_out")
-        where = np.flatnonzero(keep)
-        fresh = first_seen(key_hashes(batch.column("id").take(pa.array(where))), seen)
-        dup = np.zeros(n, bool)
-        dup[where[~fresh]] = True
-        drop(dup, "duplicate_id")
-        return i, keep, ids
+        def mask_of(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+            return values.fill_null(False).to_numpy(zero_copy_only=False)
 
-    def _limits(self, source: Source) -> dict[int, float]:
-        hashes: dict[int, list[np.ndarray]] = {}
+        for i in np.unique(spec_of):
+            spec, mine = self.specs[i], spec_of == i
+            if spec.split is not None:
+                drop(mine & ~mask_of(pc.is_in(split, pa.array(spec.split))),
+                     "split_not_selected")
+            else:
+                drop(mine & mask_of(pc.equal(split, "test")), "test_split")
+            if spec.subset is not None:
+                drop(mine & ~mask_of(pc.equal(subset, spec.subset)), "subset_not_selected")
+            if spec.weight < 1:
+                where = np.flatnonzero(keep & mine)
+                frac = fractions(self.seed, "weight", batch.column("id").take(
+                    pa.array(where)).to_pylist())
+                out = np.zeros(batch.num_rows, bool)
+                out[where[frac >= spec.weight]] = True
+                drop(out, "weight_sampled_out")
+        return spec_of, keep
+
+    def _limit_hashes(self, batch, where: np.ndarray) -> np.ndarray:
+        return seeded_array(self.seed, "limit", batch.column("id").take(
+            pa.array(where)).to_pylist())
+
+    def scan(self, batch: pa.Table) -> pa.Table:
+        spec_of, keep = self._filter(batch, None)
+        where = np.flatnonzero(keep)
+        limited = np.array([s.limit is not None for s in self.specs])[spec_of[where]]
+        limit = np.zeros(len(where), np.uint64)
+        limit[limited] = self._limit_hashes(batch, where[limited])
+        return pa.table({"spec": spec_of[where],
+                         "key": key_hashes(batch.column("id").take(pa.array(where))),
+                         "limit": limit})
+
+    def plan(self, compact: Iterator[pa.Table], spill_dir) -> None:
         seen = SeenKeys()
-        for batch in source.batches():
-            i, keep, ids = self._filter(batch, seen, None)
-            if self.specs[i].limit is not None:
-                hashes.setdefault(i, []).append(
-                    seeded_array(self.seed, "limit", [ids[k] for k in np.flatnonzero(keep)]))
-        out = {}
+        duplicates: dict[int, list[np.ndarray]] = {}
+        hashes: dict[int, list[np.ndarray]] = {}
+        for part in compact:
+            spec_of, keys = part.column("spec").to_numpy(), part.column("key").to_numpy()
+            fresh = first_seen(keys, seen)
+            limit = part.column("limit").to_numpy()
+            for i in np.unique(spec_of):
+                mine = spec_of == i
+                if (mine & ~fresh).any():
+                    duplicates.setdefault(int(i), []).append(keys[mine & ~fresh])
+                if self.specs[i].limit is not None:
+                    hashes.setdefault(int(i), []).append(limit[mine & fresh])
+        self.duplicates = {i: np.unique(np.concatenate(k)) for i, k in duplicates.items()}
+        self.thresholds = {}
         for i, parts in hashes.items():
             h, limit = np.concatenate(parts), self.specs[i].limit
             if len(h) > limit:
-                out[i] = np.partition(h, limit - 1)[limit - 1]  # the limit-th lowest hash
-        return out
+                self.thresholds[i] = np.partition(h, limit - 1)[limit - 1]  # limit-th lowest
 
-    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
-        if self.passes == 2 and self.thresholds is None:
-            self.thresholds = self._limits(source)
-        seen = SeenKeys()
-        for batch in source.batches():
-            self.check_columns(batch)
-            i, keep, ids = self._filter(batch, seen, books)
-            threshold = (self.thresholds or {}).get(i)
-            if threshold is not None and keep.any():
-                where = np.flatnonzero(keep)
-                h = seeded_array(self.seed, "limit", [ids[k] for k in where])
-                over = np.zeros(batch.num_rows, bool)
-                over[where[h > threshold]] = True
-                books.drop("over_limit", int(over.sum()))
-                keep &= ~over
-            if keep.any():
-                out = batch if keep.all() else batch.filter(pa.array(keep))
-                yield out.drop_columns([SPEC])
+    def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
+        spec_of, keep = self._filter(batch, books)
+        if self.duplicates and keep.any():
+            where = np.flatnonzero(keep)
+            keys = key_hashes(batch.column("id").take(pa.array(where)))
+            dup = np.zeros(batch.num_rows, bool)
+            for i, known in self.duplicates.items():
+                mine = spec_of[where] == i
+                dup[where[mine]] = np.isin(keys[mine], known)
+            books.drop("duplicate_id", int(dup.sum()))
+            keep &= ~dup
+        if self.thresholds and keep.any():
+            where = np.flatnonzero(keep)
+            over = np.zeros(batch.num_rows, bool)
+            for i, threshold in self.thresholds.items():
+                mine = where[spec_of[where] == i]
+                over[mine[self._limit_hashes(batch, mine) > threshold]] = True
+            books.drop("over_limit", int(over.sum()))
+            keep &= ~over
+        if not keep.any():
+            return None
+        out = batch if keep.all() else batch.filter(pa.array(keep))
+        return out.drop_columns([SPEC])
 
 
 class Render(Step):
@@ -123,6 +150,8 @@ class Render(Step):
 
     needs = ("id", "source", "lang", "task", "split", "question", "context", "options",
              "answer_label", "answer", "rationale", "response", "meta")
+
+    parallel = True
 
     def __init__(self, name: str, fn: Callable[[dict[str, Any]], dict[str, Any] | str],
                  schema: pa.Schema):
@@ -160,6 +189,7 @@ class Length(Step):
 
     name = "length"
     stats_key = "length_tokens"
+    parallel = True
 
     def __init__(self, kind, measure, max_tokens: int | None, drop: bool = True,
                  ids: bool = False):
@@ -187,6 +217,7 @@ class Length(Step):
                     yield from self._with_ids(*ahead.popleft(), books)
             while ahead:
                 yield from self._with_ids(*ahead.popleft(), books)
+        self.close(books)
 
     def _with_ids(self, batch: pa.RecordBatch, ids, books: Books) -> Iterator[pa.RecordBatch]:
         out = self.map(batch, books, ids.result())
@@ -215,6 +246,18 @@ class Length(Step):
             batch = batch.append_column(TOKENS, pa.array(lengths.astype(np.int32)))
         return batch
 
+    def take_state(self) -> tuple[list[np.ndarray], int, int]:
+        m = self.measure
+        state = (self.lengths, m.cache_hits, m.cache_misses)
+        self.lengths, m.cache_hits, m.cache_misses = [], 0, 0
+        return state
+
+    def merge_state(self, state: tuple[list[np.ndarray], int, int]) -> None:
+        lengths, hits, misses = state
+        self.lengths += lengths
+        self.measure.cache_hits += hits
+        self.measure.cache_misses += misses
+
     def report(self) -> dict[str, Any]:
         lengths = np.concatenate(self.lengths) if self.lengths else np.empty(0, np.int32)
         return {**percentiles(lengths), "counter": self.measure.describe()["counter"]}
@@ -225,6 +268,7 @@ class Split(Step):
 
     name = "split"
     needs = ("id", "split")
+    parallel = True
 
     def __init__(self, ratio: float, seed: int):
         self.ratio, self.seed = ratio, seed
@@ -236,6 +280,15 @@ class Split(Step):
         else:
             val = np.zeros(batch.num_rows, bool)
         self.validation += int(val.sum())
-        books.info["validation"] = self.validation
         split = pa.array(np.where(val, "validation", "train"), pa.string())
         return batch.set_column(batch.schema.get_field_index("split"), "split", split)
+
+    def take_state(self) -> int:
+        state, self.validation = self.validation, 0
+        return state
+
+    def merge_state(self, state: int) -> None:
+        self.validation += state
+
+    def close(self, books: Books) -> None:
+        books.info["validation"] = self.validation

@@ -48,6 +48,29 @@ def _need_train_extra(command: str) -> None:
                       "(or pip install \"meddata[train]\")")
 
 
+def engine_options(fn):
+    """--engine and --ray-address, shared by the commands that run steps."""
+    fn = click.option("--ray-address", envvar="MEDDATA_RAY_ADDRESS",
+                      help="--engine ray: join the running Ray cluster at this address (for "
+                           "example ray://head:10001, or auto on a cluster node); without it "
+                           "a local Ray is started for the command and stopped after. Env "
+                           "MEDDATA_RAY_ADDRESS.")(fn)
+    fn = click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+                      help="Where the steps run: local (this process; the default) or ray "
+                           "(Ray Data, on this machine or a cluster; needs the ray extra). "
+                           "Both publish the same version id. Env MEDDATA_ENGINE.")(fn)
+    return fn
+
+
+def _engine(name: str | None, address: str | None, recipe_engine: str | None = None):
+    from meddata.runner import Engine
+
+    try:
+        return Engine.choose(name, address, recipe_engine)
+    except ValueError as e:
+        raise Failure(str(e)) from e
+
+
 def _store_errors():
     from meddata.store import StoreError
 
@@ -328,9 +351,10 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
               default=DEDUP_THRESHOLD, show_default=True,
               help="Exact Jaccard of 3-token shingles for a near duplicate.")
 @click.option("--priority", help="Comma-separated sources, best first: whose row survives.")
+@engine_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def dedup_cmd(ctx, ref, against, name, threshold, priority, quiet) -> None:
+def dedup_cmd(ctx, ref, against, name, threshold, priority, engine, ray_address, quiet) -> None:
     """Remove exact and near duplicates from canonical version REF (MinHash, candidates
     from grouped band hashes, each verified by exact Jaccard and gold answers)."""
     from meddata.dedup import DedupConfig, run_dedup
@@ -340,8 +364,8 @@ def dedup_cmd(ctx, ref, against, name, threshold, priority, quiet) -> None:
                          source_priority=[p for p in (priority or "").split(",") if p])
     try:
         v = run_dedup(_store(ctx), ref, name, config, against=list(against),
-                      progress=not quiet)
-    except (ValueError, _store_errors()) as e:
+                      progress=not quiet, engine=_engine(engine, ray_address))
+    except (ValueError, RuntimeError, _store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["dedup"]["summary"]
     _published(v)
@@ -360,9 +384,10 @@ def dedup_cmd(ctx, ref, against, name, threshold, priority, quiet) -> None:
 @click.option("--name", help="Publish as canonical/NAME (default: <name>-decontam).")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.8,
               show_default=True, help="Verified MinHash similarity that counts as a match.")
+@engine_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def decontam_cmd(ctx, ref, against, name, threshold, quiet) -> None:
+def decontam_cmd(ctx, ref, against, name, threshold, engine, ray_address, quiet) -> None:
     """Drop rows of canonical version REF that overlap benchmark versions (n-grams, MinHash,
     PubMedQA PMID and title); the manifest names the benchmark row each one matched."""
     from meddata.dedup import DecontamConfig, run_decontam
@@ -370,8 +395,9 @@ def decontam_cmd(ctx, ref, against, name, threshold, quiet) -> None:
 
     try:
         v = run_decontam(_store(ctx), ref, list(against), name,
-                         DecontamConfig(threshold=threshold), progress=not quiet)
-    except (ValueError, _store_errors()) as e:
+                         DecontamConfig(threshold=threshold), progress=not quiet,
+                         engine=_engine(engine, ray_address))
+    except (ValueError, RuntimeError, _store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["decontam"]["summary"]
     _published(v)
@@ -441,12 +467,13 @@ class KindChoice(click.ParamType):
               help="--retrieve: passages per row.")
 @click.option("--no-report", is_flag=True,
               help="Do not write the version's report.html (see `meddata report`).")
+@engine_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
               validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, rejected_model,
               rejected_backend, from_ref, allow_invalid, retrieve_index, retrieve_k, no_report,
-              quiet) -> None:
+              engine, ray_address, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
@@ -489,7 +516,8 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         base["kind"] = kind
         recipe = recipe_mod.from_dict(base)
         version = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
-                               allow_invalid=allow_invalid, report=not no_report)
+                               allow_invalid=allow_invalid, report=not no_report,
+                               engine=_engine(engine, ray_address, recipe.engine))
     except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError, OSError,
             RuntimeError, ModelNotFound, _store_errors()) as e:
         raise Failure(str(e)) from e

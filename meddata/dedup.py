@@ -47,8 +47,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from meddata.steps import Books, Source, Step
+from meddata.steps import Books, Step, StepError, key_hashes
 from meddata.text import TOKEN_PATTERN, normalize_key, normalize_key_expr
 
 FINGERPRINT_ROWS = 65_536  # rows fingerprinted at a time (the text work is per frame)
@@ -340,6 +342,32 @@ def survivor_key(row: dict[str, Any], priority: list[str]) -> tuple:
             row["id"])
 
 
+SURVIVOR_COLUMNS = ["rank", "no_answer", "rationale", "text", "raw_sha1", "id"]
+
+
+def compact_fingerprints(df: pl.DataFrame, config: DedupConfig) -> pa.Table:
+    """A batch's dedup state as one row per input row: exact and answer keys, whether it is
+    long enough for MinHash, its band hashes and shingle set (empty when short), and the
+    columns survivors are chosen by. What a worker sends to the driver; no texts."""
+    fp = fingerprint(df, config)
+    n = df.height
+    long_sizes = np.diff(fp.offsets)
+    sizes = np.zeros(n, np.int64)
+    sizes[fp.long] = long_sizes
+    shingle_offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(sizes, out=shingle_offsets[1:])
+    band_offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.where(fp.long, config.bands, 0), out=band_offsets[1:])
+    survivors = survivor_frame(df, config.source_priority).to_arrow()
+    return pa.table({
+        "exact": fp.exact, "answer": fp.answer, "long": fp.long,
+        "bands": pa.ListArray.from_arrays(pa.array(band_offsets),
+                                          pa.array(fp.bands.ravel(), pa.uint64())),
+        "shingles": pa.ListArray.from_arrays(pa.array(shingle_offsets),
+                                             pa.array(fp.values, pa.uint64())),
+        **{c: survivors.column(c) for c in SURVIVOR_COLUMNS}})
+
+
 class _Spilled:
     """A 1-D array grown batch by batch in a file and read back as a memory map: the state
     of millions of rows is kept on disk, and only the parts a step touches are paged in."""
@@ -378,19 +406,23 @@ class Fingerprints:
         self.survivor_files: list[Path] = []
         self.n = 0
 
-    def add(self, df: pl.DataFrame) -> None:
-        fp = fingerprint(df, self.config)
-        self.exact.append(fp.exact)
-        self.answer.append(fp.answer)
-        self.long.append(fp.long)
-        self.sizes.append(np.diff(fp.offsets))
-        self.values.append(fp.values)
+    def add(self, compact: pa.Table) -> None:
+        """Append the `compact` rows of a batch (its `compact_fingerprints`)."""
+        self.exact.append(compact.column("exact").to_numpy())
+        self.answer.append(compact.column("answer").to_numpy())
+        long = compact.column("long").to_numpy()
+        self.long.append(long)
+        shingles = compact.column("shingles").combine_chunks()
+        self.sizes.append(pc.list_value_length(shingles).to_numpy()[long])
+        self.values.append(shingles.values.to_numpy())
+        bands = compact.column("bands").combine_chunks().values.to_numpy().reshape(
+            -1, self.config.bands)
         for b, column in enumerate(self.bands):
-            column.append(fp.bands[:, b])
+            column.append(bands[:, b])
         path = self.folder / f"fp-{id(self)}-survivors-{len(self.survivor_files):06d}.parquet"
-        survivor_frame(df, self.config.source_priority).write_parquet(path)
+        pq.write_table(compact.select(SURVIVOR_COLUMNS), path)
         self.survivor_files.append(path)
-        self.n += df.height
+        self.n += compact.num_rows
 
     def plan(self, against: list[DedupIndex] = ()) -> Plan:
         cfg, n = self.config, self.n
@@ -594,58 +626,86 @@ CANONICAL_NEEDS = ("id", "source", "task", "question", "context", "options", "an
 
 
 class DedupStep(Step):
-    """Exact and near duplicates removed; clusters and survivors recorded with reasons."""
+    """Exact and near duplicates removed; clusters and survivors recorded with reasons.
+
+    Two-phase: `scan` fingerprints batches (the text work, on any worker), `plan` spills
+    the fingerprints, finds candidate pairs by grouping band hashes, verifies them and
+    picks survivors (on the driver), and `map` drops each batch's duplicates, looking its
+    rows up by id (ids must be unique)."""
 
     name = "dedup"
     needs = CANONICAL_NEEDS
     passes = 2
+    parallel = True
+    scan_rows = FINGERPRINT_ROWS  # polars' text work runs faster on larger frames
 
     def __init__(self, config: DedupConfig | None = None, against: list = ()):
         self.config = config or DedupConfig()
         self.config.check()
         self.against = list(against)
-        self.plan: Plan | None = None
+        self.found: Plan | None = None
+        self.indexes: list[dict[str, Any]] = []
         self.listed: list[dict[str, Any]] = []
+        self._keys = np.empty(0, _U64)   # sorted id hashes of the dropped rows
+        self._rows = np.empty(0, np.int64)  # ... and their rows in the plan
 
-    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
-        prints = Fingerprints(self.config, source.spill_dir)
-        pending: list[pa.RecordBatch] = []
-        for batch in source.batches():  # fingerprinted FINGERPRINT_ROWS at a time (polars'
-            self.check_columns(batch)   # text work runs faster on larger frames)
-            pending.append(batch)
-            if sum(b.num_rows for b in pending) >= FINGERPRINT_ROWS:
-                prints.add(pl.from_arrow(pa.Table.from_batches(pending)))
-                pending = []
-        if pending:
-            prints.add(pl.from_arrow(pa.Table.from_batches(pending)))
+    def scan(self, batch: pa.Table) -> pa.Table:
+        return compact_fingerprints(pl.from_arrow(batch), self.config)
+
+    def plan(self, compact: Iterator[pa.Table], spill_dir: Path) -> None:
+        prints = Fingerprints(self.config, spill_dir)
+        for part in compact:
+            prints.add(part)
         indexes = [DedupIndex(v, self.config) for v in self.against]
-        plan = self.plan = prints.plan(indexes)
-        books.info["indexes"] = [{"version": i.ref, "index": i.path.name,
-                                  "reused": not i.built} for i in indexes]
-        start = 0
-        for batch in source.batches():
-            reasons = plan.reason[start:start + batch.num_rows]
-            if reasons.any():
-                where = np.flatnonzero(reasons)
-                ids = batch.column("id").take(pa.array(where)).to_pylist()
-                records = [plan.record(start + int(i), row_id) for i, row_id in zip(where, ids)]
-                room = REPORT_EXAMPLES - len(self.listed)
-                self.listed += records[:max(room, 0)]
-                for code, reason in REASONS.items():
-                    sel = np.flatnonzero(reasons[where] == code)
-                    if len(sel):
-                        books.drop(reason, rows=batch.take(pa.array(where[sel])),
-                                   details=[{k: v for k, v in records[k].items()
-                                             if k not in ("id", "reason")} for k in sel])
-                batch = batch.filter(pa.array(reasons == 0))
-            start += reasons.size
-            if batch.num_rows:
-                yield batch
+        self.found = prints.plan(indexes)
+        self.indexes = [{"version": i.ref, "index": i.path.name, "reused": not i.built}
+                        for i in indexes]
+        keys = key_hashes(pl.scan_parquet(prints.survivor_files).select("id").collect()
+                          .to_series().to_arrow()) if prints.survivor_files else \
+            np.empty(0, _U64)
+        ordered = np.sort(keys)
+        if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
+            raise StepError("dedup needs unique ids, and two rows share an id (or, rarely, "
+                            "a 64-bit hash of their ids)")
+        dropped = np.flatnonzero(self.found.reason)
+        order = np.argsort(keys[dropped])
+        self._keys, self._rows = keys[dropped][order], dropped[order]
+
+    def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
+        keys = key_hashes(batch.column("id"))
+        pos = np.minimum(np.searchsorted(self._keys, keys), max(len(self._keys) - 1, 0))
+        hit = self._keys[pos] == keys if len(self._keys) else np.zeros(len(keys), bool)
+        if not hit.any():
+            return batch
+        where = np.flatnonzero(hit)
+        rows = self._rows[pos[where]]
+        reasons = self.found.reason[rows]
+        ids = batch.column("id").take(pa.array(where)).to_pylist()
+        records = [self.found.record(int(i), row_id) for i, row_id in zip(rows, ids)]
+        room = REPORT_EXAMPLES - len(self.listed)
+        self.listed += records[:max(room, 0)]
+        for code, reason in REASONS.items():
+            sel = np.flatnonzero(reasons == code)
+            if len(sel):
+                books.drop(reason, rows=batch.take(pa.array(where[sel])),
+                           details=[{k: v for k, v in records[k].items()
+                                     if k not in ("id", "reason")} for k in sel])
+        return batch.filter(pa.array(~hit))
+
+    def take_state(self) -> list[dict[str, Any]]:
+        state, self.listed = self.listed, []
+        return state
+
+    def merge_state(self, state: list[dict[str, Any]]) -> None:
+        self.listed = (self.listed + state)[:REPORT_EXAMPLES]
+
+    def close(self, books: Books) -> None:
+        books.info["indexes"] = self.indexes
 
     def report(self) -> dict[str, Any]:
-        if self.plan is None:
+        if self.found is None:
             return {}
-        return {"summary": self.plan.summary, "dropped": self.listed,
+        return {"summary": self.found.summary, "dropped": self.listed,
                 "dropped_listed": len(self.listed)}
 
     def report_config(self) -> dict[str, Any]:
@@ -757,6 +817,7 @@ class DecontamStep(Step):
 
     name = "decontam"
     needs = ("id", "source", "question", "options", "answer", "meta", "lang")
+    parallel = True
 
     def __init__(self, benchmarks: list, config: DecontamConfig | None = None):
         self.config = config or DecontamConfig()
@@ -785,6 +846,18 @@ class DecontamStep(Step):
         keep = np.ones(batch.num_rows, bool)
         keep[bad] = False
         return batch.filter(pa.array(keep))
+
+    def take_state(self) -> tuple[int, dict[str, int], list[dict[str, Any]]]:
+        state = (self.rows_in, self.by_method, self.listed)
+        self.rows_in, self.by_method, self.listed = 0, {}, []
+        return state
+
+    def merge_state(self, state: tuple[int, dict[str, int], list[dict[str, Any]]]) -> None:
+        rows_in, by_method, listed = state
+        self.rows_in += rows_in
+        for method, n in by_method.items():
+            self.by_method[method] = self.by_method.get(method, 0) + n
+        self.listed = (self.listed + listed)[:REPORT_EXAMPLES]
 
     def report_config(self) -> dict[str, Any]:
         return {**asdict(self.config), "against": self.refs}
@@ -844,7 +917,7 @@ def decontaminate(rows: list[dict[str, Any]], bench: list[dict[str, Any]],
 
 # ---- publishing ---------------------------------------------------------------------------------------
 def _publish_canonical(store, version, name: str, step: Step, parents: list[dict[str, Any]],
-                       progress: bool):
+                       progress: bool, engine=None):
     from meddata import runner
     from meddata.schema import CANONICAL
 
@@ -855,13 +928,15 @@ def _publish_canonical(store, version, name: str, step: Step, parents: list[dict
     config = step.report_config()
     return runner.publish(store, "canonical", name, CANONICAL, read, [step],
                           manifest={"inputs": [{"ref": p["ref"]} for p in parents],
-                                    "recipe": {step.name: config}, "parents": parents})
+                                    "recipe": {step.name: config}, "parents": parents},
+                          engine=engine or runner.Engine.choose())
 
 
 def run_dedup(store, ref: str, name: str | None = None, config: DedupConfig | None = None,
-              against: list[str] = (), progress: bool = False):
+              against: list[str] = (), progress: bool = False, engine=None):
     """Deduplicate canonical version `ref` (and drop its rows that duplicate rows of the
-    versions `against`) and publish canonical/<name> (default <name>-dedup)."""
+    versions `against`) and publish canonical/<name> (default <name>-dedup), on `engine`
+    (a meddata.runner.Engine; default local, or MEDDATA_ENGINE)."""
     version = store.resolve(ref)
     earlier = [store.resolve(a) for a in against]
     for v in earlier:
@@ -870,12 +945,14 @@ def run_dedup(store, ref: str, name: str | None = None, config: DedupConfig | No
     step = DedupStep(config, against=earlier)
     return _publish_canonical(store, version, name or f"{version.name}-dedup", step,
                               [version.as_parent(),
-                               *(v.as_parent(role="dedup_against") for v in earlier)], progress)
+                               *(v.as_parent(role="dedup_against") for v in earlier)], progress,
+                              engine)
 
 
 def run_decontam(store, ref: str, against: list[str], name: str | None = None,
-                 config: DecontamConfig | None = None, progress: bool = False):
-    """Drop rows of canonical `ref` that overlap the benchmark versions `against`."""
+                 config: DecontamConfig | None = None, progress: bool = False, engine=None):
+    """Drop rows of canonical `ref` that overlap the benchmark versions `against`, on
+    `engine` (as for run_dedup)."""
     version = store.resolve(ref)
     benches = [store.resolve(a) for a in against]
     for v in benches:
@@ -884,4 +961,5 @@ def run_decontam(store, ref: str, against: list[str], name: str | None = None,
     step = DecontamStep(benches, config)
     return _publish_canonical(store, version, name or f"{version.name}-decontam", step,
                               [version.as_parent(),
-                               *(b.as_parent(role="benchmark") for b in benches)], progress)
+                               *(b.as_parent(role="benchmark") for b in benches)], progress,
+                              engine)

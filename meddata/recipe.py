@@ -101,6 +101,7 @@ class Recipe:
     decontam: dict[str, Any] | None = None  # {against: [refs], ...DecontamConfig keys}
     retrieve: dict[str, Any] | None = None  # {index: index/NAME, k: 3, tokens: 512}
     from_ref: str | None = None     # build from an existing version (kto: a preference one)
+    engine: str | None = None       # local | ray: where the steps run (the same version)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -186,6 +187,8 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Recipe:
             and (base_dir / recipe.tokenizer).exists():
         recipe.tokenizer = str(base_dir / recipe.tokenizer)
     recipe.rejected.check("recipe.rejected")
+    if recipe.engine not in (None, "local", "ray"):
+        raise RecipeError(f"recipe.engine: {recipe.engine!r} is not local or ray")
     _check_stage_config(recipe)
     if not recipe.sources and not recipe.from_ref:
         raise RecipeError("recipe.sources: give at least one source (or from_ref for kto)")

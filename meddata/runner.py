@@ -9,9 +9,12 @@ live in a temporary folder under `<store>/.tmp/`, removed when the run ends.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +25,77 @@ from meddata.progress import bar
 from meddata.store import Store, Version
 
 
+class VersionReader:
+    """A reader over versions' shards, in order (verified once, when made): called with
+    `replay`, it yields their batches; `tag(i, batch)` may add columns to the batches of
+    the i-th version. The Ray engine reads the same shards with Ray Data."""
+
+    def __init__(self, versions: list[Version], columns: list[str] | None = None,
+                 batch_rows: int = steps_mod.BATCH_ROWS, tag: Callable | None = None):
+        for v in versions:
+            v.verify("full")
+        self.versions, self.columns, self.batch_rows, self.tag = versions, columns, \
+            batch_rows, tag
+
+    def __call__(self, replay: bool) -> Iterator[pa.RecordBatch]:
+        for i, v in enumerate(self.versions):
+            for batch in v.iter_batches(columns=self.columns, batch_size=self.batch_rows,
+                                        verify="none"):
+                yield self.tag(i, batch) if self.tag else batch
+
+
 def read_versions(versions: list[Version], columns: list[str] | None = None,
                   batch_rows: int = steps_mod.BATCH_ROWS, tag: Callable | None = None
-                  ) -> Callable[[bool], Iterator[pa.RecordBatch]]:
-    """A reader over versions' shards, in order (verified once, here). `tag(i, batch)` may
-    add columns to the batches of the i-th version."""
-    for v in versions:
-        v.verify("full")
-
-    def read(replay: bool) -> Iterator[pa.RecordBatch]:
-        for i, v in enumerate(versions):
-            for batch in v.iter_batches(columns=columns, batch_size=batch_rows, verify="none"):
-                yield tag(i, batch) if tag else batch
-    return read
+                  ) -> VersionReader:
+    return VersionReader(versions, columns, batch_rows, tag)
 
 
-def with_progress(read: Callable[[bool], Iterator[pa.RecordBatch]], desc: str, total: int,
-                  enabled: bool) -> Callable[[bool], Iterator[pa.RecordBatch]]:
+class with_progress:  # noqa: N801 (used like a function)
     """The reader, counting rows on a progress bar: one bar per pass over the inputs."""
-    passes = [0]
 
-    def counted(replay: bool) -> Iterator[pa.RecordBatch]:
-        passes[0] += 1
-        label = desc if passes[0] == 1 else f"{desc} (pass {passes[0]})"
-        with bar(label, total=total, unit=" rows", enabled=enabled) as b:
-            for batch in read(replay):
+    def __init__(self, reader: Callable[[bool], Iterator[pa.RecordBatch]], desc: str,
+                 total: int, enabled: bool):
+        self.reader, self.desc, self.total, self.enabled = reader, desc, total, enabled
+        self.passes = 0
+
+    def bar(self):
+        self.passes += 1
+        label = self.desc if self.passes == 1 else f"{self.desc} (pass {self.passes})"
+        return bar(label, total=self.total, unit=" rows", enabled=self.enabled)
+
+    def __call__(self, replay: bool) -> Iterator[pa.RecordBatch]:
+        with self.bar() as b:
+            for batch in self.reader(replay):
                 b.update(batch.num_rows)
                 yield batch
-    return counted
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where the steps run: `local` (this process) or `ray` (Ray Data; a cluster at
+    `address`, or a local Ray with `cpus` CPUs)."""
+
+    name: str = "local"
+    address: str | None = None
+    cpus: int | None = None
+
+    NAMES = ("local", "ray")
+
+    @classmethod
+    def choose(cls, name: str | None = None, address: str | None = None,
+               recipe_engine: str | None = None, cpus: int | None = None) -> Engine:
+        """The engine named on the command line, else the recipe's, else MEDDATA_ENGINE,
+        else local; an address (or MEDDATA_RAY_ADDRESS) alone does not choose Ray."""
+        chosen = name or recipe_engine or os.environ.get("MEDDATA_ENGINE") or "local"
+        if chosen not in cls.NAMES:
+            raise ValueError(f"unknown engine {chosen!r}; engines: {', '.join(cls.NAMES)}")
+        address = address or os.environ.get("MEDDATA_RAY_ADDRESS") or None
+        if address and chosen != "ray":
+            raise ValueError("--ray-address needs --engine ray")
+        return cls(chosen, address, cpus)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name}
 
 
 def publish(store: Store, kind: str, name: str, schema: pa.Schema,
@@ -57,23 +103,40 @@ def publish(store: Store, kind: str, name: str, schema: pa.Schema,
             manifest: dict[str, Any], check: Callable[[pa.RecordBatch], None] | None = None,
             finish: Callable[[dict[str, Any]], None] | None = None,
             report: bool = False,
-            attach: Callable[[Any], None] | None = None) -> Version:
+            attach: Callable[[Any], None] | None = None, engine: Engine = Engine()) -> Version:
     """Run `steps` over `read`, write the output to `kind/name`, and commit. `check` sees
     every output batch before it is written; `finish(extra)` runs before the commit and
     may add to the manifest or raise to publish nothing; `attach(publisher)` then adds
     files to the version (a retrieval index's); `report` writes the version's report.html
-    (meddata/report.py)."""
+    (meddata/report.py). `engine` says where the steps run; the version is the same."""
+    with contextlib.ExitStack() as stack:
+        if engine.name == "ray":
+            from meddata import ray_engine
+
+            stack.enter_context(ray_engine.session(engine.address, engine.cpus))
+        return _publish(store, kind, name, schema, read, steps, manifest, check, finish,
+                        report, attach, engine)
+
+
+def _publish(store, kind, name, schema, read, steps, manifest, check, finish, report, attach,
+             engine) -> Version:
+    run = steps_mod.run
+    if engine.name == "ray":
+        from meddata import ray_engine
+
+        run = ray_engine.run
     with store.publisher(kind, name, schema, **manifest) as pub:
         if report:
             from meddata import report as report_mod
 
             pub.attach_report(lambda version: report_mod.render(version, store, verify="none"))
+        pub.extra["engine"] = engine.name
         ledger = steps_mod.Ledger(pub.reject)
         spill = store.root / ".tmp"
         spill.mkdir(parents=True, exist_ok=True)
         spill_dir = tempfile.mkdtemp(prefix="spill-", dir=spill)
         try:
-            for batch in steps_mod.run(read, steps, ledger, Path(spill_dir)):
+            for batch in run(read, steps, ledger, Path(spill_dir)):
                 if check is not None:
                     check(batch)
                 pub.write(batch)

@@ -13,8 +13,16 @@ In the spirit of datatrove's pipeline steps and NeMo Curator's stages:
   runner makes the second pass possible by running the upstream steps again when they
   are all `replayable` (cheap and deterministic, like reading shards and filtering them),
   or else by spilling the first pass to an Arrow file on disk and reading it back.
+- A `parallel` step's output batch depends only on its input batch, its settings and what
+  its `plan` found; so any engine may run it on any worker. A two-phase parallel step
+  (`passes = 2`) turns each batch into compact rows with `scan` (first pass) and builds
+  its global state from all of them, in order, with `plan` (once, on the driver); then it
+  `map`s. Report state a parallel step gathers per batch (lengths, counts, examples) is
+  handed over by `take_state` and summed up by `merge_state`, and `close(books)` writes its
+  final facts into its books when the stream ends.
 - `run(read, steps, ledger, spill_dir)` chains the steps and returns the last one's
-  batches; nothing holds more than a batch of rows, plus each step's compact state.
+  batches; nothing holds more than a batch of rows, plus each step's compact state. It is
+  the local engine; meddata/ray_engine.py runs the same steps on Ray Data.
 """
 
 from __future__ import annotations
@@ -182,20 +190,57 @@ class Step:
     #                                  like a kind's render step, lists what it outputs)
     passes: int = 1                  # 2: reads its source twice (global knowledge)
     replayable: bool = False         # cheap and deterministic: may be run again
+    parallel: bool = False           # map-only (scan/plan/map when passes = 2): any worker
     report_key: str | None = None    # the manifest key of its report (default: its name)
     stats_key: str | None = None     # ... or a key inside the manifest's stats
+    scan_rows: int = BATCH_ROWS      # rows per `scan` call (text work may like more)
 
     def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+        if self.passes == 2:
+            self.plan(self._scanned(source.batches()), source.spill_dir)
         for batch in source.batches():
             self.check_columns(batch)
             out = self.map(batch, books)
             if out is not None and out.num_rows:
                 yield out
+        self.close(books)
+
+    def _scanned(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
+        """`scan` over the batches, `scan_rows` rows at a time."""
+        pending: list[pa.RecordBatch] = []
+        for batch in batches:
+            self.check_columns(batch)
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= self.scan_rows:
+                yield self.scan(pa.Table.from_batches(pending))
+                pending = []
+        if pending:
+            yield self.scan(pa.Table.from_batches(pending))
 
     def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
         raise NotImplementedError(f"step {self.name} implements neither run nor map")
 
-    def check_columns(self, batch: pa.RecordBatch) -> None:
+    def scan(self, batch: pa.Table) -> pa.Table:
+        """First pass of a two-phase step: the compact per-row state `plan` needs."""
+        raise NotImplementedError(f"step {self.name} has passes = 2 but no scan")
+
+    def plan(self, compact: Iterator[pa.Table], spill_dir: Path) -> None:
+        """Global state from every `scan` result, in input order (before any `map`);
+        `spill_dir` takes its spill files."""
+        raise NotImplementedError(f"step {self.name} has passes = 2 but no plan")
+
+    def take_state(self) -> Any:
+        """The report state gathered since the last call (then forgotten here), for
+        `merge_state` on the driver's copy of the step; None when it keeps none."""
+        return None
+
+    def merge_state(self, state: Any) -> None:
+        """Add what `take_state` handed over from another copy of this step."""
+
+    def close(self, books: Books) -> None:
+        """The stream has ended: write the step's final facts into its books."""
+
+    def check_columns(self, batch: pa.RecordBatch | pa.Table) -> None:
         missing = [c for c in self.needs if c not in batch.schema.names]
         if missing:
             raise StepError(f"step {self.name} needs column(s) {', '.join(missing)}, which "
@@ -208,10 +253,11 @@ class Step:
 
 
 def run(read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[Step], ledger: Ledger,
-        spill_dir: Path) -> Iterator[pa.RecordBatch]:
+        spill_dir: Path, replayable: bool = True) -> Iterator[pa.RecordBatch]:
     """Chain `steps` after `read(replay)` (which yields the input batches; `replay` is True
-    when it is read again) and return the last step's batches."""
-    make, replayable = read, True
+    when it is read again; `replayable` says whether reading again is cheap) and return the
+    last step's batches."""
+    make = read
     for step in steps:
         make = _stage(step, make, replayable, ledger.open(step.name), spill_dir)
         replayable = replayable and step.replayable

@@ -193,7 +193,8 @@ def test_conservation_is_enforced(store):
     assert store.versions() == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["convert", "--help"], ["ls", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["convert", "--help"], ["ls", "--help"],
+                                  ["build", "--help"]])
 def test_help_does_not_import_heavy_modules(argv):
     code = f"import sys; from meddata.cli import cli; sys.argv=['meddata', *{argv!r}]; cli()"
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
@@ -202,7 +203,8 @@ def test_help_does_not_import_heavy_modules(argv):
     imported = {line.split("|")[-1].strip().split(".")[0]
                 for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "click" in imported
-    for heavy in ("torch", "transformers", "trl", "great_expectations", "datasets", "peft"):
+    for heavy in ("torch", "transformers", "trl", "great_expectations", "datasets", "peft",
+                  "ray"):
         assert heavy not in imported, f"{heavy} imported by meddata {' '.join(argv)}"
 
 

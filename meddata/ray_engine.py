@@ -1,0 +1,302 @@
+"""The Ray engine: the same steps as meddata.steps.run, on Ray Data, from a laptop to a
+cluster (`--engine ray`, `--ray-address`).
+
+How a run maps onto Ray Data:
+
+- The input versions' shards are read row group by row group, one Ray Data block each, in
+  order (the driver has verified their hashes first).
+- The leading `parallel` steps (select, dedup, decontam, render, length, split: every
+  step whose output batch depends only on its input batch and what its `plan` found) run
+  inside `map_batches` tasks, which Ray fuses into one task per block. A two-phase step
+  first runs its `scan` the same way; the driver reads the compact rows back, in order,
+  and runs its `plan`; then the step, with its plan, is put into the object store once and
+  every task maps with it.
+- The steps after the first step that needs the whole stream in one place (preference
+  pairing with cross_sample, KTO unpairing, packing) run on the driver, on the ordered
+  output of the Ray part.
+- The execution keeps the input order (`preserve_order`), so the driver's publisher sees
+  the rows in the same order as on the local engine and writes the same shards: the same
+  version id. Each task sends its books (rows in and out, drops by reason, facts) and its
+  steps' report state to a `Tally` actor, which writes the dropped rows to a file in the
+  run's spill folder under `<store>/.tmp/`; the driver merges them into the ledger when
+  the stream ends. So the store must be on a filesystem every node sees.
+
+Ray is imported only here, and only when a command asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from meddata import steps as steps_mod
+
+# one Ray CPU, one thread: tokenizers and polars would otherwise each start a thread per
+# core in every task, and a worker's CPU count would mean nothing
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1",
+              "POLARS_MAX_THREADS": "1"}
+POLL_SECONDS = 0.5  # how often the driver asks the tally for rows read (progress bar)
+
+
+class RayNotInstalled(RuntimeError):
+    """`--engine ray` without the ray extra."""
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise RayNotInstalled("--engine ray needs Ray Data: pip install -e \".[ray]\" (or pip "
+                              "install \"meddata[ray]\")") from e
+    return ray
+
+
+@contextlib.contextmanager
+def session(address: str | None = None, cpus: int | None = None) -> Iterator[None]:
+    """Ray for one command: join the cluster at `address`, or start a local Ray with `cpus`
+    CPUs (default: all) and shut it down after. An already initialized Ray (a notebook, a
+    test) is used as it is."""
+    ray = _ray()
+    started = False
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                                   "log_to_driver": False,  # a task's error is raised here
+                                   "runtime_env": {"env_vars": WORKER_ENV}}
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=cpus, **options)
+        started = True
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the same rows in the same order
+    context.enable_progress_bars = False  # the command draws its own
+    context.raise_original_map_exception = True  # a failed step's own error, not a wrapper
+    # a failed task is raised to the command, which prints it in one line: Ray Data's own
+    # log of it (with the worker's stack) would say it again
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def first_error(error: BaseException) -> BaseException:
+    """The exception a failed Ray task raised, unwrapped from Ray's own."""
+    for _ in range(10):
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, BaseException) and cause is not error:
+            error = cause
+        elif type(error).__module__.startswith("ray.") and error.__cause__ is not None:
+            error = error.__cause__
+        else:
+            break
+    return error
+
+
+@contextlib.contextmanager
+def _task_errors() -> Iterator[None]:
+    """A failed task fails the command with the error the task raised (not Ray's wrapper
+    with the worker's traceback)."""
+    try:
+        yield
+    except Exception as e:
+        error = first_error(e)
+        if error is e:
+            raise
+        raise error from None
+
+
+# ---- what runs in the tasks ---------------------------------------------------------------------
+_STEPS: dict[str, Any] = {}  # object id -> the step it holds, once per worker process
+
+
+def _step(box: list) -> steps_mod.Step:
+    ray = _ray()
+    key = box[0].hex()
+    if key not in _STEPS:
+        _STEPS[key] = ray.get(box[0])
+    return _STEPS[key]
+
+
+def _batches(table: pa.Table) -> list[pa.RecordBatch]:
+    return table.combine_chunks().to_batches() or [pa.RecordBatch.from_pylist(
+        [], schema=table.schema)]
+
+
+def _read_units(units: pa.Table, columns: list[str] | None,
+                tag: Callable | None) -> pa.Table:
+    """The rows of read units (a row group of a shard each), tagged as the local reader
+    tags them (`tag(i, batch)` for the i-th version)."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for i, path, group in zip(*(units.column(c).to_pylist()
+                                for c in ("version", "path", "row_group"))):
+        table = pq.ParquetFile(path).read_row_group(group, columns=columns)
+        for batch in _batches(table):
+            parts.append(tag(i, batch) if tag else batch)
+    return pa.Table.from_batches(parts)
+
+
+def _scan(table: pa.Table, box: list) -> pa.Table:
+    step = _step(box)
+    step.check_columns(table)
+    return step.scan(table)
+
+
+def _map(table: pa.Table, box: list, k: int, tally) -> pa.Table:
+    ray = _ray()
+    step = _step(box)
+    if not table.num_rows:
+        return table
+    rejects: list[dict[str, Any]] = []
+    books = steps_mod.Books(step.name, rejects.extend)
+    outs = []
+    for batch in _batches(table):
+        step.check_columns(batch)
+        out = step.map(batch, books)
+        if out is not None and out.num_rows:
+            outs.append(out)
+    out = pa.Table.from_batches(outs) if outs else None
+    state = step.take_state()
+    if tally is not None:
+        ray.get(tally.add.remote(k, table.num_rows, out.num_rows if out is not None else 0,
+                                 dict(books.dropped), books.info, state, rejects))
+    return out if out is not None else table.schema.empty_table()
+
+
+class _Tally:
+    """Books of the tasks: counts and report state per step, dropped rows to a file."""
+
+    def __init__(self, rejects_path: str):
+        self.path = rejects_path
+        self.writer = None
+        self.books: dict[int, dict[str, Any]] = {}
+
+    def add(self, k: int, rows_in: int, rows_out: int, dropped: dict[str, int],
+            info: dict[str, Any], state: Any, rejects: list[dict[str, Any]]) -> None:
+        from meddata.schema import REJECTS
+
+        b = self.books.setdefault(k, {"rows_in": 0, "rows_out": 0, "dropped": Counter(),
+                                      "info": {}, "states": []})
+        b["rows_in"] += rows_in
+        b["rows_out"] += rows_out
+        b["dropped"].update(dropped)
+        b["info"].update(info)
+        if state is not None:
+            b["states"].append(state)
+        if rejects:
+            if self.writer is None:
+                self.writer = pa.ipc.new_file(self.path, REJECTS)
+            self.writer.write_table(pa.Table.from_pylist(rejects, schema=REJECTS))
+
+    def rows_read(self) -> int:
+        return self.books.get(0, {}).get("rows_in", 0)
+
+    def result(self) -> dict[int, dict[str, Any]]:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return self.books
+
+
+# ---- the driver ------------------------------------------------------------------------------------
+def run(read, steps: list[steps_mod.Step], ledger: steps_mod.Ledger,
+        spill_dir: Path) -> Iterator[pa.RecordBatch]:
+    """`steps` over `read` (a meddata.runner reader) on Ray; the last step's batches, in
+    the order the local engine gives them. Call inside `session()`."""
+    ray = _ray()
+    reader, bar = (read.reader, read) if hasattr(read, "reader") else (read, None)
+    ahead = 0
+    while ahead < len(steps) and steps[ahead].parallel:
+        ahead += 1
+    on_ray, after = steps[:ahead], steps[ahead:]
+    books = [ledger.open(step.name) for step in on_ray]
+    tally = ray.remote(num_cpus=0)(_Tally).remote(str(spill_dir / "rejects-ray.arrow"))
+    boxes: list[list] = []  # each step in the object store, once it has its plan
+
+    def chain(ds, start: int, end: int, report: bool):
+        """`ds` through steps start..end-1; only the run whose rows are kept reports."""
+        for k in range(start, end):
+            ds = ds.map_batches(_map, fn_args=(boxes[k], k, tally if report else None),
+                                batch_size=steps_mod.BATCH_ROWS, batch_format="pyarrow")
+        return ds
+
+    head, start = _dataset(ray, reader), 0  # head: the input through steps[:start]
+    for k, step in enumerate(on_ray):
+        if step.passes == 2:
+            if not all(s.replayable for s in on_ray[start:k]):
+                # what came before is costly: computed once (and booked), kept by Ray
+                head, start = chain(head, start, k, True).materialize(), k
+            scanned = chain(head, start, k, False).map_batches(
+                _scan, fn_args=([ray.put(step)],), batch_size=step.scan_rows,
+                batch_format="pyarrow")
+            with _task_errors():
+                step.plan((t for t in scanned.iter_batches(batch_format="pyarrow",
+                                                           batch_size=None)), spill_dir)
+        boxes.append([ray.put(step)])
+    ds = chain(head, start, len(on_ray), True)
+
+    def stream(replay: bool) -> Iterator[pa.RecordBatch]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_task_errors())
+            progress = stack.enter_context(bar.bar()) if bar is not None else None
+            polled = time.monotonic()
+            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                if progress is not None and not on_ray:
+                    progress.update(table.num_rows)
+                elif progress is not None and time.monotonic() - polled > POLL_SECONDS:
+                    progress.n = ray.get(tally.rows_read.remote())
+                    progress.refresh()
+                    polled = time.monotonic()
+                yield from (b for b in table.to_batches() if b.num_rows)
+            if progress is not None and on_ray:
+                progress.n = ray.get(tally.rows_read.remote())
+                progress.refresh()
+        _merge(ray.get(tally.result.remote()), on_ray, books, ledger, spill_dir)
+
+    return steps_mod.run(stream, after, ledger, spill_dir, replayable=False)
+
+
+def _dataset(ray, reader):
+    """The input versions' rows as a Ray Dataset: one block per row group of each shard, in
+    order. (read_parquet splits a large file into bins of row groups, and gives the bins
+    back out of file order; the version id depends on the order.)"""
+    import pyarrow.parquet as pq
+
+    units = [{"version": i, "path": str(path), "row_group": g}
+             for i, v in enumerate(reader.versions) for path in v.shard_paths()
+             for g in range(pq.ParquetFile(str(path)).metadata.num_row_groups)]
+    return ray.data.from_items(units, override_num_blocks=max(len(units), 1)).map_batches(
+        _read_units, fn_args=(reader.columns, reader.tag), batch_size=None,
+        batch_format="pyarrow")
+
+
+def _merge(tallied: dict[int, dict[str, Any]], on_ray: list[steps_mod.Step],
+           books: list[steps_mod.Books], ledger: steps_mod.Ledger, spill_dir: Path) -> None:
+    """The tasks' books into the ledger, their report state into the driver's steps, and
+    their dropped rows into the rejects."""
+    for k, (step, b) in enumerate(zip(on_ray, books)):
+        t = tallied.get(k)
+        if t is not None:
+            b.rows_in += t["rows_in"]
+            b.rows_out += t["rows_out"]
+            b.dropped.update(t["dropped"])
+            b.info.update(t["info"])
+            for state in t["states"]:
+                step.merge_state(state)
+        step.close(b)
+    path = spill_dir / "rejects-ray.arrow"
+    if ledger.sink is not None and path.exists():
+        with pa.OSFile(str(path)) as source:
+            rejects = pa.ipc.open_file(source)
+            for i in range(rejects.num_record_batches):
+                ledger.sink(rejects.get_batch(i).to_pylist())

@@ -1,0 +1,246 @@
+"""The Ray engine publishes what the local engine publishes: the same version ids, the same
+row conservation per stage, the same rejects, on a local Ray with 2 CPUs and on a
+two-node cluster started here; a failing task fails the run with its own error and
+publishes nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from collections import Counter
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from meddata import recipe as recipe_mod
+from meddata.builders import pipeline
+from meddata.cli import cli
+from meddata.runner import Engine
+from meddata.schema import CANONICAL
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="the ray extra is not installed")
+if importlib.util.find_spec("ray") is not None:
+    import ray
+
+LOCAL, RAY = Engine("local"), Engine("ray")
+WORDS = ("patient fever cough chest pain hypertension diabetes renal failure cirrhosis anemia "
+         "vitamin deficiency nerve artery vein muscle fracture infection treatment diagnosis "
+         "management chronic acute syndrome clinical trial outcome risk therapy dose").split()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray with 2 CPUs for the module (the engine uses a Ray it finds running)."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the ray extra is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def generated(n: int, prefix: str, seed: int) -> list[dict]:
+    """MCQ rows, a fifth of them near copies (one word changed) of an earlier row."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        if rows and rng.random() < 0.2:
+            base = rng.choice(rows)
+            words = base["question"].split()
+            words[rng.randrange(len(words))] = rng.choice(WORDS)
+            question, options, answer = " ".join(words), base["options"], base["answer"]
+        else:
+            question = " ".join(rng.choices(WORDS, k=rng.randint(12, 30)))
+            options = [{"label": lab, "text": " ".join(rng.choices(WORDS, k=3))}
+                       for lab in "ABCD"]
+            answer = options[rng.randrange(4)]["text"]
+        label = next(o["label"] for o in options if o["text"] == answer)
+        rows.append({"id": f"gen/{prefix}/train/{i:06d}", "source": f"gen{prefix}",
+                     "subset": prefix, "split": rng.choice(["train", "train", "train", "test"]),
+                     "task": "mcq", "lang": "en", "question": question, "context": None,
+                     "options": options, "answer_label": label, "answer": answer,
+                     "rationale": None, "response": None, "meta": "{}",
+                     "raw_sha1": f"{seed:04x}{i:036x}"})
+    return rows
+
+
+def publish_rows(store, name: str, rows: list[dict]):
+    table = pa.Table.from_pylist(rows, schema=CANONICAL)
+    return store.publish("canonical", name, CANONICAL, table.to_batches(max_chunksize=4096))
+
+
+def same(store, build):
+    """Build on both engines; assert the same id, stages and rejects; return the version."""
+    local, on_ray = build(LOCAL, "local"), build(RAY, "ray")
+    assert on_ray.id == local.id
+    assert on_ray.manifest["engine"] == "ray" and local.manifest["engine"] == "local"
+
+    def books(v):
+        return [(s["stage"], s["rows_in"], s["rows_out"], s["dropped"])
+                for s in v.manifest["stages"]]
+    assert books(on_ray) == books(local)
+    for v in (local, on_ray):  # conservation, checked on the manifest itself
+        for s in v.manifest["stages"]:
+            assert s["rows_in"] == s["rows_out"] + sum(s["dropped"].values())
+
+    def rejects(v):
+        return Counter((r["stage"], r["reason"], r["raw"]) for r in v.rejects().to_pylist())
+    assert rejects(on_ray) == rejects(local)
+    return on_ray
+
+
+@pytest.mark.parametrize("kind,settings", [
+    ("sft", {"dedup": {}, "validation_ratio": 0.2}),
+    ("preference", {}),
+    ("kto", {}),
+    ("prompts", {"max_tokens": 300}),
+])
+def test_examples_build_the_same_version_on_ray(local_ray, store, kind, settings):
+    data = pipeline.examples_recipe().to_dict()
+    data.update(settings, kind=kind)
+    recipe = recipe_mod.from_dict(data)
+    same(store, lambda engine, tag: pipeline.run(kind, recipe, store, name=f"{kind}-{tag}",
+                                                 progress=False, report=False, engine=engine))
+
+
+def test_packed_pretrain_with_a_tokenizer_is_the_same_on_ray(local_ray, store, tmp_path):
+    from meddata.testing import tiny_tokenizer
+
+    tiny_tokenizer(tmp_path / "tok")
+    data = pipeline.examples_recipe().to_dict()
+    data.update(kind="pretrain", tokenizer=str(tmp_path / "tok"), max_tokens=64, pack=True,
+                validation_ratio=0.1)
+    recipe = recipe_mod.from_dict(data)
+    v = same(store, lambda engine, tag: pipeline.run(
+        "pretrain", recipe, store, name=f"pretrain-{tag}", progress=False, report=False,
+        engine=engine))
+    length = v.manifest["stats"]["length_tokens"]
+    assert length["max"] > 0 and v.manifest["stats"]["token_cache"]["misses"] > 0
+
+
+def test_generated_sources_in_several_blocks(local_ray, store):
+    """Two sources sharing ids, a limit, a weight, the test split, near duplicates, a
+    benchmark to decontaminate against: every global step on more than one block."""
+    a = generated(12_000, "a", 1)
+    b = generated(9_000, "b", 2)
+    for row in b[:1500]:  # the same ids as source a: the first source keeps them
+        row["id"] = row["id"].replace("/b/", "/a/")
+    bench = [dict(r, id=r["id"].replace("gen/", "bench/")) for r in a[100:160]]
+    va, vb = publish_rows(store, "gen-a", a), publish_rows(store, "gen-b", b)
+    publish_rows(store, "bench", bench)
+    from meddata import ray_engine, runner
+
+    blocks = ray_engine._dataset(ray, runner.read_versions([va, vb])).materialize()
+    assert blocks.num_blocks() >= 4 and blocks.count() == 21_000  # a row group each
+    recipe = recipe_mod.from_dict({
+        "kind": "sft", "sources": [{"ref": "canonical/gen-a", "limit": 8000},
+                                   {"ref": "canonical/gen-b", "weight": 0.7}],
+        "dedup": {}, "decontam": {"against": ["canonical/bench"]}, "validation_ratio": 0.1})
+    v = same(store, lambda engine, tag: pipeline.run(
+        "sft", recipe, store, name=f"gen-{tag}", progress=False, report=False, engine=engine))
+    stages = {s["stage"]: s for s in v.manifest["stages"]}
+    assert {"test_split", "duplicate_id", "weight_sampled_out", "over_limit"} <= set(
+        stages["select"]["dropped"])
+    assert stages["dedup"]["dropped"]["near_duplicate"] > 100
+    assert stages["decontam"]["dropped"]["contaminated"] > 0
+    assert v.manifest["decontam"]["summary"]["contaminated"] == \
+        stages["decontam"]["dropped"]["contaminated"]
+    assert stages["split"]["validation"] > 0
+
+
+def test_cli_dedup_and_decontam_on_ray(local_ray, store):
+    publish_rows(store, "corpus", generated(6000, "c", 3))
+    publish_rows(store, "bench", [dict(r, id=r["id"] + "-b") for r in generated(40, "c", 3)])
+    runner, s = CliRunner(), ["--store", str(store.root)]
+    ids = {}
+    for engine in ("local", "ray"):
+        out = runner.invoke(cli, s + ["dedup", "canonical/corpus", "--name", f"d-{engine}",
+                                      "--engine", engine, "--quiet"])
+        assert out.exit_code == 0, out.output
+        out = runner.invoke(cli, s + ["decontam", f"canonical/d-{engine}", "--against",
+                                      "canonical/bench", "--name", f"dc-{engine}",
+                                      "--engine", engine, "--quiet"])
+        assert out.exit_code == 0, out.output
+        ids[engine] = (store.resolve(f"canonical/d-{engine}"),
+                       store.resolve(f"canonical/dc-{engine}"))
+    for local, on_ray in zip(ids["local"], ids["ray"]):
+        assert local.id == on_ray.id and local.rows == on_ray.rows
+        assert local.manifest["stages"] == on_ray.manifest["stages"]
+    summary = ids["ray"][0].manifest["dedup"]["summary"]
+    assert summary["near_duplicate"] > 0
+    assert summary == ids["local"][0].manifest["dedup"]["summary"]
+
+
+def test_cli_build_on_ray_from_the_environment(local_ray, store, monkeypatch):
+    monkeypatch.setenv("MEDDATA_ENGINE", "ray")
+    out = CliRunner().invoke(cli, ["--store", str(store.root), "build", "sft", "--quiet",
+                                   "--no-report"])
+    assert out.exit_code == 0, out.output
+    assert store.resolve("sft/examples").manifest["engine"] == "ray"
+
+
+def test_a_failing_task_fails_the_run_and_publishes_nothing(local_ray, store):
+    from meddata import runner
+    from meddata.builders.steps import Render
+
+    v = publish_rows(store, "corpus", generated(300, "f", 4))
+    # json.loads of a row (a dict) raises TypeError inside the Ray task
+    step = Render("boom", json.loads, pa.schema([("id", pa.string())]))
+    with pytest.raises(TypeError, match="JSON object must be str"):
+        runner.publish(store, "canonical", "broken", CANONICAL, runner.read_versions([v]),
+                       [step], manifest={}, engine=RAY)
+    assert [name for _, name in store.names()] == ["corpus"]
+    assert not [p for p in (store.root / ".tmp").iterdir() if p.name.startswith("canonical-")]
+
+
+@needs_ray
+def test_two_node_cluster(store):
+    """Nothing assumes one node: a cluster of two nodes started here, joined by address."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        publish_rows(store, "gen-a", generated(5000, "a", 5))
+        recipe = recipe_mod.from_dict({"kind": "sft", "sources": [{"ref": "canonical/gen-a"}],
+                                       "dedup": {}, "validation_ratio": 0.1})
+        local = pipeline.run("sft", recipe, store, name="local", progress=False, report=False,
+                             engine=LOCAL)
+        on_ray = pipeline.run("sft", recipe, store, name="ray", progress=False, report=False,
+                              engine=Engine("ray", address=cluster.address))
+        assert on_ray.id == local.id
+        assert on_ray.manifest["stages"] == local.manifest["stages"]
+        assert not ray.is_initialized()  # the command joined the cluster and left it
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+
+
+def test_engine_choice(monkeypatch):
+    monkeypatch.delenv("MEDDATA_ENGINE", raising=False)
+    monkeypatch.delenv("MEDDATA_RAY_ADDRESS", raising=False)
+    assert Engine.choose() == Engine("local")
+    monkeypatch.setenv("MEDDATA_ENGINE", "ray")
+    assert Engine.choose().name == "ray" and Engine.choose("local").name == "local"
+    assert Engine.choose(recipe_engine="ray").name == "ray"
+    with pytest.raises(ValueError, match="--ray-address needs --engine ray"):
+        Engine.choose("local", "ray://head:10001")
+    with pytest.raises(ValueError, match="unknown engine"):
+        Engine.choose("spark")
+
+
+def test_engine_ray_without_ray_says_what_to_install(store, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    out = CliRunner().invoke(cli, ["--store", str(store.root), "build", "sft", "--engine",
+                                   "ray", "--quiet"])
+    assert out.exit_code == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        'error: --engine ray needs Ray Data: pip install -e ".[ray]" (or pip install '
+        '"meddata[ray]")')
+    assert not list(store.versions("sft"))
