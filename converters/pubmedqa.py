@@ -79,6 +79,16 @@ class PubMedQA(Converter):
                 self.truth[pmid] = norm.lower()
         return rows
 
+    def take_state(self) -> set[str] | None:
+        matched = getattr(self, "matched", None)
+        if not matched:
+            return None
+        self.matched = set()
+        return matched
+
+    def merge_state(self, state: set[str]) -> None:
+        self.matched |= state
+
     def report(self) -> dict[str, Any]:
         if not getattr(self, "truth", None):
             return {}

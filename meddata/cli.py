@@ -301,16 +301,18 @@ def fsck_cmd(ctx, repair, sizes_only, as_json) -> None:
 @click.option("--cop-base", type=click.Choice(["0", "1"]),
               help="medmcqa: base of the answer index, when a file cannot decide it.")
 @click.option("--hub-config", help="Config name when INPUT is a Hugging Face dataset id.")
+@engine_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_base, hub_config,
-                quiet) -> None:
+                engine, ray_address, quiet) -> None:
     """Convert raw SOURCE files (or one hub dataset id) into canonical/NAME.
 
-    SOURCE is one of: pubmedqa, medmcqa, medqa, hwt_cm, shennong, medical_o1,
-    chinese_medical_dialogue, corpus. INPUTS are files (JSON, JSONL, Parquet, CSV, TXT,
+    SOURCE is one of: pubmedqa, medmcqa, medqa, mmlu, cmexam, cmb, hwt_cm, shennong,
+    medical_o1, huatuo26m, chinese_medical_dialogue, sharegpt, corpus. INPUTS are files (JSON, JSONL, Parquet, CSV, TXT,
     optionally .gz) or folders of them. Malformed records go to the version's
-    rejects.parquet with file, position, raw text and reason.
+    rejects.parquet with file, position, raw text and reason. With --engine ray each
+    file is converted by its own task (the same version as on the local engine).
     """
     from meddata import convert as conv_mod
     from meddata.converters import get
@@ -327,8 +329,9 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
         conv = cls(subset=subset, split=split, **options)
         result = conv_mod.run(conv, list(inputs), _store(ctx), name=name,
                               max_reject_rate=max_reject_rate, hub_config=hub_config,
-                              progress=not quiet)
-    except (conv_mod.ConversionError, FileNotFoundError, ValueError, _store_errors()) as e:
+                              progress=not quiet, engine=_engine(engine, ray_address))
+    except (conv_mod.ConversionError, FileNotFoundError, ValueError, RuntimeError,
+            _store_errors()) as e:
         raise Failure(str(e)) from e
     v = result.version
     _published(v)

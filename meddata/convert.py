@@ -93,6 +93,15 @@ class Converter:
         what `row` gives; the tests compare the two on every sample."""
         raise NotImplementedError
 
+    def take_state(self) -> Any:
+        """What this copy gathered for its report while converting (then forgotten here):
+        the Ray engine converts each file with a copy and merges this back (`merge_state`);
+        None when it gathers nothing."""
+        return None
+
+    def merge_state(self, state: Any) -> None:
+        """Add what another copy's `take_state` handed over."""
+
     def report(self) -> dict[str, Any]:
         """Facts about the conversion for the manifest (for example labels left unjoined)."""
         return {}
@@ -193,66 +202,51 @@ def hub_records(hub_id: str, config: str | None, split: str | None) -> Iterator[
                             split=split_name)
 
 
-class _Sink:
-    """Collects converted rows and rejects for one publish: ids, duplicates, batching.
+class _Converting:
+    """Turns raw records (`record`) and vectorized chunks (`frame`) into parts, in input
+    order: `("rows", rows, origin)`, canonical rows (a polars frame, up to BATCH_ROWS) with
+    the file, position and raw text of each, and `("reject", file, position, raw, reason,
+    detail)`. It runs wherever the records are read: in this process, or in the Ray task
+    of one input file (meddata/ray_engine.py)."""
 
-    Rows arrive one at a time (`record`) or as a vectorized chunk (`frame`); both go
-    through `_admit`, which drops ids seen before (in this run) as duplicates, vectorized.
-    """
-
-    def __init__(self, conv: Converter, pub):
-        self.conv, self.pub = conv, pub
-        self.rows_in = self.rows_out = 0
-        self.seen = SeenKeys()  # hashes of the ids admitted so far
-        self.rejects: Counter[str] = Counter()
-        self.first: dict[str, tuple[str, int, str]] = {}  # reason -> its first file, position
+    def __init__(self, conv: Converter):
+        self.conv = conv
         self.batch: list[dict[str, Any]] = []
         self.origin: list[tuple[str, int, str]] = []
-        self.pending: list[dict[str, Any]] = []
         self._duckdb = None
 
-    def quarantine(self, file: str, position: int, raw: str, reason: str, detail: str) -> None:
-        self.rejects[reason] += 1
-        self.first.setdefault(reason, (file, position, detail))
-        self.pending.append({"stage": "convert", "source": self.conv.source, "file": file,
-                             "position": position, "raw": raw, "reason": reason,
-                             "detail": detail})
-        if len(self.pending) >= BATCH_ROWS:
-            self.pub.reject(self.pending)
-            self.pending = []
-
-    def record(self, rec: RawRecord) -> None:
-        self.rows_in += 1
+    def record(self, rec: RawRecord) -> Iterator[tuple]:
         if rec.error:
-            self.quarantine(rec.file, rec.position, rec.raw, "unparseable", rec.error)
+            yield ("reject", rec.file, rec.position, rec.raw, "unparseable", rec.error)
             return
         try:
             row = _finish(self.conv.row(rec), self.conv, rec)
         except Reject as e:
-            self.quarantine(rec.file, rec.position, rec.raw, e.reason, e.detail)
+            yield ("reject", rec.file, rec.position, rec.raw, e.reason, e.detail)
             return
         self.batch.append(row)
         self.origin.append((rec.file, rec.position, rec.raw))
         if len(self.batch) >= BATCH_ROWS:
-            self.flush()
+            yield from self.flush()
 
-    def flush(self) -> None:
+    def flush(self) -> Iterator[tuple]:
         import polars as pl
 
         if self.batch:
             rows = pl.from_arrow(pa.Table.from_pylist(self.batch, schema=CANONICAL))
             files, positions, raws = zip(*self.origin)
-            self._admit(rows, pl.DataFrame({"file": files, "position": positions, "raw": raws},
-                                           schema={"file": pl.String, "position": pl.Int64,
-                                                   "raw": pl.String}))
             self.batch, self.origin = [], []
+            yield ("rows", rows, pl.DataFrame({"file": files, "position": positions,
+                                               "raw": raws},
+                                              schema={"file": pl.String, "position": pl.Int64,
+                                                      "raw": pl.String}))
 
-    def frame(self, chunk: _FastChunk) -> None:
+    def frame(self, chunk: _FastChunk) -> Iterator[tuple]:
         """A chunk converted by the converter's vectorized `frame` (see `_FastChunk`)."""
         import duckdb
         import polars as pl
 
-        self.flush()
+        yield from self.flush()
         file, first_line, lines, out = str(chunk.path), chunk.first_line, chunk.lines, chunk.frame
         if self._duckdb is None:  # one connection for every chunk's sha1 (multithreaded)
             self._duckdb = duckdb.connect()
@@ -261,7 +255,6 @@ class _Sink:
             self._duckdb.sql("SELECT sha1(raw) AS h FROM chunk").to_arrow_table())["h"]
         self._duckdb.unregister("chunk")
         n = len(lines)
-        self.rows_in += n
         origin = pl.DataFrame({"file": pl.Series([file] * n, dtype=pl.String),
                                "position": pl.int_range(first_line, first_line + n, eager=True),
                                "raw": lines})
@@ -272,9 +265,55 @@ class _Sink:
         if bad.any():  # (filtering copies the raw lines: only when something is rejected)
             for o, r in zip(origin.filter(bad).iter_rows(named=True),
                             out.filter(bad).select("_reason", "_detail").iter_rows()):
-                self.quarantine(o["file"], o["position"], o["raw"], r[0], r[1] or "")
+                yield ("reject", o["file"], o["position"], o["raw"], r[0], r[1] or "")
             out, origin = out.filter(~bad), origin.filter(~bad)
-        self._admit(out, origin)
+        yield ("rows", out.select(CANONICAL.names), origin)
+
+    def items(self, items: Iterator) -> Iterator[tuple]:
+        """The parts of a stream of RawRecords and fast chunks, flushed at its end."""
+        for item in items:
+            yield from (self.record(item) if isinstance(item, RawRecord) else self.frame(item))
+        yield from self.flush()
+
+    def close(self) -> None:
+        if self._duckdb is not None:
+            self._duckdb.close()
+            self._duckdb = None
+
+
+class _Sink:
+    """Takes the parts of a conversion, in input order, for one publish: counts records,
+    drops ids seen before (in this run) as duplicates, vectorized, quarantines rejects
+    with their file, position, raw text and reason, and writes the rows."""
+
+    def __init__(self, conv: Converter, pub):
+        self.conv, self.pub = conv, pub
+        self.rows_in = self.rows_out = 0
+        self.seen = SeenKeys()  # hashes of the ids admitted so far
+        self.rejects: Counter[str] = Counter()
+        self.first: dict[str, tuple[str, int, str]] = {}  # reason -> its first file, position
+        self.pending: list[dict[str, Any]] = []
+
+    def take(self, part: tuple) -> int:
+        """Book one part; the records it held."""
+        if part[0] == "reject":
+            self.rows_in += 1
+            self.quarantine(*part[1:])
+            return 1
+        _, rows, origin = part
+        self.rows_in += rows.height
+        self._admit(rows, origin)
+        return rows.height
+
+    def quarantine(self, file: str, position: int, raw: str, reason: str, detail: str) -> None:
+        self.rejects[reason] += 1
+        self.first.setdefault(reason, (file, position, detail))
+        self.pending.append({"stage": "convert", "source": self.conv.source, "file": file,
+                             "position": position, "raw": raw, "reason": reason,
+                             "detail": detail})
+        if len(self.pending) >= BATCH_ROWS:
+            self.pub.reject(self.pending)
+            self.pending = []
 
     def _admit(self, rows, origin) -> None:
         import polars as pl
@@ -297,12 +336,8 @@ class _Sink:
             self.pub.write(rows.select(CANONICAL.names).to_arrow().cast(CANONICAL))
 
     def close(self) -> None:
-        self.flush()
         self.pub.reject(self.pending)
         self.pending = []
-        if self._duckdb is not None:
-            self._duckdb.close()
-            self._duckdb = None
 
 
 @dataclass
@@ -432,10 +467,14 @@ def _file_items(conv: Converter, path: Path):
 
 def run(conv: Converter, inputs: list[str], store: Store, name: str | None = None,
         max_reject_rate: float = 0.05, hub_config: str | None = None,
-        progress: bool = True) -> ConversionResult:
-    """Convert `inputs` (files, folders, or one hub id) and publish canonical/<name>."""
-    from tqdm.auto import tqdm
+        progress: bool = True, engine=None) -> ConversionResult:
+    """Convert `inputs` (files, folders, or one hub id) and publish canonical/<name>. On
+    the Ray engine (a meddata.runner.Engine) each file is converted by its own task, and
+    the rows come back in file order: the same version as on the local engine."""
+    from meddata.progress import bar
+    from meddata.runner import Engine
 
+    engine = engine or Engine.choose()
     name = name or conv.source
     local = [p for p in inputs if Path(p).exists()]
     if len(local) == len(inputs):
@@ -455,6 +494,9 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
         stream = (item for f in files for item in _file_items(conv, f))
         empty_files = [str(f) for f in empty]
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
+        if engine.name == "ray":
+            raise ConversionError("--engine ray converts files (one task each); a hub "
+                                  "dataset is read by the local engine")
         stream = hub_records(inputs[0], hub_config, conv.split)
         input_info = [{"hub_id": inputs[0], "config": hub_config, "split": conv.split}]
         digests, empty_files = None, []
@@ -464,21 +506,23 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
                               "(a hub id must be the only input)")
 
     with store.publisher("canonical", name, CANONICAL, inputs=input_info,
-                         recipe={"convert": conv.describe()}) as pub:
+                         recipe={"convert": conv.describe(), "engine": engine.name}) as pub:
         sink = _Sink(conv, pub)
-        bar = tqdm(desc=f"convert {conv.source}", unit=" rec", disable=not progress,
-                   mininterval=0.5)
-        try:
-            for item in stream:
-                if isinstance(item, RawRecord):
-                    sink.record(item)
-                    bar.update(1)
-                    continue
-                sink.frame(item)
-                bar.update(len(item.lines))
-        finally:
-            stream.close()  # stops a prefetch thread at once when the conversion fails
-        bar.close()
+        with bar(f"convert {conv.source}", unit=" rec", enabled=progress) as b:
+            if engine.name == "ray":
+                from meddata import ray_engine
+
+                with ray_engine.session(engine.address, engine.cpus):
+                    for part in ray_engine.convert(conv, files):
+                        b.update(sink.take(part))
+            else:
+                converting = _Converting(conv)
+                try:
+                    for part in converting.items(stream):
+                        b.update(sink.take(part))
+                finally:
+                    stream.close()  # stops a prefetch thread at once when conversion fails
+                    converting.close()
         sink.close()
         rows_in, rows_out, rejects = sink.rows_in, sink.rows_out, sink.rejects
         n_rejects = sum(rejects.values())

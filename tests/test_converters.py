@@ -448,9 +448,9 @@ def test_medmcqa_vectorized_path_crlf_and_many_chunks(store, tmp_path, monkeypat
     monkeypatch.setattr(convert, "_fast_chunks",
                         functools.partial(convert._fast_chunks, chunk_bytes=700))
     chunks = []
-    frame = convert._Sink.frame
-    monkeypatch.setattr(convert._Sink, "frame", lambda self, c: (chunks.append(c.first_line),
-                                                                  frame(self, c)))
+    frame = convert._Converting.frame
+    monkeypatch.setattr(convert._Converting, "frame",
+                        lambda self, c: chunks.append(c.first_line) or frame(self, c))
     fast, slow = _both_paths(store, path)
     assert len(chunks) > 5 and 1 in chunks  # most chunks took the vectorized path
     assert fast.version.id == slow.version.id
@@ -492,7 +492,7 @@ def test_failure_mid_conversion_stops_the_prefetch_thread(store, tmp_path, monke
     def broken(self, chunk):
         raise OSError("disk full")
 
-    monkeypatch.setattr(convert._Sink, "frame", broken)
+    monkeypatch.setattr(convert._Converting, "frame", broken)
     with pytest.raises(OSError, match="disk full"):
         convert.run(get("medmcqa")(), [str(path)], store, progress=False)
     assert not [t for t in threading.enumerate() if t.name.startswith("meddata-prefetch")]
@@ -512,3 +512,11 @@ def test_train_and_eval_without_the_train_extra_say_what_to_install(monkeypatch,
         lines = out.output.strip().splitlines()
         assert len(lines) == 1 and "needs the train extra" in lines[0], out.output
         assert 'pip install -e ".[train]"' in lines[0] and "Traceback" not in out.output
+
+
+def test_convert_help_names_every_source():
+    from meddata.converters import REGISTRY
+
+    out = CliRunner().invoke(cli, ["convert", "--help"]).output
+    for name in REGISTRY:
+        assert name in out, f"convert --help does not name {name}"
