@@ -17,9 +17,10 @@ How a run maps onto Ray Data:
 - The execution keeps the input order (`preserve_order`), so the driver's publisher sees
   the rows in the same order as on the local engine and writes the same shards: the same
   version id. Each task sends its books (rows in and out, drops by reason, facts) and its
-  steps' report state to a `Tally` actor, which writes the dropped rows to a file in the
-  run's spill folder under `<store>/.tmp/`; the driver merges them into the ledger when
-  the stream ends. So the store must be on a filesystem every node sees.
+  steps' report state to a `_Tally` actor, keyed by step and read unit (a retried task
+  replaces its report), which writes the dropped rows to files in the run's spill folder
+  under `<store>/.tmp/`; the driver merges them into the ledger, in input order, when the
+  stream ends. So the store must be on a filesystem every node sees.
 
 Ray is imported only here, and only when a command asks for it.
 """
@@ -29,12 +30,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from meddata import steps as steps_mod
 
@@ -75,6 +76,10 @@ def session(address: str | None = None, cpus: int | None = None) -> Iterator[Non
             ray.init(num_cpus=cpus, **options)
         started = True
     context = ray.data.DataContext.get_current()
+    saved = (context.execution_options.preserve_order, context.enable_progress_bars,
+             context.raise_original_map_exception, context.op_resource_reservation_enabled)
+    log = logging.getLogger("ray.data")
+    level = log.level
     context.execution_options.preserve_order = True  # the same rows in the same order
     context.enable_progress_bars = False  # the command draws its own
     context.raise_original_map_exception = True  # a failed step's own error, not a wrapper
@@ -83,10 +88,13 @@ def session(address: str | None = None, cpus: int | None = None) -> Iterator[Non
     context.op_resource_reservation_enabled = False
     # a failed task is raised to the command, which prints it in one line: Ray Data's own
     # log of it (with the worker's stack) would say it again
-    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    log.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
+        (context.execution_options.preserve_order, context.enable_progress_bars,
+         context.raise_original_map_exception, context.op_resource_reservation_enabled) = saved
+        log.setLevel(level)
         if started:
             ray.shutdown()
 
@@ -134,36 +142,54 @@ def _batches(table: pa.Table) -> list[pa.RecordBatch]:
         [], schema=table.schema)]
 
 
+UNIT = "_unit"  # the read unit a block came from: a block is one unit, all along the chain
+
+
 def _read_units(units: pa.Table, columns: list[str] | None,
                 tag: Callable | None) -> pa.Table:
-    """The rows of read units (a row group of a shard each), tagged as the local reader
-    tags them (`tag(i, batch)` for the i-th version)."""
+    """The rows of a read unit (a row group of a shard), tagged as the local reader tags
+    them (`tag(i, batch)` for the i-th version), with the unit's number."""
     import pyarrow.parquet as pq
 
-    parts = []
-    for i, path, group in zip(*(units.column(c).to_pylist()
-                                for c in ("version", "path", "row_group"))):
-        table = pq.ParquetFile(path).read_row_group(group, columns=columns)
-        for batch in _batches(table):
-            parts.append(tag(i, batch) if tag else batch)
-    return pa.Table.from_batches(parts)
+    (unit, i, path, group), = zip(*(units.column(c).to_pylist()
+                                    for c in ("unit", "version", "path", "row_group")))
+    table = pq.ParquetFile(path).read_row_group(group, columns=columns)
+    parts = [tag(i, batch) if tag else batch for batch in _batches(table)]
+    table = pa.Table.from_batches(parts)
+    return table.append_column(UNIT, pa.array([unit] * table.num_rows, pa.int64()))
+
+
+def _unit_of(table: pa.Table) -> tuple[int, pa.Table]:
+    """(the block's unit, its rows without the unit column)."""
+    units = table.column(UNIT)
+    unit = units[0].as_py()
+    if pc.count_distinct(units).as_py() != 1:
+        raise steps_mod.StepError("a Ray block holds rows of several read units; the "
+                                  "engine needs one unit per block")
+    return unit, table.drop_columns([UNIT])
 
 
 def _scan(table: pa.Table, box: list) -> pa.Table:
     step = _unbox(box)
+    if not table.num_rows:  # every row of the block dropped upstream: nothing to scan
+        return pa.table({})
+    _, table = _unit_of(table)
     step.check_columns(table)
     return step.scan(table)
 
 
 def _map(table: pa.Table, box: list, k: int, tally) -> pa.Table:
+    """Step k over one block; its books go to the tally, keyed by (step, unit), so a task
+    that Ray runs again after a failure replaces its report instead of adding to it."""
     ray = _ray()
     step = _unbox(box)
     if not table.num_rows:
         return table
+    unit, rows = _unit_of(table)
     rejects: list[dict[str, Any]] = []
     books = steps_mod.Books(step.name, rejects.extend)
     outs = []
-    for batch in _batches(table):
+    for batch in _batches(rows):
         step.check_columns(batch)
         out = step.map(batch, books)
         if out is not None and out.num_rows:
@@ -171,43 +197,40 @@ def _map(table: pa.Table, box: list, k: int, tally) -> pa.Table:
     out = pa.Table.from_batches(outs) if outs else None
     state = step.take_state()
     if tally is not None:
-        ray.get(tally.add.remote(k, table.num_rows, out.num_rows if out is not None else 0,
+        ray.get(tally.add.remote(k, unit, rows.num_rows, out.num_rows if out else 0,
                                  dict(books.dropped), books.info, state, rejects))
-    return out if out is not None else table.schema.empty_table()
+    if out is None:
+        return table.slice(0, 0)
+    return out.append_column(UNIT, pa.array([unit] * out.num_rows, pa.int64()))
 
 
 class _Tally:
-    """Books of the tasks: counts and report state per step, dropped rows to a file."""
+    """Books of the tasks, per (step, read unit): counts, facts, report state, and the
+    dropped rows in a file of their own under `folder` (rewritten if a task runs again)."""
 
-    def __init__(self, rejects_path: str):
-        self.path = rejects_path
-        self.writer = None
-        self.books: dict[int, dict[str, Any]] = {}
+    def __init__(self, folder: str | None):
+        self.folder = folder
+        self.books: dict[tuple[int, int], dict[str, Any]] = {}
 
-    def add(self, k: int, rows_in: int, rows_out: int, dropped: dict[str, int],
+    def add(self, k: int, unit: int, rows_in: int, rows_out: int, dropped: dict[str, int],
             info: dict[str, Any], state: Any, rejects: list[dict[str, Any]]) -> None:
+        import os
+
         from meddata.schema import REJECTS
 
-        b = self.books.setdefault(k, {"rows_in": 0, "rows_out": 0, "dropped": Counter(),
-                                      "info": {}, "states": []})
-        b["rows_in"] += rows_in
-        b["rows_out"] += rows_out
-        b["dropped"].update(dropped)
-        b["info"].update(info)
-        if state is not None:
-            b["states"].append(state)
+        self.books[(k, unit)] = {"rows_in": rows_in, "rows_out": rows_out,
+                                 "dropped": dropped, "info": info, "state": state}
         if rejects:
-            if self.writer is None:
-                self.writer = pa.ipc.new_file(self.path, REJECTS)
-            self.writer.write_table(pa.Table.from_pylist(rejects, schema=REJECTS))
+            path = Path(self.folder) / f"rejects-{k:04d}-{unit:09d}.arrow"
+            tmp = path.with_suffix(".tmp")
+            with pa.ipc.new_file(tmp, REJECTS) as writer:
+                writer.write_table(pa.Table.from_pylist(rejects, schema=REJECTS))
+            os.replace(tmp, path)
 
     def rows_read(self) -> int:
-        return self.books.get(0, {}).get("rows_in", 0)
+        return sum(b["rows_in"] for (k, _), b in self.books.items() if k == 0)
 
-    def result(self) -> dict[int, dict[str, Any]]:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+    def result(self) -> dict[tuple[int, int], dict[str, Any]]:
         return self.books
 
 
@@ -223,7 +246,7 @@ def run(read, steps: list[steps_mod.Step], ledger: steps_mod.Ledger,
         ahead += 1
     on_ray, after = steps[:ahead], steps[ahead:]
     books = [ledger.open(step.name) for step in on_ray]
-    tally = ray.remote(num_cpus=0)(_Tally).remote(str(spill_dir / "rejects-ray.arrow"))
+    tally = ray.remote(num_cpus=0)(_Tally).remote(str(spill_dir))
     boxes: list[list] = []  # each step in the object store, once it has its plan
 
     def chain(ds, start: int, end: int, report: bool):
@@ -245,7 +268,8 @@ def run(read, steps: list[steps_mod.Step], ledger: steps_mod.Ledger,
                 _scan, fn_args=([ray.put(step)],), batch_size=None, batch_format="pyarrow")
             with _task_errors():
                 step.plan((t for t in scanned.iter_batches(batch_format="pyarrow",
-                                                           batch_size=None)), spill_dir)
+                                                           batch_size=None) if t.num_rows),
+                          spill_dir)
         boxes.append([ray.put(step)])
     ds = chain(head, start, len(on_ray), True)
 
@@ -261,7 +285,7 @@ def run(read, steps: list[steps_mod.Step], ledger: steps_mod.Ledger,
                     progress.n = ray.get(tally.rows_read.remote())
                     progress.refresh()
                     polled = time.monotonic()
-                yield from (b for b in table.to_batches() if b.num_rows)
+                yield from (b for b in table.drop_columns([UNIT]).to_batches() if b.num_rows)
             if progress is not None and on_ray:
                 progress.n = ray.get(tally.rows_read.remote())
                 progress.refresh()
@@ -276,9 +300,13 @@ def _dataset(ray, reader):
     back out of file order; the version id depends on the order.)"""
     import pyarrow.parquet as pq
 
+    if not hasattr(reader, "versions"):
+        raise TypeError("the Ray engine reads store versions (a meddata.runner."
+                        "VersionReader), not an arbitrary batch iterator")
     units = [{"version": i, "path": str(path), "row_group": g}
              for i, v in enumerate(reader.versions) for path in v.shard_paths()
              for g in range(pq.ParquetFile(str(path)).metadata.num_row_groups)]
+    units = [{"unit": n, **u} for n, u in enumerate(units)]
     return ray.data.from_items(units, override_num_blocks=max(len(units), 1)).map_batches(
         _read_units, fn_args=(reader.columns, reader.tag), batch_size=None,
         batch_format="pyarrow")
@@ -291,16 +319,17 @@ def convert(conv, files: list[Path]) -> Iterator[tuple]:
     The converter has seen every file (`prepare`) here first; what its copies in the tasks
     gather for its report (`take_state`) is merged back into it. Call inside `session()`."""
     ray = _ray()
-    tally = ray.remote(num_cpus=0)(_Tally).remote("")
-    ds = ray.data.from_items([{"path": str(f)} for f in files],
+    tally = ray.remote(num_cpus=0)(_Tally).remote(None)
+    ds = ray.data.from_items([{"index": n, "path": str(f)} for n, f in enumerate(files)],
                              override_num_blocks=max(len(files), 1))
     ds = ds.map_batches(_convert_files, fn_args=([ray.put(conv)], tally), batch_size=1,
                         batch_format="pyarrow")
     with _task_errors():
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             yield from _parts(table)
-    for state in ray.get(tally.result.remote()).get(0, {}).get("states", []):
-        conv.merge_state(state)
+    for _, t in sorted(ray.get(tally.result.remote()).items()):
+        if t["state"] is not None:
+            conv.merge_state(t["state"])
 
 
 def _part_schema() -> pa.Schema:
@@ -312,28 +341,28 @@ def _part_schema() -> pa.Schema:
 
 
 def _convert_files(table: pa.Table, box: list, tally) -> Iterator[pa.Table]:
-    """A task: convert each file of `table`, yielding tables of rows and rejects."""
+    """A task: convert one file, yielding tables of rows and rejects as they fill; what
+    the converter gathered for its report goes to the tally, keyed by the file."""
     from meddata import convert as convert_mod
 
     ray = _ray()
     conv = _unbox(box)
-    for path in table.column("path").to_pylist():
-        converting = convert_mod._Converting(conv)
-        pending: list[tuple] = []
-        try:
-            for part in converting.items(convert_mod._file_items(conv, Path(path))):
-                pending.append(part)
-                if sum(p[1].height if p[0] == "rows" else 1 for p in pending) >= \
-                        steps_mod.BATCH_ROWS:
-                    yield _part_table(pending)
-                    pending = []
-            if pending:
+    (index, path), = zip(table.column("index").to_pylist(), table.column("path").to_pylist())
+    converting = convert_mod._Converting(conv)
+    pending: list[tuple] = []
+    held = 0
+    try:
+        for part in converting.items(convert_mod._file_items(conv, Path(path))):
+            pending.append(part)
+            held += part[1].height if part[0] == "rows" else 1
+            if held >= steps_mod.BATCH_ROWS:
                 yield _part_table(pending)
-        finally:
-            converting.close()
-    state = conv.take_state()
-    if state is not None:
-        ray.get(tally.add.remote(0, 0, 0, {}, {}, state, []))
+                pending, held = [], 0
+        if pending:
+            yield _part_table(pending)
+    finally:
+        converting.close()
+    ray.get(tally.add.remote(0, index, 0, 0, {}, {}, conv.take_state(), []))
 
 
 def _part_table(parts: list[tuple]) -> pa.Table:
@@ -380,22 +409,23 @@ def _parts(table: pa.Table) -> Iterator[tuple]:
         yield ("rows", pl.from_arrow(rows.select(CANONICAL.names).cast(CANONICAL)), origin)
 
 
-def _merge(tallied: dict[int, dict[str, Any]], on_ray: list[steps_mod.Step],
+def _merge(tallied: dict[tuple[int, int], dict[str, Any]], on_ray: list[steps_mod.Step],
            books: list[steps_mod.Books], ledger: steps_mod.Ledger, spill_dir: Path) -> None:
-    """The tasks' books into the ledger, their report state into the driver's steps, and
-    their dropped rows into the rejects."""
-    for k, (step, b) in enumerate(zip(on_ray, books)):
-        t = tallied.get(k)
-        if t is not None:
-            b.rows_in += t["rows_in"]
-            b.rows_out += t["rows_out"]
-            b.dropped.update(t["dropped"])
-            b.info.update(t["info"])
-            for state in t["states"]:
-                step.merge_state(state)
+    """The tasks' books into the ledger and their report state into the driver's steps, in
+    input order (unit by unit); then their dropped rows into the rejects, stage by stage."""
+    for (k, _), t in sorted(tallied.items()):
+        b = books[k]
+        b.rows_in += t["rows_in"]
+        b.rows_out += t["rows_out"]
+        b.dropped.update(t["dropped"])
+        b.info.update(t["info"])
+        if t["state"] is not None:
+            on_ray[k].merge_state(t["state"])
+    for step, b in zip(on_ray, books):
         step.close(b)
-    path = spill_dir / "rejects-ray.arrow"
-    if ledger.sink is not None and path.exists():
+    if ledger.sink is None:
+        return
+    for path in sorted(spill_dir.glob("rejects-*.arrow")):
         with pa.OSFile(str(path)) as source:
             rejects = pa.ipc.open_file(source)
             for i in range(rejects.num_record_batches):

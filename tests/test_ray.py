@@ -89,6 +89,11 @@ def same(store, build):
     def rejects(v):
         return Counter((r["stage"], r["reason"], r["raw"]) for r in v.rejects().to_pylist())
     assert rejects(on_ray) == rejects(local)
+    # the reports too: listed examples are merged back in input order
+    for key in ("dedup", "decontam", "rejected"):
+        assert on_ray.manifest.get(key) == local.manifest.get(key), key
+    assert on_ray.manifest["stats"].get("length_tokens") == \
+        local.manifest["stats"].get("length_tokens")
     return on_ray
 
 
