@@ -50,7 +50,7 @@ def _need_train_extra(command: str) -> None:
 
 def engine_options(fn):
     """--engine and --ray-address, shared by the commands that run steps."""
-    fn = click.option("--ray-address", envvar="MEDDATA_RAY_ADDRESS",
+    fn = click.option("--ray-address",
                       help="--engine ray: join the running Ray cluster at this address (for "
                            "example ray://head:10001, or auto on a cluster node); without it "
                            "a local Ray is started for the command and stopped after. Env "

@@ -239,8 +239,10 @@ def run(read, steps: list[steps_mod.Step], ledger: steps_mod.Ledger,
         spill_dir: Path) -> Iterator[pa.RecordBatch]:
     """`steps` over `read` (a meddata.runner reader) on Ray; the last step's batches, in
     the order the local engine gives them. Call inside `session()`."""
+    from meddata.runner import ProgressReader
+
     ray = _ray()
-    reader, bar = (read.reader, read) if hasattr(read, "reader") else (read, None)
+    reader, bar = (read.reader, read) if isinstance(read, ProgressReader) else (read, None)
     ahead = 0
     while ahead < len(steps) and steps[ahead].parallel:
         ahead += 1

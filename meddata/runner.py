@@ -50,8 +50,9 @@ def read_versions(versions: list[Version], columns: list[str] | None = None,
     return VersionReader(versions, columns, batch_rows, tag)
 
 
-class with_progress:  # noqa: N801 (used like a function)
-    """The reader, counting rows on a progress bar: one bar per pass over the inputs."""
+class ProgressReader:
+    """A reader counting its rows on a progress bar: one bar per pass over the inputs (the
+    Ray engine draws the bar itself, from the rows its tasks have read)."""
 
     def __init__(self, reader: Callable[[bool], Iterator[pa.RecordBatch]], desc: str,
                  total: int, enabled: bool):
@@ -70,6 +71,12 @@ class with_progress:  # noqa: N801 (used like a function)
                 yield batch
 
 
+def with_progress(reader: Callable[[bool], Iterator[pa.RecordBatch]], desc: str, total: int,
+                  enabled: bool) -> ProgressReader:
+    """`reader`, counting rows on a progress bar labelled `desc` (of `total` rows)."""
+    return ProgressReader(reader, desc, total, enabled)
+
+
 @dataclass(frozen=True)
 class Engine:
     """Where the steps run: `local` (this process) or `ray` (Ray Data; a cluster at
@@ -85,17 +92,16 @@ class Engine:
     def choose(cls, name: str | None = None, address: str | None = None,
                recipe_engine: str | None = None, cpus: int | None = None) -> Engine:
         """The engine named on the command line, else the recipe's, else MEDDATA_ENGINE,
-        else local; an address (or MEDDATA_RAY_ADDRESS) alone does not choose Ray."""
+        else local. Ray joins `address`, else MEDDATA_RAY_ADDRESS, else starts locally; an
+        address given with another engine is a mistake."""
         chosen = name or recipe_engine or os.environ.get("MEDDATA_ENGINE") or "local"
         if chosen not in cls.NAMES:
             raise ValueError(f"unknown engine {chosen!r}; engines: {', '.join(cls.NAMES)}")
-        address = address or os.environ.get("MEDDATA_RAY_ADDRESS") or None
         if address and chosen != "ray":
             raise ValueError("--ray-address needs --engine ray")
+        if chosen == "ray":
+            address = address or os.environ.get("MEDDATA_RAY_ADDRESS") or None
         return cls(chosen, address, cpus)
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": self.name}
 
 
 def publish(store: Store, kind: str, name: str, schema: pa.Schema,

@@ -181,10 +181,14 @@ def test_cli_dedup_and_decontam_on_ray(local_ray, store):
 
 def test_cli_build_on_ray_from_the_environment(local_ray, store, monkeypatch):
     monkeypatch.setenv("MEDDATA_ENGINE", "ray")
-    out = CliRunner().invoke(cli, ["--store", str(store.root), "build", "sft", "--quiet",
-                                   "--no-report"])
+    out = CliRunner().invoke(cli, ["--store", str(store.root), "build", "sft", "--no-report"])
     assert out.exit_code == 0, out.output
-    assert store.resolve("sft/examples").manifest["engine"] == "ray"
+    v = store.resolve("sft/examples")
+    assert v.manifest["engine"] == "ray"
+    select = v.manifest["stages"][0]
+    # the bar counts the input rows the tasks read, to the end
+    assert "build sft: 100%" in out.stderr and f"{select['rows_in']}/{select['rows_in']}" \
+        in out.stderr
 
 
 def test_a_failing_task_fails_the_run_and_publishes_nothing(local_ray, store):
@@ -274,8 +278,11 @@ def test_engine_choice(monkeypatch):
     monkeypatch.delenv("MEDDATA_ENGINE", raising=False)
     monkeypatch.delenv("MEDDATA_RAY_ADDRESS", raising=False)
     assert Engine.choose() == Engine("local")
+    monkeypatch.setenv("MEDDATA_RAY_ADDRESS", "head:6379")
+    assert Engine.choose() == Engine("local")  # an address alone does not choose Ray
     monkeypatch.setenv("MEDDATA_ENGINE", "ray")
-    assert Engine.choose().name == "ray" and Engine.choose("local").name == "local"
+    assert Engine.choose() == Engine("ray", "head:6379")
+    assert Engine.choose("local") == Engine("local")
     assert Engine.choose(recipe_engine="ray").name == "ray"
     with pytest.raises(ValueError, match="--ray-address needs --engine ray"):
         Engine.choose("local", "ray://head:10001")
