@@ -63,12 +63,13 @@ class ValidationFailed(ValueError):
         self.result = result
 
 
-def source_version(spec, store: Store, progress: bool) -> Version:
+def source_version(spec, store: Store, progress: bool,
+                   engine: runner.Engine | None = None) -> Version:
     if spec.ref:
         return store.resolve(spec.ref)
     conv = get_converter(spec.source)()
     return convert.run(conv, spec.paths, store, name=spec.name or spec.source,
-                       progress=progress).version
+                       progress=progress, engine=engine).version
 
 
 def clean_up(recipe: Recipe, store: Store) -> tuple[list, list[dict[str, Any]]]:
@@ -102,6 +103,12 @@ def run(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
     report.html unless `report` is False). `engine` (default: the recipe's `engine`, else
     MEDDATA_ENGINE, else local) says where the steps run."""
     engine = engine or runner.Engine.choose(recipe_engine=recipe.engine)
+    with runner.session(engine):  # one Ray for the conversions and the build
+        return _run(kind_name, recipe, store, name, progress, allow_invalid, report, engine)
+
+
+def _run(kind_name: str, recipe: Recipe, store: Store, name: str | None, progress: bool,
+         allow_invalid: bool, report: bool, engine: runner.Engine) -> Version:
     from meddata.validation.run import Checker
     from meddata.validation.suites import Bounds
 
@@ -119,7 +126,7 @@ def run(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
         steps = kind.steps(recipe, ctx)
         name = name or recipe.name or parent.name
     else:
-        inputs = [source_version(spec, store, progress) for spec in recipe.sources]
+        inputs = [source_version(spec, store, progress, engine) for spec in recipe.sources]
         for v in inputs:
             if v.kind != "canonical":
                 raise ValueError(f"{v.ref}: sources must be canonical versions, not {v.kind}")

@@ -472,7 +472,7 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
     the Ray engine (a meddata.runner.Engine) each file is converted by its own task, and
     the rows come back in file order: the same version as on the local engine."""
     from meddata.progress import bar
-    from meddata.runner import Engine
+    from meddata.runner import Engine, session
 
     engine = engine or Engine.choose()
     name = name or conv.source
@@ -512,7 +512,7 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
             if engine.name == "ray":
                 from meddata import ray_engine
 
-                with ray_engine.session(engine.address, engine.cpus):
+                with session(engine):
                     for part in ray_engine.convert(conv, files):
                         b.update(sink.take(part))
             else:

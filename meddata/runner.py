@@ -115,13 +115,22 @@ def publish(store: Store, kind: str, name: str, schema: pa.Schema,
     may add to the manifest or raise to publish nothing; `attach(publisher)` then adds
     files to the version (a retrieval index's); `report` writes the version's report.html
     (meddata/report.py). `engine` says where the steps run; the version is the same."""
-    with contextlib.ExitStack() as stack:
-        if engine.name == "ray":
-            from meddata import ray_engine
-
-            stack.enter_context(ray_engine.session(engine.address, engine.cpus))
+    with session(engine):
         return _publish(store, kind, name, schema, read, steps, manifest, check, finish,
                         report, attach, engine)
+
+
+@contextlib.contextmanager
+def session(engine: Engine) -> Iterator[None]:
+    """What `engine` needs around a command: Ray, started (or joined) once for everything
+    inside; nothing for the local engine."""
+    if engine.name != "ray":
+        yield
+        return
+    from meddata import ray_engine
+
+    with ray_engine.session(engine.address, engine.cpus):
+        yield
 
 
 def _publish(store, kind, name, schema, read, steps, manifest, check, finish, report, attach,
