@@ -412,10 +412,10 @@ class Fingerprints:
         self.answer.append(compact.column("answer").to_numpy())
         long = compact.column("long").to_numpy()
         self.long.append(long)
-        shingles = compact.column("shingles").combine_chunks()
+        shingles = compact.column("shingles")
         self.sizes.append(pc.list_value_length(shingles).to_numpy()[long])
-        self.values.append(shingles.values.to_numpy())
-        bands = compact.column("bands").combine_chunks().values.to_numpy().reshape(
+        self.values.append(pc.list_flatten(shingles).to_numpy())
+        bands = pc.list_flatten(compact.column("bands")).to_numpy().reshape(
             -1, self.config.bands)
         for b, column in enumerate(self.bands):
             column.append(bands[:, b])

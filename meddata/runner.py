@@ -4,7 +4,9 @@ writes a version shares (build, dedup, decontam).
 Batches flow from the inputs through the steps into the store's publisher; rejects go to
 the version's rejects.parquet as steps drop rows; each stage's row conservation and each
 step's report come from the ledger and land in the manifest. Spill files of two-pass steps
-live in a temporary folder under `<store>/.tmp/`, removed when the run ends.
+live in a temporary folder under `<store>/.tmp/`, removed when the run ends. The steps run
+on an `Engine`: this process (meddata.steps.run) or Ray Data (meddata.ray_engine.run); the
+publisher, and so the version, is the same.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class VersionReader:
 def read_versions(versions: list[Version], columns: list[str] | None = None,
                   batch_rows: int = steps_mod.BATCH_ROWS, tag: Callable | None = None
                   ) -> VersionReader:
+    """The reader of `versions` (see VersionReader)."""
     return VersionReader(versions, columns, batch_rows, tag)
 
 
