@@ -555,20 +555,13 @@ class DedupIndex:
                             ("shingles", pa.list_(pa.uint64()))])
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in self.version.iter_batches(verify="full"):
-                df = pl.from_arrow(batch)
-                fp = fingerprint(df, config)
-                n = df.height
-                band_col = [None] * n
-                shingle_col = [[] for _ in range(n)]
-                for k, i in enumerate(np.flatnonzero(fp.long)):
-                    band_col[i] = fp.bands[k].tolist()
-                    shingle_col[i] = fp.values[fp.offsets[k]:fp.offsets[k + 1]].tolist()
-                writer.write_table(pa.table({"id": batch.column("id"), "exact": fp.exact,
-                                             "answer": fp.answer,
-                                             "bands": pa.array(band_col, pa.list_(pa.uint64())),
-                                             "shingles": pa.array(shingle_col,
-                                                                  pa.list_(pa.uint64()))},
-                                            schema=schema))
+                c = compact_fingerprints(pl.from_arrow(batch), config)
+                no_bands = pa.scalar(None, pa.list_(pa.uint64()))  # a short row: exact only
+                writer.write_table(pa.table({
+                    "id": batch.column("id"), "exact": c.column("exact"),
+                    "answer": c.column("answer"),
+                    "bands": pc.if_else(c.column("long"), c.column("bands"), no_bands),
+                    "shingles": c.column("shingles")}, schema=schema))
         tmp.rename(self.path)
         self.path.with_suffix(".json").write_text(json.dumps(
             {"version": self.ref, **settings}, indent=2))
