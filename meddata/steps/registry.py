@@ -233,7 +233,8 @@ def parse_list(entries: Any, where: str) -> list[StepSpec]:
 def help_text(name: str) -> str:
     """A step's one-line summary and settings, as --help and the docs show them."""
     step = get(name)
-    doc = (step.__doc__ or "").strip().splitlines()[0] if step.__doc__ else ""
+    first = (step.__doc__ or "").strip().split("\n\n")[0]
+    doc = " ".join(first.split())
     lines = [f"{name}: {doc}"]
     for field_name, default, text in step.settings_class.describe():
         lines.append(f"    {field_name} (default {default}): {text}")
