@@ -142,5 +142,5 @@ def llamafactory_entry(file_name: str, layout: str, has_system: bool) -> dict[st
 
 KIND = Kind(name="kto", description=__doc__.splitlines()[0], schema=SCHEMA, steps=steps,
             length=length, rules=rules, llamafactory_record=llamafactory_record,
-            llamafactory_entry=llamafactory_entry, trains=("kto",),
+            llamafactory_entry=llamafactory_entry,
             from_kinds=("preference",))

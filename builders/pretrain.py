@@ -221,5 +221,5 @@ def llamafactory_entry(file_name: str, layout: str, has_system: bool) -> dict[st
 
 KIND = Kind(name="pretrain", description=__doc__.splitlines()[0], schema=SCHEMA, steps=steps,
             length=length, rules=rules, llamafactory_record=llamafactory_record,
-            llamafactory_entry=llamafactory_entry, trains=("cpt",),
+            llamafactory_entry=llamafactory_entry,
             schema_for=lambda recipe: PACKED_SCHEMA if recipe.pack else SCHEMA)

@@ -1,8 +1,12 @@
-"""The output kinds, each declared whole by one module of builders/ as `KIND`.
+"""The output kinds, each declared by one module of builders/ as `KIND`.
 
 A `Kind` says everything about an output kind: its name and schema, the steps that build
-it from canonical rows, how a row's length is measured, its validation rules, its
-LLaMA-Factory export mapping and the training stages that consume it. The CLI choices,
+it from canonical rows, how a row's length is measured, its validation rules and its
+LLaMA-Factory export mapping (each training stage names the kind it reads, in its own
+module of train/). Three places still know kinds by name: the data report's sample
+rendering (meddata/report.py, `render_row`), the token check of `meddata validate`
+(validation/run.py, which skips packed pretrain rows) and training's length check
+(train/common.py, `length_check`). The CLI choices,
 recipe checks, validation, export and train all look kinds up here, so adding a kind is
 one module plus its tests and docs (docs/kinds.md shows how). Modules load when a kind is
 first asked for; `register` adds one at run time (the tests register a toy kind).
@@ -40,7 +44,6 @@ class Kind:
     # LLaMA-Factory: (row, layout) -> record, and (file name, layout, has_system) -> entry
     llamafactory_record: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
     llamafactory_entry: Callable[[str, str, bool], dict[str, Any]] | None = None
-    trains: tuple[str, ...] = ()          # `meddata train` stages that read this kind
     # the schema of a build under a given recipe (pretrain with packing adds input_ids)
     schema_for: Callable[[Any], pa.Schema] | None = None
     # kinds a build may start from instead of canonical sources (recipe `from_ref`)
@@ -74,12 +77,3 @@ def get(name: str) -> Kind:
         module = importlib.import_module(MODULES[name])
         register(module.KIND)
     return _KINDS[name]
-
-
-def kind_for_stage(stage: str) -> Kind | None:
-    """The kind a training stage reads (None for a stage no kind declares)."""
-    for name in names():
-        kind = get(name)
-        if stage in kind.trains:
-            return kind
-    return None

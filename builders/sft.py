@@ -69,4 +69,4 @@ def llamafactory_entry(file_name: str, layout: str, has_system: bool) -> dict[st
 
 KIND = Kind(name="sft", description=__doc__.splitlines()[0], schema=SCHEMA, steps=steps,
             length=length, rules=rules, llamafactory_record=llamafactory_record,
-            llamafactory_entry=llamafactory_entry, trains=("sft",))
+            llamafactory_entry=llamafactory_entry)

@@ -287,7 +287,17 @@ def fsck_cmd(ctx, repair, sizes_only, as_json) -> None:
 
 
 # ---- conversion ----------------------------------------------------------------------------
-@cli.command("convert")
+class SourcesHelp(click.Command):
+    """`meddata convert --help`: the sources, from the converter registry."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        from meddata.converters import REGISTRY
+
+        with formatter.section("Sources"):
+            formatter.write_text(", ".join(sorted(REGISTRY)))
+
+
+@cli.command("convert", cls=SourcesHelp)
 @click.argument("source")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--subset", help="Subset name (for example medqa us|mcmle|tw, medical_o1 "
@@ -307,9 +317,8 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
                 engine, ray_address, quiet) -> None:
     """Convert raw SOURCE files (or one hub dataset id) into canonical/NAME.
 
-    SOURCE is one of: pubmedqa, medmcqa, medqa, mmlu, cmexam, cmb, hwt_cm, shennong,
-    medical_o1, huatuo26m, chinese_medical_dialogue, sharegpt, corpus. INPUTS are files (JSON, JSONL, Parquet, CSV, TXT,
-    optionally .gz) or folders of them. Malformed records go to the version's
+    SOURCE is a converter's name (the list below). INPUTS are files (JSON, JSONL,
+    Parquet, CSV, TXT, optionally .gz) or folders of them. Malformed records go to the version's
     rejects.parquet with file, position, raw text and reason. With --engine ray each
     file is converted by its own task (the same version as on the local engine).
     """
@@ -779,10 +788,6 @@ def export_cmd(ctx, ref, fmt, out_dir, layout, overwrite) -> None:
 
 
 # ---- training ------------------------------------------------------------------------------------
-DATA_KINDS = {"cpt": "pretrain", "sft": "sft", "reward": "preference", "dpo": "preference",
-              "kto": "kto", "grpo": "prompts", "rlhf": "prompts"}  # (for --help only)
-
-
 class TrainGroup(click.Group):
     """`meddata train STAGE`: one subcommand per stage, its help listing that stage's
     settings (read from the stage module's Settings class, without importing torch)."""
@@ -799,26 +804,27 @@ class TrainGroup(click.Group):
 
 
 def _stage_command(stage: str) -> click.Command:
-    from meddata.train import module
+    from meddata.train import bundled_configs, data_kind, module
     from meddata.train.settings import describe
 
     settings = module(stage).Settings
+    kind = data_kind(stage)
     keys = "\n".join(f"  {k:<28} {d:<14} {h}" for k, d, h in describe(settings))
     doc = (module(stage).__doc__ or "").strip().split("\n\n")[0]
 
-    @click.command(stage, help=f"{doc}\n\nTrains on a {DATA_KINDS.get(stage, '')} version; "
+    @click.command(stage, help=f"{doc}\n\nTrains on a {kind} version; "
                    "writes the adapter and training_manifest.json naming the data versions.",
                    epilog=f"\b\nSettings of `{stage}` (--set KEY=VALUE, or a --config file):\n"
                           f"{keys}\n\nAny field of the stage's TRL config: --set "
                           "trl.FIELD=VALUE, or a `trl:` section in the config file.")
     @click.option("--data", "data_ref", required=True,
-                  help=f"The dataset version to train on (a {DATA_KINDS.get(stage)} version).")
+                  help=f"The dataset version to train on (a {kind} version).")
     @click.option("--model", required=True,
                   help="A model folder, a hub id (online), an alias (smollm2-135m-instruct), "
                        "or the output folder of an earlier stage to continue from.")
     @click.option("--config", "config_path",
                   help="A YAML file of settings, or the name of a bundled one "
-                       "(train/configs/: cpt, sft, reward, rlhf, dpo, kto, grpo, gspo).")
+                       f"(train/configs/: {', '.join(bundled_configs())}).")
     @click.option("--output", help="Output folder (default runs/<stage>-<data name>).")
     @click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
     @click.option("--merge", is_flag=True, default=None,

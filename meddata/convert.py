@@ -470,11 +470,19 @@ def _file_items(conv: Converter, path: Path):
 def convert_file(conv: Converter, path: Path) -> Iterator[tuple]:
     """The parts (see `_Converting`) of one raw file, in order: what an engine runs for
     each input file, here or in a worker."""
+    yield from convert_records(conv, _file_items(conv, path))
+
+
+def convert_records(conv: Converter, records: Iterator) -> Iterator[tuple]:
+    """The parts of a stream of RawRecords (and fast chunks), in order."""
     converting = _Converting(conv)
     try:
-        yield from converting.items(_file_items(conv, path))
+        yield from converting.items(records)
     finally:
         converting.close()
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
 
 
 def publish(conv: Converter, inputs: list[str], store: Store, name: str | None = None,
@@ -504,9 +512,6 @@ def publish(conv: Converter, inputs: list[str], store: Store, name: str | None =
         files = conv.prepare([f for f in files if f not in empty])
         empty_files = [str(f) for f in empty]
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
-        if not isinstance(engine, LocalEngine):
-            raise ConversionError(f"--engine {engine.name} converts files (one task each); "
-                                  "a hub dataset is read by the local engine")
         files = None
         stream = hub_records(inputs[0], hub_config, conv.split)
         input_info = [{"hub_id": inputs[0], "config": hub_config, "split": conv.split}]
@@ -521,11 +526,11 @@ def publish(conv: Converter, inputs: list[str], store: Store, name: str | None =
                          ) as pub, engine.session():
         sink = _Sink(conv, pub)
         with bar(f"convert {conv.source}", unit=" rec", enabled=progress) as b:
-            if files is None:  # a hub dataset, read here
-                converting = _Converting(conv)
-                parts = converting.items(stream)
-            else:
-                parts = engine.convert_files(convert_file, conv, files)
+            try:
+                parts = engine.convert_files(convert_file, conv, files) if files is not None \
+                    else engine.convert_stream(convert_records, conv, stream)
+            except NotImplementedError as e:
+                raise ConversionError(str(e)) from None
             try:
                 for part in parts:
                     b.update(sink.take(part))
@@ -533,8 +538,6 @@ def publish(conv: Converter, inputs: list[str], store: Store, name: str | None =
                 close = getattr(parts, "close", None)
                 if close is not None:
                     close()  # stops a prefetch thread at once when conversion fails
-                if files is None:
-                    converting.close()
         sink.close()
         rows_in, rows_out, rejects = sink.rows_in, sink.rows_out, sink.rejects
         n_rejects = sum(rejects.values())

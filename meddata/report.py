@@ -52,7 +52,7 @@ MEMBERS = 4
 DECONTAM_MATCHES = 8
 TEXT_CHARS = 1_200
 DEDUP_REASONS = ("exact_duplicate", "near_duplicate", "duplicate_of_earlier")
-BATCH_ROWS = 16_384
+READ_ROWS = 16_384  # rows per batch when the report reads a version
 
 
 # ---- one pass over the rows ----------------------------------------------------------------------
@@ -127,7 +127,7 @@ def collect(version: Version, progress: bool = False, verify: str = "size") -> F
         facts.counter = "tokenizer (packed input_ids)"
         facts.fill = np.zeros(len(FILL_EDGES) - 1, np.int64)
     with bar(f"report {version.kind}/{version.name}", version.rows, enabled=progress) as b:
-        for batch in version.iter_batches(batch_size=BATCH_ROWS, verify=verify):
+        for batch in version.iter_batches(batch_size=READ_ROWS, verify=verify):
             lengths = _lengths(version, batch, measure)
             frame = pl.DataFrame({"source": batch.column("source"),
                                   "split": batch.column("split"), "n": lengths})
@@ -164,7 +164,7 @@ def _keep_samples(facts: Facts, batch: pa.RecordBatch) -> None:
 def _reject_batches(version: Version, columns: list[str]):
     path = version.path / "rejects.parquet"
     if path.exists():
-        yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        yield from pq.ParquetFile(path).iter_batches(batch_size=READ_ROWS, columns=columns)
 
 
 def rejects_summary(version: Version) -> dict[str, Any]:

@@ -10,8 +10,7 @@ from conftest import EXAMPLES
 from meddata import recipe as recipe_mod
 from meddata.builders import pipeline
 from meddata.cli import cli
-from meddata.steps.decontam import DecontamConfig
-from meddata.steps.decontam import decontaminate
+from meddata.steps.decontam import DecontamConfig, decontaminate
 from meddata.steps.dedup import DedupConfig, dedup
 from meddata.text import normalize_key, tokens
 

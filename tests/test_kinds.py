@@ -42,8 +42,7 @@ TOY = registry.Kind(
                                Split(recipe.validation_ratio, recipe.seed)],
     length=qa_length,
     rules=lambda bounds: [suites.length("text_length", ["question", "answer"], bounds),
-                          *suites.lang(pl.col("question"))],
-    trains=())
+                          *suites.lang(pl.col("question"))])
 
 
 @pytest.fixture

@@ -30,3 +30,15 @@ def load_settings(stage: str, config: str | None, overrides: dict):
 
 def run(stage: str, store, data_ref: str, model: str, loaded):
     return module(stage).run(store, data_ref, model, loaded)
+
+
+def data_kind(stage: str) -> str:
+    """The output kind `stage` trains on (its module's DATA_KIND)."""
+    return module(stage).DATA_KIND
+
+
+def bundled_configs() -> list[str]:
+    """The names of the bundled config files (train/configs/NAME.yaml)."""
+    from pathlib import Path
+
+    return sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml"))

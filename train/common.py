@@ -36,10 +36,10 @@ from .settings import Common, Loaded, TrainError
 # ---- data --------------------------------------------------------------------------------------
 def load_data(store: Store, ref: str, stage: str, columns: list[str] | None = None):
     """(train, eval or None, version) for a stage, checking the version's kind."""
-    from meddata.builders.registry import kind_for_stage
+    from meddata.train import module
 
     version = store.resolve(ref)
-    want = kind_for_stage(stage).name
+    want = module(stage).DATA_KIND
     if version.kind != want:
         raise TrainError(f"stage {stage} trains on {want} versions; {version.ref} is "
                          f"{version.kind}")

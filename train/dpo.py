@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from .common import check_trl, lora_config, start, train_and_save, trl_config
 from .settings import Common, Loaded, setting
 
+DATA_KIND = "preference"  # the output kind this stage trains on
+
 
 @dataclass
 class Settings(Common):

@@ -30,6 +30,9 @@ GSPO = {"importance_sampling_level": "sequence", "loss_type": "grpo", "beta": 0.
         "epsilon": 3e-4, "epsilon_high": 4e-4}
 
 
+DATA_KIND = "prompts"  # the output kind this stage trains on
+
+
 @dataclass
 class Settings(Common):
     algorithm: str = setting("grpo", "grpo, or gspo (sequence-level importance sampling)")

@@ -27,6 +27,8 @@ from .common import (
 )
 from .settings import Common, Loaded, TrainError, setting
 
+DATA_KIND = "prompts"  # the output kind this stage trains on
+
 
 @dataclass
 class Settings(Common):

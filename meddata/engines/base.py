@@ -10,7 +10,8 @@ choose: `--engine`, the recipe's `engine`, MEDDATA_ENGINE, else local), opens on
   shards, in order), optionally wrapped in a `ProgressReader`.
 - `convert_files(convert_file, conv, files)`: the parts `convert_file(conv, path)` yields
   for each file, in file order (see meddata.convert), with what the converter gathered
-  for its report merged back into `conv`.
+  for its report merged back into `conv`; `convert_stream(convert_records, conv,
+  records)` the same for a stream of records (a hub dataset), where the engine can.
 
 A new engine (Spark, Daft) is one module here implementing these three methods; see
 docs/scale.md.
@@ -47,6 +48,13 @@ class Engine:
     def convert_files(self, convert_file: Callable[[Any, Path], Iterator[tuple]], conv: Any,
                       files: list[Path]) -> Iterator[tuple]:
         raise NotImplementedError
+
+    def convert_stream(self, convert_records: Callable[[Any, Iterator], Iterator[tuple]],
+                       conv: Any, records: Iterator) -> Iterator[tuple]:
+        """The parts of a stream of raw records that only this process can read (a hub
+        dataset streamed from the network), in order."""
+        raise NotImplementedError(f"the {self.name} engine converts files; a hub dataset "
+                                  "is read by the local engine (--engine local)")
 
     def describe(self) -> str:
         """The engine's name as the manifest records it."""

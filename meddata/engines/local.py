@@ -29,6 +29,9 @@ class LocalEngine(Engine):
         for path in files:
             yield from convert_file(conv, path)
 
+    def convert_stream(self, convert_records, conv: Any, records) -> Iterator[tuple]:
+        return convert_records(conv, records)
+
 
 def chain(read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[Step], ledger: Ledger,
           spill_dir: Path, replayable: bool = True) -> Iterator[pa.RecordBatch]:
