@@ -318,23 +318,15 @@ def length_check(version: Version, tokenizer, stage: str, max_length: int | None
               "built_max_tokens": next((s.get("max_tokens") for s in version.manifest["stages"]
                                         if s["stage"] == "length"), None)}
     if over:
-        what = DROPS.get(stage, "truncates them")
+        from meddata.train import module
+
+        what = getattr(module(stage), "OVER_MAX_LENGTH", "truncates them")
         print(f"warning: {over} of {total} rows of {version.ref} are longer than max_length="
               f"{max_length} tokens with this model's tokenizer (longest {longest}); "
               f"{what}. Build with --max-tokens {max_length} --tokenizer <this model's "
               f"tokenizer> to bound them in the data, with a reason for each.",
               file=sys.stderr)
     return result
-
-
-# what each trainer does with rows over max_length (TRL 1.16)
-DROPS = {
-    "reward": "RewardTrainer drops those pairs",
-    "sft": "SFTTrainer truncates them (and drops rows left without trainable tokens)",
-    "cpt": "SFTTrainer cuts them (bfd_split packing splits long documents instead)",
-    "dpo": "DPOTrainer truncates them",
-    "kto": "KTOTrainer truncates them",
-}
 
 
 # ---- outputs ---------------------------------------------------------------------------------------

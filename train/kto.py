@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from .common import check_trl, lora_config, start, train_and_save, trl_config
 from .settings import Common, Loaded, TrainError, setting
 
+# what the trainer does with rows over max_length (TRL 1.16), for the length warning
+OVER_MAX_LENGTH = "KTOTrainer truncates them"
 DATA_KIND = "kto"  # the output kind this stage trains on
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from .common import check_trl, lora_config, start, train_and_save, trl_config
 from .settings import Common, Loaded, setting
 
+# what the trainer does with rows over max_length (TRL 1.16), for the length warning
+OVER_MAX_LENGTH = "SFTTrainer truncates them (and drops rows left without trainable tokens)"
 DATA_KIND = "sft"  # the output kind this stage trains on
 
 
