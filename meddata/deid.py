@@ -131,16 +131,18 @@ def ssn_ok(area: str, group: str, serial: str) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def phone_ok(number: str, region: str) -> bool:
+def phone_ok(number: str, region: str, valid: bool = True) -> bool:
     """A number that Google's phonenumbers metadata says is a valid number of `region`
-    (assigned area codes and lengths), outside the reserved fictional 555 range."""
+    (assigned area codes and lengths; with `valid=False` only a possible one: the right
+    length for the region), outside the reserved fictional 555 range."""
     import phonenumbers
 
     try:
         parsed = phonenumbers.parse(number, region)
     except phonenumbers.NumberParseException:
         return False
-    if not phonenumbers.is_valid_number(parsed):
+    if not (phonenumbers.is_valid_number(parsed) if valid
+            else phonenumbers.is_possible_number(parsed)):
         return False
     national = str(parsed.national_number)
     return not (parsed.country_code == 1 and (national[:3] == "555" or national[3:7] == "5550"
@@ -178,8 +180,8 @@ _NOT_GIVEN = set(
     "日年天周次号病症痛疼热烧压咳嗽喘吐泻血尿便糖药医院科诊治疗查检术后前时出现感觉自述主诉今昨近"
     "既往无否认伴发头胸腹腰背手脚腿眼耳鼻口牙心肝脾肺肾胃肠皮肤骨关节炎癌瘤囊肿结石块某氏者属们性"
     "期次片粒针剂生师士夫护理该应需请问谢您你我他她它吗呢吧啊呀哦嗯么什怎为如果但而且并还又再很太"
-    "最更已经曾将当烦候遵正常规带疸静复度便显身节纯释法上下左右侧膏七西胆间祸续油部位内外中大小多少高低长"
-    "短快慢好坏新旧老幼儿童孕产妇患病人家里这边体重量温度数值率型级类种样份")
+    "最更已经曾将当烦候遵正常规带疸复度便显身节纯释法上下左右侧膏七西胆间祸续油部位内外中大小多少高低长"
+    "短快慢好坏旧老幼儿童孕产妇患病人家里这边体重量温度数值率型级类种样份")
 _BLOCK_NAMES = {"高血压", "高血糖", "高血脂", "黄疸", "高热", "常规", "华法林", "康复", "安静",
                 "温度", "白带", "白细胞", "毛发", "谷丙", "甘油", "金黄色", "石膏", "龙胆",
                 "车祸", "连续", "时间", "全身", "明显", "关节", "单纯", "解释", "包块", "管理",
@@ -212,22 +214,21 @@ _EN_NOT_NAME = set(
 
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@"
                     r"(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])")
-_URL = re.compile(r"(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"'，。；、！？）】《》\u3000"
+_URL = re.compile(r"(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9.])www\.)[^\s<>\"'，。；、！？）】《》\u3000"
                   + _CJK + r"]+", re.I)
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{1,4})*"
-                   r"(?![\w:])|(?<![\w:])::(?:[0-9A-Fa-f]{1,4}:){0,6}[0-9A-Fa-f]{1,4}(?![\w:])")
+_IPV6 = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Za-z:])")
 _ID18 = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx]|\d{15})(?![0-9A-Za-z])")
 _CARD = re.compile(r"(?<![0-9A-Za-z-])\d{4}(?:[ -]?\d{4}){2}[ -]?\d{1,7}(?![0-9A-Za-z-])"
                    r"|(?<![0-9A-Za-z-])\d{13,19}(?![0-9A-Za-z-])")
 _MOBILE = re.compile(r"(?<![0-9A-Za-z+-])(?:(?:\+|00)86[\s-]?)?(1\d{2})[\s-]?(\d{4})[\s-]?(\d{4})"
                      r"(?![0-9A-Za-z])")
-_LANDLINE = re.compile(r"(?<![0-9A-Za-z+-])(?:(?:\+|00)86[\s-]?)?(?:\(0?\d{2,3}\)|（0?\d{2,3}）|0\d{2,3})"
+_LANDLINE = re.compile(r"(?<![0-9A-Za-z+-])(?:(?:\+|00)86[\s-]?)?(?:\(0\d{2,3}\)|（0\d{2,3}）|0\d{2,3})"
                        r"[\s-]?\d{3,4}[\s-]?\d{4}(?:(?:转|-|ext\.?\s?)\d{1,5})?(?![0-9A-Za-z])")
 _US_PHONE = re.compile(r"(?<![0-9A-Za-z+-])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}"
                        r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![0-9A-Za-z])")
 _PHONE_CONTEXT = re.compile(r"(?:电话|手机|联系方式|联系电话|座机|微信|tel|phone|cell|mobile|call)"
-                            r"[^\d\n]{0,6}((?:\+?\d[\d\s-]{6,15}\d))", re.I)
+                            r"[^\d\n(（]{0,6}((?:\+|[(（])?\d[\d\s()（）-]{6,16}\d)(?![0-9A-Za-z])", re.I)
 _SSN = re.compile(r"(?<![0-9A-Za-z-])(\d{3})([- ])(\d{2})\2(\d{4})(?![0-9A-Za-z-])")
 _SSN_CONTEXT = re.compile(r"(?:SSN|[Ss]ocial [Ss]ecurity(?: [Nn]umber| [Nn]o\.?)?)\D{0,6}"
                           r"(\d{9})(?!\d)")
@@ -366,8 +367,11 @@ class Detector:
                 if _CN_MOBILE.fullmatch(m.group(1)):
                     add(Finding(m.start(), m.end(), "phone"))
             for m in _LANDLINE.finditer(text):
-                if phone_ok(re.sub(r"[^\d+]", "", m.group().split("转")[0].split("ext")[0]),
-                            "CN"):
+                number = m.group().split("转")[0].split("ext")[0]
+                # a bare digit run must be a valid number; one written with its area code set
+                # apart ("0351-8745 4882", "(0351)87454882") only a possible one
+                spaced = bool(re.match(r"(?:(?:\+|00)86[\s-]?)?(?:[(（]|0\d{2,3}[\s-])", number))
+                if phone_ok(re.sub(r"[^\d+]", "", number), "CN", not spaced):
                     add(Finding(m.start(), m.end(), "phone"))
             for m in _US_PHONE.finditer(text):
                 if phone_ok(m.group(), "US"):
