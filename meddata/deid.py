@@ -500,7 +500,11 @@ class Redactor:
         raise TypeError("a Redactor holds a secret salt; build it in the worker")
 
     def redact(self, text: str) -> tuple[str, Counter[str]]:
-        findings = self.detector.find(text)
+        """The text with every finding replaced, and the findings counted by type."""
+        return self.apply(text, self.detector.find(text))
+
+    def apply(self, text: str, findings: list[Finding]) -> tuple[str, Counter[str]]:
+        """The text with `findings` (from `detector.find(text)`) replaced."""
         counts: Counter[str] = Counter()
         if not findings:
             return text, counts
@@ -543,12 +547,11 @@ def pseudonym(entity: str, value: str, salt: bytes) -> str:
             return "100" + digits[:8]  # 100 is no Chinese mobile prefix
         return f"(555) 555-01{digits[:2]}"  # the 555 area code is not assigned
     if entity == "id_number":
-        body = "110101" + digits[:11]
-        total = sum(int(c) * w for c, w in zip(body, _ID_WEIGHTS))
-        right = _ID_CHECK[total % 11]
-        wrong = "0" if right != "0" else "1"
-        return body[:6] + "19000101" + body[14:17] + wrong if len(value) == 18 else \
-            "110101000000" + digits[:3]  # month 00: no valid date
+        if len(value) != 18:
+            return "110101000000" + digits[:3]  # month 00: no valid date
+        body = "11010119000101" + digits[:3]
+        right = _ID_CHECK[sum(int(c) * w for c, w in zip(body, _ID_WEIGHTS)) % 11]
+        return body + ("0" if right != "0" else "1")  # a wrong check digit
     if entity == "ssn":
         return f"900-{digits[:2]}-{digits[2:6]}"  # 9xx is never an SSN area
     if entity == "email":
@@ -626,11 +629,16 @@ def batch_texts(batch):
 
 
 def deid_settings(manifest: dict) -> dict | None:
-    """The settings of a version's `deidentify` stage, or None when it has none."""
-    for stage in manifest.get("stages", []):
-        if stage.get("stage") == "deidentify":
-            return stage.get("settings") or stage.get("info", {}).get("settings") or {}
-    return None
+    """The settings of a version's `deidentify` stage (from the recipe's `curate:` list, as
+    the manifest records it), or None when it has no such stage."""
+    stages = [s for s in manifest.get("stages", []) if s.get("stage") == "deidentify"]
+    if not stages:
+        return None
+    curate = (manifest.get("recipe") or {}).get("curate") or []
+    for entry in curate if isinstance(curate, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("deidentify"), dict):
+            return entry["deidentify"]
+    return stages[0].get("settings") or {}
 
 
 def scan_version(version, detector: Detector, examples: int = 5) -> tuple[Counter[str], int, list]:

@@ -245,3 +245,21 @@ def test_identifiers_planted_in_real_rows_are_removed_and_nothing_else(redactor)
         assert out == text[:cut] + expect + text[cut:], out
         checked += 1
     assert checked >= 100
+
+
+def test_fakes_are_never_found_again():
+    rng = random.Random(0)
+    d = Detector()
+    for _ in range(300):
+        digits = "".join(str(rng.randint(0, 9)) for _ in range(20))
+        for entity, context, value in (
+                ("id_number", "身份证号", "11010519" + digits[:10]),
+                ("id_number", "身份证号", "110105" + digits[:9]),
+                ("phone", "手机", "138" + digits[:8]), ("phone", "phone ", "(212) 867-" + digits[:4]),
+                ("bank_card", "卡号", "6222" + digits[:15]), ("ssn", "SSN ", "219-09-" + digits[:4]),
+                ("record_number", "MRN: ", digits[:8]), ("ip", "IP ", f"10.0.{digits[0]}.{digits[1]}"),
+                ("name", "我叫", "张" + "伟"), ("name", "My name is ", "John Smith"),
+                ("address", "家住", f"杭州市西湖区文三路{digits[:3]}号"),
+                ("birth_date", "DOB: ", f"03/14/19{digits[:2]}")):
+            fake = pseudonym(entity, value, SALT + digits.encode())
+            assert d.find(context + fake + "。") == [], (entity, fake)
