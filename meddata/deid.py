@@ -598,36 +598,7 @@ def example(text: str, findings: list[Finding], around: int = 24) -> str:
     return ("…" if lo else "") + "".join(parts) + ("…" if hi < len(text) else "")
 
 
-# ---- texts of a batch, and what is left in a version ---------------------------------------
-_NOT_TEXT = {"id", "source", "subset", "split", "lang", "task", "meta", "raw_sha1",
-             "answer_label", "rejected_by"}
-
-
-def batch_texts(batch):
-    """(row index, text) for every text value of an Arrow batch: its string columns (not
-    the lineage ones) and the `text`/`content` fields of its lists of structs (options,
-    turns, messages)."""
-    import pyarrow as pa
-
-    for name, column in zip(batch.schema.names, batch.columns):
-        if name in _NOT_TEXT:
-            continue
-        kind = column.type
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            for i, value in enumerate(column.to_pylist()):
-                if value:
-                    yield i, value
-        elif pa.types.is_list(kind) and pa.types.is_struct(kind.value_type):
-            fields = [f.name for f in kind.value_type if f.name in ("text", "content")]
-            if not fields:
-                continue
-            for i, items in enumerate(column.to_pylist()):
-                for item in items or ():
-                    for f in fields:
-                        if item.get(f):
-                            yield i, item[f]
-
-
+# ---- what is left in a version ---------------------------------------------------------
 def deid_settings(manifest: dict) -> dict | None:
     """The settings of a version's `deidentify` stage (from the recipe's `curate:` list, as
     the manifest records it), or None when it has no such stage."""
@@ -643,13 +614,17 @@ def deid_settings(manifest: dict) -> dict | None:
 
 def scan_version(version, detector: Detector, examples: int = 5) -> tuple[Counter[str], int, list]:
     """(findings by entity type, rows with a finding, the first few such rows' ids) over
-    every text of a published version, batch by batch."""
+    every text of a published canonical version (question, context, answer, rationale,
+    response, options, turns), batch by batch."""
     counts: Counter[str] = Counter()
     rows = 0
     ids: list[str] = []
+    from meddata.steps.text import texts
+
     for batch in version.iter_batches(verify="none"):
         flagged = set()
-        for i, text in batch_texts(batch):
+        found_texts = texts(batch)  # the texts the deidentify step edits
+        for i, text in zip(found_texts.rows.tolist(), found_texts.values):
             found = detector.find(text)
             if found:
                 flagged.add(i)
