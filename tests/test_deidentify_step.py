@@ -232,3 +232,21 @@ def test_same_version_on_ray(store):
     assert local.manifest["deidentify"]["rows_changed"] == 7
     assert len(local.manifest["deidentify"]["examples"]) == 12  # 9 from the first unit
     assert local.manifest["deidentify"]["texts_changed"] == 16
+
+
+def test_a_recipe_curate_list_deidentifies_a_build(store):
+    """`curate: [{deidentify: {}}]` in a recipe: the sft version holds no planted value, and
+    its manifest and report.html carry the counts."""
+    from meddata import recipe as recipe_mod
+    from meddata.builders import pipeline
+
+    store.publish("canonical", "raw", CANONICAL, [table([dict(r, response=r["response"] or "好的。")
+                                                         for r in rows()])])
+    recipe = recipe_mod.from_dict({"sources": [{"ref": "canonical/raw"}],
+                                   "curate": [{"deidentify": {}}]})
+    v = pipeline.build("sft", recipe, store, name="clean", progress=False)
+    text = all_text(v.path)
+    for value in PLANTED:
+        assert value not in text, value
+    assert v.manifest["deidentify"]["total"] >= len(PLANTED)
+    assert "[PHONE]" in text
