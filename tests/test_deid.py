@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from meddata.deid import (ENTITIES, PLACEHOLDERS, Detector, Redactor, bank_card_ok, example,
-                          luhn_ok, pseudonym, resident_id_ok)
+from meddata.deid import (
+    ENTITIES,
+    PLACEHOLDERS,
+    Detector,
+    Redactor,
+    bank_card_ok,
+    example,
+    luhn_ok,
+    pseudonym,
+    resident_id_ok,
+)
 
 SALT = b"test-salt-0123456789abcdef"
 SAMPLE_CSV = (Path(__file__).resolve().parents[2] / "shared" / "samples" / "raw"
@@ -239,7 +248,7 @@ def test_identifiers_planted_in_real_rows_are_removed_and_nothing_else(redactor)
             continue  # keep to rows the detector leaves alone
         plant, expect = planted[checked % len(planted)]
         cut = rng.randrange(len(text) + 1)
-        while 0 < cut < len(text) and not (text[cut - 1] in "，。？！,.?!" ):
+        while 0 < cut < len(text) and text[cut - 1] not in "，。？！,.?!":
             cut -= 1  # plant between sentences, as patients write
         out, counts = redactor.redact(text[:cut] + plant + text[cut:])
         assert out == text[:cut] + expect + text[cut:], out
