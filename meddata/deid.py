@@ -188,6 +188,8 @@ _BLOCK_NAMES = {"高血压", "高血糖", "高血脂", "黄疸", "高热", "常�
                 "方便", "方面", "于是", "应该", "成人", "马上", "宁可", "蒙脱石", "游离",
                 "叶酸", "钟点", "柴胡", "党参", "甘草", "黄芪", "黄连", "白术", "桂枝", "田七",
                 "杜仲", "麦冬", "苏打", "甄别", "和缓", "米粥", "沙丁胺醇", "雷贝拉唑", "司机"}
+_SURNAMES_2 = set(SURNAMES_2)
+_BLOCK_PREFIXES = {b[:k] for b in _BLOCK_NAMES for k in range(2, len(b) + 1)}
 _SUR = "(?:" + "|".join(SURNAMES_2) + "|[" + SURNAMES_1 + "])"
 _ZH_NAME_TRIGGER = re.compile(
     r"(?:我叫|我的名字是|我的名字叫|名字叫|本人叫|我姓名是|姓名[:：为是]?\s*|联系人[:：]?\s*|"
@@ -269,19 +271,29 @@ _EN_ADDR = re.compile(
     r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*#?\w+)?"
     r"(?:,\s+[A-Z][a-z]+(?:\s[A-Z][a-z]+)?,\s+[A-Z]{2}(?:\s+\d{5}(?:-\d{4})?)?)?")
 _LEAD_TRIM = "在住于到往是为:：，, "
+# cheap keyword gates: a context pattern runs only on texts holding one of its words
+_DIGIT = re.compile(r"\d")
+_HAS_CJK = re.compile("[" + _CJK + "]")
+_HAS_LATIN = re.compile("[A-Za-z]")
+_PHONE_WORDS = ("电话", "手机", "联系", "座机", "微信", "tel", "phone", "cell", "mobile", "call")
+_RECORD_WORDS = ("号", "mrn", "record", "chart", "patient id")
+_DOB_WORDS = ("出生", "生日", "生于", "dob", "d.o.b", "birth", "born")
+_AGE_WORDS = ("岁", "year", "yr", "age")
+
+
+def _keyword(low: str, words: tuple[str, ...]) -> bool:
+    return any(w in low for w in words)
 
 
 def _zh_name_at(text: str, i: int, trailing: bool = True) -> int:
     """End of a Chinese name (surname, then 1-2 given characters) starting at i, or -1.
     With `trailing`, the name must be followed by what may follow a name."""
-    for s in SURNAMES_2:
-        if text.startswith(s, i):
-            slen = 2
-            break
-    else:
-        if i >= len(text) or text[i] not in SURNAMES_1:
-            return -1
+    if text[i:i + 2] in _SURNAMES_2:
+        slen = 2
+    elif i < len(text) and text[i] in SURNAMES_1:
         slen = 1
+    else:
+        return -1
     for given in (2, 1):
         end = i + slen + given
         if end > len(text):
@@ -290,8 +302,9 @@ def _zh_name_at(text: str, i: int, trailing: bool = True) -> int:
         if not all("\u4e00" <= c <= "\u9fff" and c not in _NOT_GIVEN for c in chars):
             continue
         name = text[i:end]
-        if any(name.startswith(b) or b.startswith(name) for b in _BLOCK_NAMES):
-            continue
+        if name in _BLOCK_PREFIXES or any(name[:k] in _BLOCK_NAMES
+                                          for k in range(2, len(name))):
+            continue  # a word such as 高血压 or 黄疸, or the start of one
         if not trailing or _AFTER_NAME.match(text, end):
             return end
     return -1
@@ -322,12 +335,14 @@ class Detector:
         found: list[Finding] = []
         add = found.append
         want = self.entities
-        has_digit = any(c.isdigit() for c in text)
+        has_digit = _DIGIT.search(text) is not None
+        has_cjk = _HAS_CJK.search(text) is not None
+        low = text.lower()
         if "@" in text and "email" in want:
             for m in _EMAIL.finditer(text):
                 if not _EXAMPLE_DOMAIN.search(m.group()):
                     add(Finding(m.start(), m.end(), "email"))
-        if "url" in want and ("://" in text or "www." in text.lower()):
+        if "url" in want and ("://" in text or "www." in low):
             for m in _URL.finditer(text):
                 end = m.end()
                 while end > m.start() and text[end - 1] in ".,;:!?)]}'\"":
@@ -335,14 +350,14 @@ class Detector:
                 if not _EXAMPLE_DOMAIN.search(text[m.start():end]):
                     add(Finding(m.start(), end, "url"))
         if has_digit:
-            self._numbers(text, add)
+            self._numbers(text, low, add)
         if "name" in want:
-            self._names(text, add)
+            self._names(text, has_cjk, add)
         if "address" in want and (has_digit or "住" in text or "地址" in text):
-            self._addresses(text, add, has_digit)
+            self._addresses(text, has_cjk, add)
         return _resolve(found)
 
-    def _numbers(self, text: str, add) -> None:
+    def _numbers(self, text: str, low: str, add) -> None:
         want = self.entities
         if "ip" in want:
             if "." in text:
@@ -376,7 +391,7 @@ class Detector:
             for m in _US_PHONE.finditer(text):
                 if phone_ok(m.group(), "US"):
                     add(Finding(m.start(), m.end(), "phone"))
-            for m in _PHONE_CONTEXT.finditer(text):
+            for m in _PHONE_CONTEXT.finditer(text) if _keyword(low, _PHONE_WORDS) else ():
                 number = m.group(1)
                 digits = re.sub(r"\D", "", number)
                 if 7 <= len(digits) <= 15 and not (digits.startswith("100") and len(digits) == 11):
@@ -386,25 +401,25 @@ class Detector:
             for m in _SSN.finditer(text):
                 if ssn_ok(m.group(1), m.group(3), m.group(4)):
                     add(Finding(m.start(), m.end(), "ssn"))
-            for m in _SSN_CONTEXT.finditer(text):
+            for m in _SSN_CONTEXT.finditer(text) if ("ssn" in low or "social" in low) else ():
                 v = m.group(1)
                 if ssn_ok(v[:3], v[3:5], v[5:]):
                     add(Finding(m.start(1), m.end(1), "ssn"))
         if "record_number" in want:
-            for m in _RECORD.finditer(text):
+            for m in _RECORD.finditer(text) if _keyword(low, _RECORD_WORDS) else ():
                 if not m.group(1).upper().startswith("ZZ"):
                     add(Finding(m.start(1), m.end(1), "record_number"))
         if "birth_date" in want:
-            for m in _DOB.finditer(text):
+            for m in _DOB.finditer(text) if _keyword(low, _DOB_WORDS) else ():
                 add(Finding(m.start(1), m.end(1), "birth_date"))
         if "age_over_89" in want:
-            for m in _AGE.finditer(text):
+            for m in _AGE.finditer(text) if _keyword(low, _AGE_WORDS) else ():
                 g = 1 if m.group(1) else 2
                 if self.max_age < int(m.group(g)) <= 130:
                     add(Finding(m.start(g), m.end(g), "age_over_89"))
 
-    def _names(self, text: str, add) -> None:
-        if re.search("[" + _CJK + "]", text):
+    def _names(self, text: str, has_cjk: bool, add) -> None:
+        if has_cjk:
             for m in _ZH_NAME_TRIGGER.finditer(text):
                 end = _zh_name_at(text, m.end())
                 if end > 0 and m.group()[0] in "患病" and m.start() > 0 \
@@ -436,7 +451,7 @@ class Detector:
                         if s == 0 or not ("\u4e00" <= text[s - 1] <= "\u9fff") \
                                 or any(before.endswith(b) for b in _BEFORE_TITLE):
                             add(Finding(s, t, "name"))
-        if re.search("[A-Za-z]", text):
+        if _HAS_LATIN.search(text):
             for m in _EN_TITLE.finditer(text):
                 n = _EN_NAME.match(text, m.end())
                 if not n or n.group(1) in _EN_NOT_NAME:
@@ -449,8 +464,8 @@ class Detector:
                     continue
                 add(Finding(n.start(), end, "name"))
 
-    def _addresses(self, text: str, add, has_digit: bool) -> None:
-        for pattern in (_ZH_ADDR, _ZH_STREET):
+    def _addresses(self, text: str, has_cjk: bool, add) -> None:
+        for pattern in (_ZH_ADDR, _ZH_STREET) if has_cjk else ():
             for m in pattern.finditer(text):
                 s, e = m.start(), m.end()
                 while s < e and text[s] in _LEAD_TRIM:
@@ -459,7 +474,7 @@ class Detector:
                 if "示例" in value or e - s < 4:
                     continue
                 add(Finding(s, e, "address"))
-        if has_digit:
+        if _HAS_LATIN.search(text):
             for m in _EN_ADDR.finditer(text):
                 if "Example" not in m.group():
                     add(Finding(m.start(), m.end(), "address"))
