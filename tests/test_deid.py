@@ -272,3 +272,27 @@ def test_fakes_are_never_found_again():
                 ("birth_date", "DOB: ", f"03/14/19{digits[:2]}")):
             fake = pseudonym(entity, value, SALT + digits.encode())
             assert d.find(context + fake + "。") == [], (entity, fake)
+
+
+def test_real_instruction_and_reasoning_rows_keep_their_text(redactor):
+    """ShenNong-TCM records and HuatuoGPT-o1's demo data (English and Chinese questions,
+    chains of thought, responses): only the one age over 89 is replaced."""
+    import json
+
+    root = SAMPLE_CSV.parents[1]
+    if not root.exists():
+        pytest.skip("../shared/samples/raw is absent")
+    texts = []
+    with open(root / "shennong" / "ChatMed_TCM-v0.2-5records.jsonl", encoding="utf-8") as f:
+        texts += [v for line in f for v in json.loads(line).values() if isinstance(v, str)]
+    with open(root / "huatuo_o1_demo" / "demo_data.json", encoding="utf-8") as f:
+        texts += [v for r in json.load(f) for v in r.values() if isinstance(v, str)]
+    found = {}
+    for text in texts:
+        out, counts = redactor.redact(text)
+        for entity, n in counts.items():
+            found[entity] = found.get(entity, 0) + n
+        if not counts:
+            assert out == text
+    assert len(texts) > 900
+    assert found == {"age_over_89": 1}  # "before his death at 90 years old"
