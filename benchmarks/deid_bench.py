@@ -3,6 +3,11 @@
     flock /tmp/meddata-bench.lock python benchmarks/deid_bench.py [--rows 2400] [--seed 0]
         [--memory-rows 20000]
 
+Needs the `deid-bench` extra (`pip install -e ".[deid-bench]"`: presidio-analyzer,
+presidio-anonymizer, py-data-juicer; py-data-juicer 1.6 pins dill 0.3.8 and multiprocess
+0.70.16, so a separate virtual environment may suit); `--skip presidio` / `--skip dj`
+leave a tool out.
+
 Generates a labeled set (`--rows` rows, half Chinese, half English): each row holds one or
 two identifiers of every entity type the `deidentify` step knows, written into the
 sentences patients and doctors write, next to one or two clinical negatives (doses, lab
