@@ -193,7 +193,7 @@ _BLOCK_PREFIXES = {b[:k] for b in _BLOCK_NAMES for k in range(2, len(b) + 1)}
 _SUR = "(?:" + "|".join(SURNAMES_2) + "|[" + SURNAMES_1 + "])"
 _ZH_NAME_TRIGGER = re.compile(
     r"(?:我叫|我的名字是|我的名字叫|名字叫|本人叫|我姓名是|姓名[:：为是]?\s*|联系人[:：]?\s*|"
-    r"(?:患者|病人|患儿|病员)(?:姓名)?[:：]?\s*)")
+    r"(?:患者|病人|患儿|病员)(?:姓名)?[:：]?\s*|(?:主治|经治|主管)?(?:医师|医生|大夫|护士)[:：]\s*)")
 # what may follow a name: punctuation, space, the end, or a word that starts a clause
 _AFTER_NAME = re.compile(
     r"(?:$|[\s，,。.；;、:：!！?？()（）\"“”'‘’]|男|女|先生|女士|同志|今年|今天|现年|因|于|在|是|"
@@ -201,10 +201,11 @@ _AFTER_NAME = re.compile(
 _STRONG_AFTER = set("，,。；;、:：(（男女")
 _BEFORE_TITLE = ("谢谢", "感谢", "多谢", "请问", "是", "找", "问", "请", "叫", "给", "让", "被",
                  "和", "跟", "与", "挂", "约", "找的", "的", "您好", "你好")
-_ZH_TITLE = re.compile(r"(?=(?:医生|大夫|护士|主任|教授|院长))")
+_ZH_TITLE = re.compile(r"(?=(?:医生|医师|大夫|护士|主任|教授|院长|先生|女士))")
 _EN_TITLE = re.compile(
     r"(?:\b(?:[Mm]y name is|[Mm]y name's|I am called|[Pp]atient name|[Nn]ame)\s*:?\s+|"
-    r"\b(?:Patient|PATIENT|Pt)\s*:\s*|\b(?:Mr|Mrs|Ms|Mx|Dr|Miss|Prof)\.?\s+)")
+    r"\b(?:Patient|PATIENT|Pt)\s*:\s*|\b(?:Mr|Mrs|Ms|Mx|Dr|Miss|Prof)\.?\s+|"
+    r"\b(?:Doctor|Nurse)\s+)")
 _EN_WORD = r"[A-Z][a-z]+(?:['-][A-Z][a-z]+)?"
 _EN_NAME = re.compile(rf"({_EN_WORD})(?:(\s+[A-Z]\.)?(\s+{_EN_WORD}))?")
 _EN_NOT_NAME = set(

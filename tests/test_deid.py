@@ -36,6 +36,9 @@ POSITIVES = [
     ("姓名：欧阳娜娜", "name", "欧阳娜娜"),
     ("谢谢李明医生的耐心解答！", "name", "李明"),
     ("刘大夫您好，我想问一下。", "name", "刘"),
+    ("主治医师：王建华", "name", "王建华"),
+    ("王明医师建议复查。", "name", "王明"),
+    ("张女士您好，", "name", "张"),
     ("身份证号：11010519491231002X", "id_number", "11010519491231002X"),
     ("身份证440524188001010014，请核对。", "id_number", "440524188001010014"),
     ("旧证件号110105491231002。", "id_number", "110105491231002"),
@@ -64,6 +67,8 @@ POSITIVES = [
     ("Mr. Robert Brown reports fatigue.", "name", "Robert Brown"),
     ("Dr. Nguyen recommended rest.", "name", "Nguyen"),
     ("Patient: Mary Johnson, admitted for chest pain.", "name", "Mary Johnson"),
+    ("Doctor Patel said it is benign.", "name", "Patel"),
+    ("Nurse Kim checked the IV.", "name", "Kim"),
     ("SSN 219-09-9999 on file.", "ssn", "219-09-9999"),
     ("Her social security number is 219099999.", "ssn", "219099999"),
     ("Call me at (212) 867-5309 any time.", "phone", "(212) 867-5309"),
@@ -93,6 +98,8 @@ NEGATIVES = [
     "患者于2天前出现发热，常感乏力，高热39.2℃。",
     "癫痫患者应当注意饮食，麻烦医生指导一下。",
     "谢谢医生！医生您好。",
+    "医生：您好，根据你的描述，应该是胃炎，何时发病的？",
+    "这位先生请坐，老先生和年轻女士请排队。",
     "检查时间2023-10-12 08:30，复查2024年1月。",
     "肌酐132μmol/L，CT值45HU，BMI 27.4。",
     # English clinical text
@@ -104,6 +111,7 @@ NEGATIVES = [
     "Parkinson's disease, Graves' disease, Hodgkin lymphoma, Bell's palsy, Cushing's syndrome.",
     "WBC 12,500/mm3, platelets 150000/uL, potassium 3.2 mEq/L, creatinine 1.4 mg/dL.",
     "Patient: 45-year-old male with chest pain.",
+    "Doctor, I have a cough. Nurse: Please wait.",
     "Version 1.2.3 of the guideline; see table 2.10.",
 ]
 
