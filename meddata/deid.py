@@ -190,7 +190,6 @@ _BLOCK_NAMES = {"高血压", "高血糖", "高血脂", "黄疸", "高热", "常�
                 "杜仲", "麦冬", "苏打", "甄别", "和缓", "米粥", "沙丁胺醇", "雷贝拉唑", "司机"}
 _SURNAMES_2 = set(SURNAMES_2)
 _BLOCK_PREFIXES = {b[:k] for b in _BLOCK_NAMES for k in range(2, len(b) + 1)}
-_SUR = "(?:" + "|".join(SURNAMES_2) + "|[" + SURNAMES_1 + "])"
 _ZH_NAME_TRIGGER = re.compile(
     r"(?:我叫|我的名字是|我的名字叫|名字叫|本人叫|我姓名是|姓名[:：为是]?\s*|联系人[:：]?\s*|"
     r"(?:患者|病人|患儿|病员)(?:姓名)?[:：]?\s*|(?:主治|经治|主管)?(?:医师|医生|大夫|护士)[:：]\s*)")
@@ -495,7 +494,6 @@ def _resolve(found: list[Finding]) -> list[Finding]:
 
 
 # ---- replacement --------------------------------------------------------------------------
-_FAKE_SURNAME = "甲乙丙丁"
 
 
 class Redactor:
