@@ -717,8 +717,13 @@ def report_cmd(ctx, ref, against_ref, out_path, quiet) -> None:
                    "(derived columns are still computed over every row).")
 @click.option("--max-chars", type=click.IntRange(1), default=100_000, show_default=True,
               help="Upper bound on the characters of a row's text.")
+@click.option("--max-identifiers", type=click.IntRange(0),
+              help="Fail a canonical version in which the de-identification detector finds "
+                   "more identifiers than this (names, phones, ID numbers...; see "
+                   "docs/deidentify.md). De-identified versions are always checked, with 0 "
+                   "unless this is given.")
 @click.pass_context
-def validate_cmd(ctx, refs, json_path, sample, max_chars) -> None:
+def validate_cmd(ctx, refs, json_path, sample, max_chars, max_identifiers) -> None:
     """Validate versions with their kind's Great Expectations suite; exit 1 on any failure.
 
     Prints each failed expectation with the number of failing rows and up to five example
@@ -736,7 +741,8 @@ def validate_cmd(ctx, refs, json_path, sample, max_chars) -> None:
             click.echo(f"{ref}: error: {e}")
             failed_any = True
             continue
-        result = validate(version, sample=sample, bounds=Bounds(max_chars=max_chars))
+        result = validate(version, sample=sample,
+                          bounds=Bounds(max_chars=max_chars, max_identifiers=max_identifiers))
         try:
             store.record_validation(version, result)
         except _store_errors() as e:

@@ -217,6 +217,28 @@ def manifest_checks(version: Version) -> list[dict[str, Any]]:
     return out
 
 
+def identifier_check(version: Version, limit: int | None) -> dict[str, Any] | None:
+    """Identifiers the de-identification detector still finds in a canonical version (with
+    the settings of its `deidentify` stage): fails above `limit`. Runs on de-identified
+    versions (limit 0 unless given) and on any canonical version when a limit is given.
+    Reports counts by entity type and row ids, never a found value."""
+    from meddata.deid import ENTITIES, Detector, deid_settings, scan_version
+
+    settings = deid_settings(version.manifest)
+    if settings is None and limit is None:
+        return None
+    settings = settings or {}
+    detector = Detector(tuple(settings.get("entities") or ENTITIES),
+                        max_age=int(settings.get("max_age", 89)))
+    counts, rows, ids = scan_version(version, detector)
+    limit = 0 if limit is None else limit
+    found = sum(counts.values())
+    return {"name": "identifiers_left", "expectation": "deid detector",
+            "description": f"at most {limit} identifiers found by the de-identification "
+                           "detector", "success": found <= limit, "failing_rows": rows,
+            "examples": ids, "observed": dict(sorted(counts.items()))}
+
+
 def contaminated_ids(version: Version) -> list[str]:
     """Ids the version's decontamination stage dropped (from its rejects)."""
     import pyarrow.parquet as pq
@@ -284,6 +306,10 @@ def validate(version: Version, sample: int | None = None, bounds: Bounds | None 
             checker.feed(batch)
         result = checker.result()
         result["checks"] += manifest
+        if version.kind == "canonical":
+            left = identifier_check(version, bounds.max_identifiers)
+            if left is not None:
+                result["checks"].append(left)
         result["tokens_checked"] = measure is not None
     result["success"] = all(c["success"] for c in result["checks"])
     result["ref"] = version.ref

@@ -33,6 +33,9 @@ class Bounds:
     min_chars: int = 1
     max_chars: int = 100_000
     max_tokens: int | None = None
+    # identifiers the de-identification detector may still find in a canonical version;
+    # None: check de-identified versions (a `deidentify` stage) only, allowing 0
+    max_identifiers: int | None = None
 
 
 @dataclass
