@@ -113,7 +113,8 @@ def _run(kind_name: str, recipe: Recipe, store: Store, name: str | None, progres
     from meddata.validation.suites import Bounds
 
     kind = registry.get(kind_name)
-    measure = Measure(recipe.tokenizer, cache_dir=store.root / ".cache" / "tokens")
+    measure = Measure(recipe.tokenizer, cache_dir=store.root / ".cache" / "tokens",
+                      backend=recipe.tokenizer_backend)
     ctx = Context(store, measure, progress)
     if recipe.from_ref:
         parent = store.resolve(recipe.from_ref)
@@ -182,7 +183,8 @@ def run_rows(kind_name: str, rows: list[dict[str, Any]], recipe: Recipe,
     kind = registry.get(kind_name)
     with tempfile.TemporaryDirectory() as tmp:
         store = store or Store(Path(tmp) / "store")
-        ctx = Context(store, Measure(recipe.tokenizer), progress=False)
+        ctx = Context(store, Measure(recipe.tokenizer, backend=recipe.tokenizer_backend),
+                      progress=False)
         batches = pa.Table.from_pylist(rows, schema=CANONICAL).to_batches()
         ledger = Ledger()
         out = [r for b in run_steps(lambda replay: iter(batches), kind.steps(recipe, ctx),
