@@ -6,8 +6,10 @@ rendered prompt followed by the reference answer. Packing joins each split and l
 documents with the tokenizer's EOS and cuts them into sequences of exactly `max_tokens` ids
 (the last one may be shorter), as a stream: only the ids left over from the last cut are
 held per split and language, finished sequences go to a spill file, and the sequences come
-out split by split, language by language. Each sequence row carries its decoded text, and
-its source and task list every contributing document's. Token ids are cached in the store
+out split by split, language by language. A sequence row carries its `input_ids` (no decoded
+`text`: TRL's SFTTrainer takes a dataset with `input_ids` as already tokenized and never
+reads `text`, and decoding every window cost more than tokenizing it), and its source and
+task list every contributing document's. Token ids are cached in the store
 (meddata.length), so a rebuild that changes only the packing or the split does not
 tokenize again.
 """
@@ -32,7 +34,7 @@ from .registry import Kind
 from .steps import IDS, Length, Render, Split
 
 SCHEMA = schema(("text", pa.string()))
-PACKED_SCHEMA = schema(("text", pa.string()), ("input_ids", pa.list_(pa.int32())))
+PACKED_SCHEMA = schema(("input_ids", pa.list_(pa.int32())))
 
 
 def document_text(row: dict[str, Any], recipe) -> str | None:
@@ -113,7 +115,6 @@ class _Packer:
 
     def _write(self, chunks: list[np.ndarray], members: list[list[tuple]]) -> None:
         split, lang = self.key
-        texts = self.measure.decode([c.tolist() for c in chunks])
         n0 = self.count
         self.count += len(chunks)
         offsets = np.zeros(len(chunks) + 1, np.int32)
@@ -124,7 +125,6 @@ class _Packer:
             "lang": ["+".join(sorted({m[1] for m in ms})) for ms in members],
             "task": ["+".join(sorted({m[2] for m in ms})) for ms in members],
             "split": [split] * len(chunks),
-            "text": texts,
             "input_ids": pa.ListArray.from_arrays(pa.array(offsets),
                                                   pa.array(np.concatenate(chunks))),
         }, schema=PACKED_SCHEMA)
@@ -206,11 +206,25 @@ def length(batch, measure):
 
 
 def rules(bounds) -> list:
+    if "text" not in bounds.columns and "input_ids" in bounds.columns:  # packed sequences
+        return [suites.Rule("sequence_length", "ExpectColumnValuesToBeBetween",
+                            {"column": "sequence_tokens", "min_value": 1,
+                             "max_value": bounds.max_tokens},
+                            {"sequence_tokens": pl.col("input_ids").list.len()},
+                            f"token ids per sequence within [1, {bounds.max_tokens}]"),
+                *suites.lang(pl.col("lang"))[:1]]  # lang_known (the script check reads text)
     return [suites.length("text_length", ["text"], bounds), *suites.lang(pl.col("text"))]
 
 
 def llamafactory_record(r: dict[str, Any], layout: str) -> dict[str, Any]:
+    if "text" not in r:
+        raise ValueError(PACKED_EXPORT)
     return {"text": r["text"]}
+
+
+PACKED_EXPORT = ("a packed pretrain version carries input_ids, not text: LLaMA-Factory's pt "
+                 "stage reads `text` and tokenizes and packs it itself, so export the version "
+                 "built without --pack")
 
 
 def llamafactory_entry(file_name: str, layout: str, has_system: bool) -> dict[str, Any]:

@@ -107,16 +107,6 @@ class Measure:
         same ids as `tokenizer(texts, add_special_tokens=False)`)."""
         return self.encoder.encode(texts)
 
-    def decode(self, sequences: list[list[int]]) -> list[str]:
-        """Text of each sequence of ids, as `tokenizer.decode` gives it, in one Rust call."""
-        backend = getattr(self.tok, "backend_tokenizer", None)
-        if backend is None:
-            return [self.tok.decode(s) for s in sequences]
-        texts = backend.decode_batch(sequences, skip_special_tokens=False)
-        if getattr(self.tok, "clean_up_tokenization_spaces", False):
-            texts = [self.tok.clean_up_tokenization(t) for t in texts]
-        return texts
-
     def texts(self, texts: pl.Series) -> np.ndarray:
         if self.tok is None:
             return estimate(texts)

@@ -199,6 +199,14 @@ def test_max_tokens_with_tokenizer_and_packing(tmp_path, tokenizer):
     eos = tokenizer[1].eos_token_id
     assert sum(r["input_ids"].count(eos) for r in rows) == next(
         s for s in p.manifest["stages"] if s["stage"] == "split")["rows_in"]
+    # a packed row carries ids, not decoded text (TRL takes input_ids as tokenized)
+    assert "text" not in p.schema.names
+    assert "sequence_length" in p.manifest["validation"]["checks"]
+    with pytest.raises(ValueError, match="packed pretrain version carries input_ids.*without "
+                                         "--pack"):
+        export.export(p, tmp_path / "lf", "llamafactory")
+    assert not list((tmp_path / "lf").glob("*.json"))  # nothing half written
+    assert export.export(p, tmp_path / "jl", "jsonl")
 
 
 def test_select_filters_conserve_rows(tmp_path):

@@ -33,6 +33,7 @@ class Bounds:
     min_chars: int = 1
     max_chars: int = 100_000
     max_tokens: int | None = None
+    columns: frozenset[str] = frozenset()  # the rows' columns (a kind may check what they carry)
 
 
 @dataclass
