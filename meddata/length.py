@@ -102,11 +102,6 @@ class Measure:
                 "chat_template": bool(getattr(self.tok, "chat_template", None)),
                 "encoder": self.encoder.describe()}
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, the whole batch in one call of the encoder's backend (the
-        same ids as `tokenizer(texts, add_special_tokens=False)`)."""
-        return self.encoder.encode(texts)
-
     def texts(self, texts: pl.Series) -> np.ndarray:
         if self.tok is None:
             return estimate(texts)
