@@ -173,7 +173,7 @@ class Encoder:
             flat, offsets = self._fast_flat(fast, values)
         except Exception as e:  # noqa: BLE001
             return None, f"fastokens failed on the probe set ({type(e).__name__}: {e})"[:300]
-        for name, text, w, g in zip(names, values, want, got):
+        for name, w, g in zip(names, want, got):
             if w != g:
                 i = _first_difference(w, g)
                 return None, (f"fastokens differs from tokenizers on the probe {name!r} at "

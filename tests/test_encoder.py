@@ -138,11 +138,12 @@ def test_the_sample_of_the_builds_rows_stops_on_a_difference(toks, monkeypatch):
 
 
 def test_a_build_stops_on_a_sampled_difference(toks, monkeypatch, tmp_path):
-    from meddata.builders.steps import IDS, Length
+    import pyarrow as pa
+
     from meddata.builders import pretrain
+    from meddata.builders.steps import IDS, Length
     from meddata.length import Measure
     from meddata.steps import Ledger, run
-    import pyarrow as pa
 
     bend(monkeypatch, "BENT")
     texts = [f"document {i}" for i in range(3000)]
