@@ -253,4 +253,5 @@ class Encoder:
         if had:
             self.fast, reason = self._load_fast()
             if self.fast is None:
-                raise TokenizerMismatch(f"a worker could not rebuild the fast backend: {reason}")
+                raise BackendError(f"a worker could not rebuild the fast tokenizer backend the "
+                                   f"driver chose ({reason}); use --tokenizer-backend hf")
