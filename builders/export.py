@@ -60,6 +60,10 @@ def export(version: Version, out_dir: str | Path, fmt: str, layout: str = "share
     kind = registry.get(version.kind) if version.kind != "canonical" else None
     if fmt == "llamafactory" and (kind is None or kind.llamafactory_record is None):
         raise ValueError(f"kind {version.kind} has no LLaMA-Factory layout")
+    if fmt == "llamafactory" and version.kind == "pretrain" and "text" not in version.schema.names:
+        from .pretrain import PACKED_EXPORT
+
+        raise ValueError(f"{version.ref}: {PACKED_EXPORT}")
     ledger = _ledger(out)
     stems = {split: f"{version.kind}_{version.name}_{split}" for split in version.splits}
     suffix = ".jsonl" if fmt == "jsonl" else ".json"

@@ -91,7 +91,8 @@ def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progr
     from meddata.validation.suites import Bounds
 
     kind = registry.get(kind_name)
-    measure = Measure(recipe.tokenizer, cache_dir=store.root / ".cache" / "tokens")
+    measure = Measure(recipe.tokenizer, cache_dir=store.root / ".cache" / "tokens",
+                      backend=recipe.tokenizer_backend)
     ctx = Context(store, measure, progress)
     if recipe.from_ref:
         parent = store.resolve(recipe.from_ref)
@@ -160,7 +161,8 @@ def run_rows(kind_name: str, rows: list[dict[str, Any]], recipe: Recipe,
     kind = registry.get(kind_name)
     with tempfile.TemporaryDirectory() as tmp:
         store = store or Store(Path(tmp) / "store")
-        ctx = Context(store, Measure(recipe.tokenizer), progress=False)
+        ctx = Context(store, Measure(recipe.tokenizer, backend=recipe.tokenizer_backend),
+                      progress=False)
         out, ledger = run_rows(kind.steps(recipe, ctx), rows, CANONICAL, Path(tmp))
     dropped: dict[str, int] = {}
     for stage in ledger.stages():

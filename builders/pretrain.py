@@ -6,8 +6,10 @@ rendered prompt followed by the reference answer. Packing joins each split and l
 documents with the tokenizer's EOS and cuts them into sequences of exactly `max_tokens` ids
 (the last one may be shorter), as a stream: only the ids left over from the last cut are
 held per split and language, finished sequences go to a spill file, and the sequences come
-out split by split, language by language. Each sequence row carries its decoded text, and
-its source and task list every contributing document's. Token ids are cached in the store
+out split by split, language by language. A sequence row carries its `input_ids` (no decoded
+`text`: TRL's SFTTrainer takes a dataset with `input_ids` as already tokenized and never
+reads `text`, and decoding every window cost more than tokenizing it), and its source and
+task list every contributing document's. Token ids are cached in the store
 (meddata.length), so a rebuild that changes only the packing or the split does not
 tokenize again.
 """
@@ -34,7 +36,7 @@ from .common import LINEAGE_NAMES, lineage, schema
 from .registry import Kind
 
 SCHEMA = schema(("text", pa.string()))
-PACKED_SCHEMA = schema(("text", pa.string()), ("input_ids", pa.list_(pa.int32())))
+PACKED_SCHEMA = schema(("input_ids", pa.list_(pa.int32())))
 
 
 def document_text(row: dict[str, Any], recipe) -> str | None:
@@ -79,56 +81,57 @@ class Texts(Render):
 
 
 class _Packer:
-    """One split and language: the ids left over from the last cut, and a spill file of
-    finished sequences."""
+    """One split and language: the ids left over from the last cut (with the documents they
+    belong to), and a spill file of finished sequences."""
 
-    def __init__(self, key: tuple[str, str], path, measure, max_len: int):
-        self.key, self.path, self.measure, self.max_len = key, path, measure, max_len
+    def __init__(self, key: tuple[str, str], path, max_len: int):
+        self.key, self.path, self.max_len = key, path, max_len
         self.rest = np.empty(0, np.int32)
-        self.rest_meta: tuple[str, str, str] | None = None  # the document the rest is from
+        self.rest_lengths = np.empty(0, np.int64)  # the documents (or their tails) in the rest
+        self.rest_meta: list[tuple[str, str, str]] = []
         self.count = 0
         self.writer = None
 
-    def feed(self, ids: list[np.ndarray], meta: list[tuple[str, str, str]],
+    def feed(self, flat: np.ndarray, lengths: np.ndarray, meta: list[tuple[str, str, str]],
              final: bool = False) -> None:
-        pieces = ([self.rest] if len(self.rest) else []) + ids
-        owners = ([self.rest_meta] if len(self.rest) else []) + meta
-        if not pieces:
+        """`flat`: documents' ids one after another (each ending in EOS), `lengths` theirs."""
+        flat = np.concatenate([self.rest, flat])
+        lengths = np.concatenate([self.rest_lengths, lengths])
+        owners = self.rest_meta + meta
+        if not len(flat):
             return
-        flat = np.concatenate(pieces)
-        ends = np.cumsum([len(p) for p in pieces])
-        starts = ends - np.array([len(p) for p in pieces])
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
         L = self.max_len
         full = len(flat) // L
         cuts = full + (1 if final and len(flat) % L else 0)
-        chunks, members = [], []
-        for k in range(cuts):
-            lo, hi = k * L, min((k + 1) * L, len(flat))
-            first = int(np.searchsorted(ends, lo, side="right"))
-            last = int(np.searchsorted(starts, hi, side="left")) - 1
-            chunks.append(flat[lo:hi])
-            members.append(owners[first:last + 1])
-        self.rest = flat[full * L:] if not final else np.empty(0, np.int32)
-        self.rest_meta = owners[-1] if len(self.rest) else None
-        if chunks:
-            self._write(chunks, members)
+        if cuts:
+            los = np.arange(cuts, dtype=np.int64) * L
+            his = np.minimum(los + L, len(flat))
+            firsts = np.searchsorted(ends, los, side="right")
+            lasts = np.searchsorted(starts, his, side="left") - 1
+            self._write(flat[:his[-1]], his - los,
+                        [owners[f:e + 1] for f, e in zip(firsts.tolist(), lasts.tolist())])
+        cut = len(flat) if final else full * L
+        after = ends > cut  # documents with ids after the cut
+        self.rest = flat[cut:]
+        self.rest_lengths = np.minimum(lengths[after], ends[after] - cut)
+        self.rest_meta = [owners[i] for i in np.flatnonzero(after).tolist()]
 
-    def _write(self, chunks: list[np.ndarray], members: list[list[tuple]]) -> None:
+    def _write(self, values: np.ndarray, lengths: np.ndarray, members: list[list[tuple]]
+               ) -> None:
         split, lang = self.key
-        texts = self.measure.decode([c.tolist() for c in chunks])
         n0 = self.count
-        self.count += len(chunks)
-        offsets = np.zeros(len(chunks) + 1, np.int32)
-        np.cumsum([len(c) for c in chunks], out=offsets[1:])
+        self.count += len(lengths)
+        offsets = np.zeros(len(lengths) + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
         table = pa.table({
-            "id": [f"{split}/{lang}/pack/{n0 + i:08d}" for i in range(len(chunks))],
+            "id": [f"{split}/{lang}/pack/{n0 + i:08d}" for i in range(len(lengths))],
             "source": ["+".join(sorted({m[0] for m in ms})) for ms in members],
             "lang": ["+".join(sorted({m[1] for m in ms})) for ms in members],
             "task": ["+".join(sorted({m[2] for m in ms})) for ms in members],
-            "split": [split] * len(chunks),
-            "text": texts,
-            "input_ids": pa.ListArray.from_arrays(pa.array(offsets),
-                                                  pa.array(np.concatenate(chunks))),
+            "split": [split] * len(lengths),
+            "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
         }, schema=PACKED_SCHEMA)
         if self.writer is None:
             self.writer = pa.ipc.new_file(self.path, PACKED_SCHEMA)
@@ -159,14 +162,14 @@ class Pack(Step):
         self.measure, self.max_len = measure, max_len
 
     def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
-        eos = np.array([self.measure.tok.eos_token_id], np.int32)
+        eos = self.measure.tok.eos_token_id
         packers: dict[tuple[str, str], _Packer] = {}
         tokens = 0
         for batch in source.batches():
             self.check_columns(batch)
             ids = batch.column(IDS)
-            offsets = ids.offsets.to_numpy()
-            values = ids.values.to_numpy(zero_copy_only=False).astype(np.int32)
+            offsets = ids.offsets.to_numpy().astype(np.int64)
+            values = ids.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
             keys = list(zip(batch.column("split").to_pylist(), batch.column("lang").to_pylist()))
             meta = list(zip(batch.column("source").to_pylist(), batch.column("lang").to_pylist(),
                             batch.column("task").to_pylist()))
@@ -176,13 +179,22 @@ class Pack(Step):
             for key, rows in groups.items():
                 if key not in packers:
                     packers[key] = _Packer(key, source.spill_dir / f"pack-{id(self)}-"
-                                           f"{len(packers)}.arrow", self.measure,
-                                           self.max_len)
-                docs = [np.concatenate([values[offsets[i]:offsets[i + 1]], eos]) for i in rows]
-                tokens += sum(len(d) for d in docs)
-                packers[key].feed(docs, [meta[i] for i in rows])
+                                           f"{len(packers)}.arrow", self.max_len)
+                # the group's documents one after another, each followed by EOS (no Python
+                # object per document: positions in the output map back into `values`)
+                at = np.asarray(rows)
+                starts = offsets[at]
+                lengths = offsets[at + 1] - starts + 1
+                ends = np.cumsum(lengths)
+                source_at = np.arange(int(ends[-1])) + np.repeat(starts - (ends - lengths),
+                                                                  lengths)
+                flat = values[np.minimum(source_at, max(len(values) - 1, 0))] if len(values) \
+                    else np.zeros(len(source_at), np.int32)
+                flat[ends - 1] = eos
+                tokens += int(ends[-1])
+                packers[key].feed(flat, lengths, [meta[i] for i in rows])
         for packer in packers.values():
-            packer.feed([], [], final=True)
+            packer.feed(np.empty(0, np.int32), np.empty(0, np.int64), [], final=True)
         books.info.update(sequences=sum(p.count for p in packers.values()), tokens=tokens,
                           max_len=self.max_len)
         books.count_out = False
@@ -208,11 +220,25 @@ def length(batch, measure):
 
 
 def rules(bounds) -> list:
+    if "text" not in bounds.columns and "input_ids" in bounds.columns:  # packed sequences
+        return [suites.Rule("sequence_length", "ExpectColumnValuesToBeBetween",
+                            {"column": "sequence_tokens", "min_value": 1,
+                             "max_value": bounds.max_tokens},
+                            {"sequence_tokens": pl.col("input_ids").list.len()},
+                            f"token ids per sequence within [1, {bounds.max_tokens}]"),
+                *suites.lang(pl.col("lang"))[:1]]  # lang_known (the script check reads text)
     return [suites.length("text_length", ["text"], bounds), *suites.lang(pl.col("text"))]
 
 
 def llamafactory_record(r: dict[str, Any], layout: str) -> dict[str, Any]:
+    if "text" not in r:
+        raise ValueError(PACKED_EXPORT)
     return {"text": r["text"]}
+
+
+PACKED_EXPORT = ("a packed pretrain version carries input_ids, not text: LLaMA-Factory's pt "
+                 "stage reads `text` and tokenizes and packs it itself, so export the version "
+                 "built without --pack")
 
 
 def llamafactory_entry(file_name: str, layout: str, has_system: bool) -> dict[str, Any]:

@@ -511,6 +511,11 @@ class KindChoice(click.ParamType):
                    "the trainer cuts nothing.")
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False),
               help="Local tokenizer folder for token counts (and packing).")
+@click.option("--tokenizer-backend", type=click.Choice(["auto", "fast", "hf"]),
+              help="What encodes text with --tokenizer: fast (fastokens), hf (the tokenizers "
+                   "library) or auto (fast when it matches tokenizers on a probe set, else "
+                   "hf). The ids, and so the version, never depend on it. Default: the "
+                   "recipe's tokenizer_backend, else MEDDATA_TOKENIZER_BACKEND, else auto.")
 @click.option("--pack", is_flag=True, default=None,
               help="pretrain: also pack input_ids (needs --tokenizer and --max-tokens).")
 @click.option("--rejected", "rejected_strategy",
@@ -535,8 +540,8 @@ class KindChoice(click.ParamType):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
-              validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, rejected_model,
-              rejected_backend, from_ref, allow_invalid, retrieve_index, retrieve_k, no_report,
+              validation_ratio, max_tokens, tokenizer, tokenizer_backend, pack, rejected_strategy,
+              rejected_model, rejected_backend, from_ref, allow_invalid, retrieve_index, retrieve_k, no_report,
               engine, ray_address, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
@@ -569,8 +574,8 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         recipe = recipe_mod.from_dict(data, check_sources=False).with_overrides(
             refs, kind=kind, seed=seed, reasoning=reasoning, prompt_style=prompt_style,
             system_prompt=system_prompt, validation_ratio=validation_ratio,
-            max_tokens=max_tokens, tokenizer=tokenizer, pack=pack, from_ref=from_ref,
-            rejected=rejected,
+            max_tokens=max_tokens, tokenizer=tokenizer, tokenizer_backend=tokenizer_backend,
+            pack=pack, from_ref=from_ref, rejected=rejected,
             retrieve={"index": retrieve_index, "k": retrieve_k} if retrieve_index else None)
         version = pipeline.build(kind, recipe, _store(ctx), name=name, progress=not quiet,
                                  allow_invalid=allow_invalid, report=not no_report,
@@ -589,6 +594,9 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
     if lengths:
         click.echo(f"\nlength in tokens ({lengths.get('counter')}): " + ", ".join(
             f"{k} {v}" for k, v in lengths.items() if k != "counter"))
+    encoder = m["stats"].get("tokenizer", {}).get("encoder")
+    if encoder:
+        click.echo(f"tokenizer backend: {encoder['backend']} ({encoder['reason']})")
     if m["stats"].get("kto"):
         k = m["stats"]["kto"]
         click.echo(f"kto: {k['desirable']} desirable / {k['undesirable']} undesirable "

@@ -3,9 +3,10 @@ names one.
 
 With a tokenizer (a local folder, loaded with transformers' AutoTokenizer), conversations
 are rendered through its chat template when it has one, exactly as the trainer will see
-them, and a whole batch is tokenized in one call of the fast tokenizer (its Rust core
-spreads a batch over every core). Without one, the count is an estimate: words for Latin
-script and one per CJK character (meddata.text's tokenizer, computed in polars),
+them, and a whole batch is tokenized in one call of meddata.encoder, the one place text
+becomes token ids (a fast backend checked against the `tokenizers` library, or that library
+itself; the backend never changes an id). Without one, the count is an estimate: words for
+Latin script and one per CJK character (meddata.text's tokenizer, computed in polars),
 documented as such in the manifest.
 
 Token ids for packing are cached in the store (`.cache/tokens/<tokenizer>/`), one file per
@@ -71,18 +72,26 @@ def estimate(texts: pl.Series) -> np.ndarray:
 
 
 class Measure:
-    def __init__(self, tokenizer_path: str | None = None, cache_dir: Path | None = None):
+    def __init__(self, tokenizer_path: str | None = None, cache_dir: Path | None = None,
+                 backend: str | None = None):
+        from meddata.encoder import Encoder, requested
+
+        requested(backend)  # an unknown name fails here, with or without a tokenizer
         self.path = tokenizer_path
         self.tok = load_tokenizer(tokenizer_path) if tokenizer_path else None
+        self.encoder = Encoder(self.tok, backend) if self.tok is not None else None
         self.sha256 = tokenizer_hash(tokenizer_path) if tokenizer_path else None
         self.cache_dir = cache_dir / self.sha256[:16] if cache_dir and self.sha256 else None
         self.cache_hits = self.cache_misses = 0
 
     @classmethod
-    def with_tokenizer(cls, tokenizer) -> Measure:
+    def with_tokenizer(cls, tokenizer, backend: str | None = None) -> Measure:
         """A Measure over a tokenizer already loaded (a model's, at training time)."""
+        from meddata.encoder import Encoder
+
         measure = cls()
         measure.tok = tokenizer
+        measure.encoder = Encoder(tokenizer, backend)
         measure.path = getattr(tokenizer, "name_or_path", None)
         return measure
 
@@ -90,31 +99,14 @@ class Measure:
         if self.tok is None:
             return {"counter": "estimate (words + CJK characters)"}
         return {"counter": "tokenizer", "tokenizer": self.path, "tokenizer_sha256": self.sha256,
-                "chat_template": bool(getattr(self.tok, "chat_template", None))}
-
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, the whole batch in one call of the Rust tokenizer (the
-        same ids as `tokenizer(texts)`, without transformers' per-token Python checks)."""
-        backend = getattr(self.tok, "backend_tokenizer", None)
-        if backend is None:  # a slow (Python) tokenizer
-            return self.tok(texts, add_special_tokens=False)["input_ids"]
-        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
-
-    def decode(self, sequences: list[list[int]]) -> list[str]:
-        """Text of each sequence of ids, as `tokenizer.decode` gives it, in one Rust call."""
-        backend = getattr(self.tok, "backend_tokenizer", None)
-        if backend is None:
-            return [self.tok.decode(s) for s in sequences]
-        texts = backend.decode_batch(sequences, skip_special_tokens=False)
-        if getattr(self.tok, "clean_up_tokenization_spaces", False):
-            texts = [self.tok.clean_up_tokenization(t) for t in texts]
-        return texts
+                "chat_template": bool(getattr(self.tok, "chat_template", None)),
+                "encoder": self.encoder.describe()}
 
     def texts(self, texts: pl.Series) -> np.ndarray:
         if self.tok is None:
             return estimate(texts)
-        return np.array([len(x) for x in self._encode(texts.fill_null("").to_list())],
-                        dtype=np.int64)
+        _, offsets = self.encoder.encode_flat(texts.fill_null("").to_list())
+        return np.diff(offsets)
 
     def conversations(self, conversations: pl.Series) -> np.ndarray:
         """Tokens of each conversation (a list<struct<role, content>> Series) as the
@@ -122,7 +114,7 @@ class Measure:
         if self.tok is None or not getattr(self.tok, "chat_template", None):
             return self.texts(_contents(conversations))
         rendered = self.tok.apply_chat_template(conversations.to_list(), tokenize=False)
-        return np.array([len(x) for x in self._encode(rendered)], dtype=np.int64)
+        return np.diff(self.encoder.encode_flat(rendered)[1])
 
     def ids(self, texts: pl.Series) -> pa.Array:
         """The token ids of each text (list<int32>), from the cache when this tokenizer has
@@ -144,12 +136,8 @@ class Measure:
                 except (OSError, pa.ArrowInvalid):
                     pass  # a damaged cache file: tokenize again
         self.cache_misses += 1
-        ids = self._encode(values)
-        offsets = np.zeros(len(ids) + 1, np.int32)
-        np.cumsum([len(x) for x in ids], out=offsets[1:])
-        flat = np.concatenate([np.asarray(x, dtype=np.int32) for x in ids]) if ids else \
-            np.empty(0, np.int32)
-        array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+        flat, offsets = self.encoder.encode_flat(values)
+        array = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")

@@ -100,6 +100,7 @@ class Recipe:
     max_tokens: int | None = None   # drop rows longer than this (tokens)
     tokenizer: str | None = None    # local tokenizer folder for counting (and packing)
     pack: bool = False              # pretrain: also pack input_ids (needs tokenizer, max_tokens)
+    tokenizer_backend: str | None = None  # auto | fast | hf (meddata.encoder; ids never differ)
     rejected: RejectedSpec = field(default_factory=RejectedSpec)
     # canonical-stage steps, in this order: the curation list, then dedup, decontam and
     # retrieve (each step's typed settings: meddata/steps/<name>.py; docs/steps.md)
@@ -178,6 +179,9 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None,
         raise RecipeError(f"recipe.reasoning: {recipe.reasoning!r} is not think, inline or none")
     if recipe.max_tokens is not None and recipe.max_tokens < 8:
         raise RecipeError(f"recipe.max_tokens: must be at least 8, got {recipe.max_tokens}")
+    if recipe.tokenizer_backend not in (None, "auto", "fast", "hf"):
+        raise RecipeError(f"recipe.tokenizer_backend: {recipe.tokenizer_backend!r} is not "
+                          "auto, fast or hf")
     if recipe.pack and not (recipe.tokenizer and recipe.max_tokens):
         raise RecipeError("recipe.pack: packing needs `tokenizer` and `max_tokens`")
     for i, src in enumerate(recipe.sources):

@@ -435,6 +435,9 @@ def render_row(kind: str, row: dict[str, Any]) -> str:
     if kind == "prompts":
         return _conversation(row.get("prompt")) + \
             f"<div class='row'>answer: {_e(row.get('answer'))}</div>"
+    if kind == "pretrain" and "text" not in row and row.get("input_ids") is not None:
+        ids = row["input_ids"]  # a packed sequence: its ids (the version keeps no text)
+        return f"<div class='row'>{len(ids)} token ids: {_e(_clip(ids[:64]))} …</div>"
     if kind == "pretrain":
         return f"<div class='row'>{_e(_clip(row.get('text')))}</div>"
     return canonical_row(row)

@@ -67,6 +67,33 @@ def tiny_tokenizer(folder: str | Path, vocab_size: int = 600):
     return AutoTokenizer.from_pretrained(folder)
 
 
+SMOLLM2_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>",
+                    "<file_sep>", "<filename>", "<gh_stars>", "<issue_start>"]
+
+
+def byte_level_tokenizer(folder: str | Path, vocab_size: int = 800):
+    """Train, save and return a byte-level BPE tokenizer laid out like SmolLM2's (GPT-2's
+    byte-level pre-tokenizer and regex, no normalizer, its special tokens first, a ChatML
+    template), for tests of what encodes text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SMOLLM2_SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", bos_token="<|im_start|>",
+                                   unk_token="<|endoftext|>", chat_template=CHATML)
+    fast.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
 def tiny_model(folder: str | Path, tokenizer=None, hidden_size: int = 32, layers: int = 2,
                seed: int = 0, **config_overrides):
     """Save and return a random-weight Qwen2ForCausalLM sized for CPU tests."""

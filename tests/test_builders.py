@@ -199,6 +199,14 @@ def test_max_tokens_with_tokenizer_and_packing(tmp_path, tokenizer):
     eos = tokenizer[1].eos_token_id
     assert sum(r["input_ids"].count(eos) for r in rows) == next(
         s for s in p.manifest["stages"] if s["stage"] == "split")["rows_in"]
+    # a packed row carries ids, not decoded text (TRL takes input_ids as tokenized)
+    assert "text" not in p.schema.names
+    assert "sequence_length" in p.manifest["validation"]["checks"]
+    with pytest.raises(ValueError, match="packed pretrain version carries input_ids.*without "
+                                         "--pack"):
+        export.export(p, tmp_path / "lf", "llamafactory")
+    assert not list((tmp_path / "lf").glob("*.json"))  # nothing half written
+    assert export.export(p, tmp_path / "jl", "jsonl")
 
 
 def test_select_filters_conserve_rows(tmp_path):
@@ -398,3 +406,39 @@ def test_token_ids_are_computed_one_batch_ahead_in_order(tmp_path, tokenizer):
         list(run(lambda replay: iter(table.to_batches(max_chunksize=7)), [broken], Ledger(),
                  tmp_path))
     assert not [t for t in threading.enumerate() if t.name.startswith("meddata-tokenize")]
+
+
+def test_packing_is_the_plain_concatenation_cut_every_max_len(tmp_path):
+    """Over batches that split groups anywhere, each (split, lang) stream is its documents'
+    ids, each followed by EOS, cut every max_len; a sequence lists the sources of exactly
+    the documents it holds ids of (also those carried over from an earlier batch)."""
+    import random
+
+    from meddata.builders.pretrain import Pack
+    from meddata.engines.local import chain as run
+    from meddata.steps import Ledger
+    from meddata.steps.length import IDS
+
+    rng = random.Random(3)
+    rows = []
+    for i in range(300):
+        rows.append({"id": f"d{i}", "source": f"s{i % 7}", "lang": rng.choice(["en", "zh"]),
+                     "task": "document", "split": rng.choice(["train", "validation"]),
+                     IDS: [rng.randrange(3, 50) for _ in range(rng.choice([0, 1, 5, 40, 130]))]})
+    eos, L = 2, 64
+    measure = type("M", (), {"tok": type("T", (), {"eos_token_id": eos})()})()
+    table = pa.Table.from_pylist(rows)
+    out = [r for b in run(lambda replay: iter(table.to_batches(max_chunksize=37)),
+                          [Pack(measure, L)], Ledger(), tmp_path) for r in b.to_pylist()]
+    for split in ("train", "validation"):
+        for lang in ("en", "zh"):
+            docs = [r for r in rows if r["split"] == split and r["lang"] == lang]
+            stream, owner = [], []
+            for d in docs:
+                stream += d[IDS] + [eos]
+                owner += [d["source"]] * (len(d[IDS]) + 1)
+            want = [stream[i:i + L] for i in range(0, len(stream), L)]
+            got = [r for r in out if r["split"] == split and r["lang"] == lang]
+            assert [r["input_ids"] for r in got] == want
+            assert [r["source"] for r in got] == ["+".join(sorted(set(owner[i:i + L])))
+                                                 for i in range(0, len(stream), L)]

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from meddata import canonical, recipe as recipe_mod
+from meddata import canonical
+from meddata import recipe as recipe_mod
 from meddata.builders import pipeline
 from meddata.cli import cli
 from meddata.engines import LocalEngine
@@ -22,6 +23,7 @@ from meddata.steps import registry
 from meddata.steps.base import Books, Step
 from meddata.steps.registry import Settings, SettingsError, setting
 from meddata.steps.text import edit_texts
+
 
 @dataclass
 class ShoutSettings(Settings):
@@ -162,11 +164,11 @@ def test_a_step_registered_in_the_tests_runs_in_curate_and_in_a_recipe(shout, st
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not "
                                                                     "installed")
 def test_a_registered_step_gives_the_same_version_on_ray(shout, store, toy_version):
+    import sys
+
     import ray
 
     from meddata.engines.ray import RayEngine
-
-    import sys
 
     # the toy step lives in this test module, which Ray's workers cannot import: ship it
     # by value

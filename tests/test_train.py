@@ -342,3 +342,18 @@ def test_manifests_written_before_the_settings_change_still_load(tmp_path, tiny)
     assert base.name == tiny and base.adapter == str(old / "adapter")
     assert base.parent["stage"] == "sft" and base.parent["data"] == [
         "sft/examples@0123456789abcdef"]
+
+
+def test_cpt_trains_on_a_packed_version_without_text(env):
+    """A version packed at build time carries input_ids and no text: TRL's SFTTrainer takes
+    it as already tokenized (it never asks for text)."""
+    out = CliRunner().invoke(cli, ["--store", env["store"], "build", "pretrain", "--quiet",
+                                   "--tokenizer", env["model"], "--max-tokens", "64", "--pack",
+                                   "--name", "packed", "--no-report"])
+    assert out.exit_code == 0, out.output
+    from meddata.store import Store
+
+    assert "text" not in Store(env["store"]).resolve("pretrain/packed").schema.names
+    manifest = train(env, "cpt", "pretrain/packed", env["model"], "cpt-packed")
+    assert manifest["global_step"] == 2
+    assert manifest["metrics"]["train_loss"] == manifest["metrics"]["train_loss"]  # not NaN

@@ -182,3 +182,21 @@ def test_an_english_system_prompt_over_chinese_rows_validates(store, kind):
     first = rows[0]["messages" if kind == "sft" else "prompt"][0]
     assert first["role"] == "system" and first["content"].startswith("You are")
     assert all(r["lang"] == "zh" for r in rows)
+
+
+def test_packed_pretrain_rows_are_checked_on_their_token_ids(store):
+    """Packed sequences carry input_ids and no text: their suite checks the ids."""
+    schema = schemas()["pretrain_packed"]
+    rows = [{"id": f"train/en/pack/{i:08d}", "source": "corpus", "lang": "en",
+             "task": "document", "split": "train", "input_ids": [5, 6, 7][: 3 - i % 2]}
+            for i in range(4)]
+    good = validate(store.publish("pretrain", "packed", schema, [pa.Table.from_pylist(rows,
+                                                                                       schema)]))
+    assert good["success"], failed(good)
+    assert {c["name"] for c in good["checks"]} >= {"unique_ids", "sequence_length", "lang_known"}
+    assert not {c["name"] for c in good["checks"]} & {"text_length", "lang_matches_script"}
+    rows[1]["input_ids"] = []
+    bad = validate(store.publish("pretrain", "packed-bad", schema,
+                                 [pa.Table.from_pylist(rows, schema)]))
+    assert set(failed(bad)) == {"sequence_length"}
+    assert failed(bad)["sequence_length"]["examples"] == ["train/en/pack/00000001"]

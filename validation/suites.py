@@ -36,6 +36,7 @@ class Bounds:
     # identifiers the de-identification detector may still find in a canonical version;
     # None: check de-identified versions (a `deidentify` stage) only, allowing 0
     max_identifiers: int | None = None
+    columns: frozenset[str] = frozenset()  # the rows' columns (a kind may check what they carry)
 
 
 @dataclass

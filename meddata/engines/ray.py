@@ -44,7 +44,7 @@ from meddata.steps.base import BATCH_ROWS, Books, Ledger, Step, StepError
 # one Ray CPU, one thread: tokenizers and polars would otherwise each start a thread per
 # core in every task, and a worker's CPU count would mean nothing
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1",
-              "POLARS_MAX_THREADS": "1"}
+              "FASTOKENS_BPE_THREADS": "1", "POLARS_MAX_THREADS": "1"}
 POLL_SECONDS = 0.5  # how often the driver asks the tally for rows read (progress bar)
 
 

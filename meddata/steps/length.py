@@ -92,17 +92,21 @@ class Length(Step):
             batch = batch.append_column(TOKENS, pa.array(lengths.astype(np.int32)))
         return batch
 
-    def take_state(self) -> tuple[list[np.ndarray], int, int]:
-        m = self.measure
-        state = (self.lengths, m.cache_hits, m.cache_misses)
+    def take_state(self) -> tuple[list[np.ndarray], int, int, int]:
+        m, enc = self.measure, getattr(self.measure, "encoder", None)
+        state = (self.lengths, m.cache_hits, m.cache_misses, enc.sampled if enc else 0)
         self.lengths, m.cache_hits, m.cache_misses = [], 0, 0
+        if enc:
+            enc.sampled = 0
         return state
 
-    def merge_state(self, state: tuple[list[np.ndarray], int, int]) -> None:
-        lengths, hits, misses = state
+    def merge_state(self, state: tuple[list[np.ndarray], int, int, int]) -> None:
+        lengths, hits, misses, sampled = state
         self.lengths += lengths
         self.measure.cache_hits += hits
         self.measure.cache_misses += misses
+        if getattr(self.measure, "encoder", None):
+            self.measure.encoder.sampled += sampled  # rows checked against tokenizers
 
     def report(self) -> dict[str, Any]:
         lengths = np.concatenate(self.lengths) if self.lengths else np.empty(0, np.int32)
