@@ -1,5 +1,5 @@
 """Builders: canonical rows -> sft | preference | kto | pretrain | prompts.
 
 One module per output kind, each declaring `KIND` (registry.py): its schema, its steps,
-its length, validation and export. `pipeline.run` builds a kind from a recipe.
+its length, validation and export. `pipeline.build` builds a kind from a recipe.
 """

@@ -190,7 +190,7 @@ def test_the_same_build_on_both_backends_publishes_the_same_id(toks, which, tmp_
         data = pipeline.examples_recipe().to_dict()
         data.update(tokenizer=toks[which], tokenizer_backend=backend, **more)
         store = Store(tmp_path / f"{kind}-{backend}")
-        return pipeline.run(kind, recipe_mod.from_dict(data), store, progress=False,
+        return pipeline.build(kind, recipe_mod.from_dict(data), store, progress=False,
                             report=False)
 
     for kind, more in (("pretrain", {"pack": True, "max_tokens": 64}),

@@ -157,7 +157,7 @@ def test_counts_do_not_depend_on_the_batch_size(built, monkeypatch):
 
     v = built.resolve("preference/examples")
     whole = report.collect(v)
-    monkeypatch.setattr(report, "BATCH_ROWS", 7)
+    monkeypatch.setattr(report, "READ_ROWS", 7)
     batched = report.collect(v)
     assert whole.rows_seen == batched.rows_seen == v.rows
     assert whole.lengths.keys() == batched.lengths.keys()
