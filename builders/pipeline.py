@@ -69,7 +69,30 @@ def source_version(spec, store: Store, progress: bool,
         return store.resolve(spec.ref)
     conv = get_converter(spec.source)()
     return convert.run(conv, spec.paths, store, name=spec.name or spec.source,
-                       progress=progress, engine=engine).version
+                       progress=progress, engine=engine, license=spec.license).version
+
+
+def check_licenses(recipe: Recipe, store: Store) -> None:
+    """Refuse, before any work, a build whose sources' licences the recipe's `licenses`
+    policy does not allow (a `source` by its converter's licence or its `license`)."""
+    from meddata import licenses
+
+    if not recipe.licenses:
+        return
+    if recipe.from_ref:
+        found = [(recipe.from_ref, licenses.of_manifest(store.resolve(recipe.from_ref).manifest))]
+    else:
+        found = []
+        for i, s in enumerate(recipe.sources):
+            if s.ref:
+                entries = licenses.of_manifest(store.resolve(s.ref).manifest)
+            else:
+                try:
+                    entries = [licenses.for_converter(get_converter(s.source), s.license)]
+                except KeyError as e:
+                    raise ValueError(f"recipe.sources[{i}]: {e.args[0]}") from None
+            found.append((f"recipe.sources[{i}]", entries))
+    licenses.check_policy(recipe.licenses, found)
 
 
 def clean_up(recipe: Recipe, store: Store) -> tuple[list, list[dict[str, Any]]]:
@@ -113,6 +136,7 @@ def _run(kind_name: str, recipe: Recipe, store: Store, name: str | None, progres
     from meddata.validation.suites import Bounds
 
     kind = registry.get(kind_name)
+    check_licenses(recipe, store)
     measure = Measure(recipe.tokenizer, cache_dir=store.root / ".cache" / "tokens")
     ctx = Context(store, measure, progress)
     if recipe.from_ref:

@@ -45,6 +45,8 @@ def subject_split(file: str) -> tuple[str | None, str | None]:
 
 class MMLU(Converter):
     source = "mmlu"
+    license = "mit"
+    license_url = "https://github.com/hendrycks/test/blob/master/LICENSE"
     default_subset = "unknown"
 
     def prepare(self, files: list[Path]) -> list[Path]:

@@ -150,6 +150,10 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     if m["parents"]:
         click.echo("parents: " + ", ".join(p["ref"] if isinstance(p, dict) else str(p)
                                            for p in m["parents"]))
+    from meddata import licenses
+
+    click.echo("\nlicences:\n" + "\n".join(
+        f"  {line}" for line in licenses.describe(licenses.of_manifest(m))))
     if m["inputs"]:
         click.echo("\ninputs:")
         for i in m["inputs"]:
@@ -301,18 +305,23 @@ def fsck_cmd(ctx, repair, sizes_only, as_json) -> None:
 @click.option("--cop-base", type=click.Choice(["0", "1"]),
               help="medmcqa: base of the answer index, when a file cannot decide it.")
 @click.option("--hub-config", help="Config name when INPUT is a Hugging Face dataset id.")
+@click.option("--license", "license_id", metavar="NAME",
+              help="The licence of these files (an SPDX id such as cc-by-4.0, research-only or "
+                   "unknown), recorded instead of the one the source's release states.")
 @engine_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_base, hub_config,
-                engine, ray_address, quiet) -> None:
+                license_id, engine, ray_address, quiet) -> None:
     """Convert raw SOURCE files (or one hub dataset id) into canonical/NAME.
 
     SOURCE is one of: pubmedqa, medmcqa, medqa, mmlu, cmexam, cmb, hwt_cm, shennong,
     medical_o1, huatuo26m, chinese_medical_dialogue, sharegpt, corpus. INPUTS are files (JSON, JSONL, Parquet, CSV, TXT,
     optionally .gz) or folders of them. Malformed records go to the version's
     rejects.parquet with file, position, raw text and reason. With --engine ray each
-    file is converted by its own task (the same version as on the local engine).
+    file is converted by its own task (the same version as on the local engine). The
+    version records the licence of the source's public release (`meddata show` lists
+    it); --license records another.
     """
     from meddata import convert as conv_mod
     from meddata.converters import get
@@ -329,7 +338,8 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
         conv = cls(subset=subset, split=split, **options)
         result = conv_mod.run(conv, list(inputs), _store(ctx), name=name,
                               max_reject_rate=max_reject_rate, hub_config=hub_config,
-                              progress=not quiet, engine=_engine(engine, ray_address))
+                              progress=not quiet, engine=_engine(engine, ray_address),
+                              license=license_id)
     except (conv_mod.ConversionError, FileNotFoundError, ValueError, RuntimeError,
             _store_errors()) as e:
         raise Failure(str(e)) from e

@@ -31,6 +31,7 @@ class SourceSpec:
     split: list[str] | None = None  # source splits to keep; default: every split but `test`
     limit: int | None = None        # at most this many rows (first by seeded hash order)
     weight: float = 1.0             # keep this fraction of rows (seeded, by id), 0 < w <= 1
+    license: str | None = None      # `source:` only: the files' licence, instead of the release's
 
     def check(self, where: str) -> None:
         if bool(self.ref) == bool(self.source):
@@ -38,6 +39,16 @@ class SourceSpec:
                               "`source` (a converter name, with `paths`)")
         if self.source and not self.paths:
             raise RecipeError(f"{where}: `source: {self.source}` needs `paths`")
+        if self.license is not None:
+            from meddata.licenses import LicenseError, normalize
+
+            if self.ref:
+                raise RecipeError(f"{where}.license: a `ref` version keeps the licence it "
+                                  "recorded; `license` applies to `source` conversions")
+            try:
+                self.license = normalize(self.license)
+            except LicenseError as e:
+                raise RecipeError(f"{where}.license: {e}") from None
         if self.limit is not None and self.limit < 1:
             raise RecipeError(f"{where}.limit: must be at least 1, got {self.limit}")
         if not 0 < self.weight <= 1:
@@ -102,6 +113,7 @@ class Recipe:
     retrieve: dict[str, Any] | None = None  # {index: index/NAME, k: 3, tokens: 512}
     from_ref: str | None = None     # build from an existing version (kto: a preference one)
     engine: str | None = None       # local | ray: where the steps run (the same version)
+    licenses: dict[str, Any] | None = None  # {allow: [ids]} or {deny: [ids]}: refuse others
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,6 +202,12 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Recipe:
     if recipe.engine not in (None, "local", "ray"):
         raise RecipeError(f"recipe.engine: {recipe.engine!r} is not local or ray")
     _check_stage_config(recipe)
+    from meddata.licenses import LicenseError, check_policy_settings
+
+    try:
+        check_policy_settings(recipe.licenses)
+    except LicenseError as e:
+        raise RecipeError(str(e)) from None
     if not recipe.sources and not recipe.from_ref:
         raise RecipeError("recipe.sources: give at least one source (or from_ref for kto)")
     return recipe

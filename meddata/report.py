@@ -504,6 +504,11 @@ def summary_section(version: Version, store: Store | None) -> str:
         f"<div><h3>Rows per {column}</h3>"
         + _table([column, "rows"], [[k, v] for k, v in counts[column].items()], {1}) + "</div>"
         for column in ("split", "source", "lang", "task") if counts.get(column)) + "</div>"
+    from meddata import licenses
+
+    body += "<h3>Licences</h3>" + _table(["source", "licence", "stated at"], [
+        [e["source"], e["license"], e.get("url") or e.get("set_by") or ""]
+        for e in licenses.of_manifest(m)])
     if m.get("recipe"):
         body += ("<details><summary>Recipe</summary><div class='row'>"
                  f"{_e(json.dumps(m['recipe'], indent=1, ensure_ascii=False))}</div></details>")
