@@ -315,9 +315,9 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
                 license_id, engine, ray_address, quiet) -> None:
     """Convert raw SOURCE files (or one hub dataset id) into canonical/NAME.
 
-    SOURCE is one of: pubmedqa, medmcqa, medqa, mmlu, cmexam, cmb, hwt_cm, shennong,
-    medical_o1, huatuo26m, chinese_medical_dialogue, sharegpt, corpus. INPUTS are files (JSON, JSONL, Parquet, CSV, TXT,
-    optionally .gz) or folders of them. Malformed records go to the version's
+    SOURCE is one of: pubmedqa, medmcqa, medqa, mmlu, ceval, cmmlu, cmexam, cmb, hwt_cm,
+    shennong, medical_o1, huatuo26m, chinese_medical_dialogue, sharegpt, corpus. INPUTS
+    are files (JSON, JSONL, Parquet, CSV, TXT, optionally .gz) or folders of them. Malformed records go to the version's
     rejects.parquet with file, position, raw text and reason. With --engine ray each
     file is converted by its own task (the same version as on the local engine). The
     version records the licence of the source's public release (`meddata show` lists
