@@ -17,7 +17,7 @@ from meddata.converters import get
 
 def run(store, source, paths, **kw):
     conv = get(source)(subset=kw.pop("subset", None))
-    return convert.run(conv, [str(p) for p in paths], store, progress=False,
+    return convert.publish(conv, [str(p) for p in paths], store, progress=False,
                        max_reject_rate=kw.pop("max_reject_rate", 1.0), **kw)
 
 

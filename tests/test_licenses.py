@@ -97,7 +97,7 @@ def test_licences_travel_through_dedup_decontam_and_build_into_the_card(store):
         "name": "mixed", "sources": [{"ref": "canonical/medqa"},
                                      {"ref": "canonical/shennong-dedup-decontam"}],
         "dedup": {}, "decontam": {"against": ["canonical/bench"]}})
-    built = pipeline.run("sft", recipe, store, progress=False)
+    built = pipeline.build("sft", recipe, store, progress=False)
     assert licenses.ids(built.manifest["licenses"]) == ["mit", "research-only"]
     header = card_header(built)
     assert header["license"] == "other" and header["license_name"] == "mixed"
@@ -111,12 +111,12 @@ def test_licences_travel_through_dedup_decontam_and_build_into_the_card(store):
 
 
 def test_a_policy_refuses_the_build_before_any_work(store):
-    convert.run(get("medqa")(), [str(EXAMPLES / "medqa")], store, progress=False)
+    convert.publish(get("medqa")(), [str(EXAMPLES / "medqa")], store, progress=False)
     data = {"name": "p", "sources": [{"ref": "canonical/medqa"},
                                      {"source": "cmexam", "paths": [str(EXAMPLES / "cmexam")]}],
             "licenses": {"allow": ["MIT", "apache-2.0"]}}
     try:
-        pipeline.run("sft", recipe_mod.from_dict(data), store, progress=False)
+        pipeline.build("sft", recipe_mod.from_dict(data), store, progress=False)
     except ValueError as e:
         message = str(e)
     else:
@@ -130,7 +130,7 @@ def test_a_policy_refuses_the_build_before_any_work(store):
 
     data["licenses"] = {"deny": ["Unknown", "research-only"]}
     try:
-        pipeline.run("sft", recipe_mod.from_dict(data), store, progress=False)
+        pipeline.build("sft", recipe_mod.from_dict(data), store, progress=False)
     except ValueError as e:
         assert "source cmexam is licensed research-only" in str(e)
         assert "deny: [research-only, unknown]" in str(e)
@@ -139,7 +139,7 @@ def test_a_policy_refuses_the_build_before_any_work(store):
     # an override in the recipe is what the policy sees
     data["sources"][1]["license"] = "cc-by-4.0"
     data["licenses"] = {"deny": ["research-only"]}
-    v = pipeline.run("sft", recipe_mod.from_dict(data), store, progress=False, report=False)
+    v = pipeline.build("sft", recipe_mod.from_dict(data), store, progress=False, report=False)
     assert licenses.ids(v.manifest["licenses"]) == ["cc-by-4.0", "mit"]
 
 
