@@ -7,6 +7,8 @@ published, validated version.
     dedup     (recipe `dedup`) exact and near duplicates removed, survivors by rule
     decontam  (recipe `decontam`) rows overlapping the benchmark versions removed
     retrieve  (recipe `retrieve`) passages of an index added to each row's context
+    mix       (recipe `mix`, or a source `weight` above 1) groups sampled down or repeated
+              up to their shares (meddata/steps/mix.py)
     ...       the kind's own steps, from its module: render (or pair), length, split, and
               for some kinds more (kto: unpair; pretrain with `pack: true`: pack)
 
@@ -30,6 +32,7 @@ from meddata.converters import get as get_converter
 from meddata.engines.base import Engine
 from meddata.length import Measure
 from meddata.recipe import Recipe, load
+from meddata.steps import mix
 from meddata.steps.registry import Context as StepContext
 from meddata.steps.select import SPEC, Select
 from meddata.store import Store, Version
@@ -139,7 +142,10 @@ def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progr
         cleaning, more = canonical.build_steps(
             recipe.canonical_steps(), StepContext(store, recipe.seed, measure, progress))
         parents += more
-        steps = [Select(recipe.sources, recipe.seed), *cleaning, *kind.steps(recipe, ctx)]
+        select, mixing = Select(recipe.sources, recipe.seed), mix.steps_for(recipe,
+                                                                           recipe.tokenizer)
+        select.keep_spec = bool(mixing)  # the mix step reads each row's source
+        steps = [select, *cleaning, *mixing, *kind.steps(recipe, ctx)]
         name = name or recipe.name or "default"
     read = runner.with_progress(read, f"build {kind.name}", sum(v.rows for v in inputs),
                                 progress)

@@ -163,7 +163,7 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     if m["rejects"]["rows"]:
         click.echo(f"\nrejects: {m['rejects']['rows']} (" + ", ".join(
             f"{k}: {n}" for k, n in m["rejects"]["by_reason"].items()) + ")")
-    for report in ("convert_report", "dedup", "decontam", "build"):
+    for report in ("convert_report", "dedup", "decontam", "build", "mix"):
         if m.get(report):
             summary = m[report].get("summary", m[report]) if isinstance(m[report], dict) else None
             click.echo(f"\n{report}: " + json.dumps(summary, ensure_ascii=False)[:2000])
@@ -525,6 +525,9 @@ class KindChoice(click.ParamType):
 @click.option("--from", "from_ref", help="kto: unpair this preference version instead.")
 @click.option("--allow-invalid", is_flag=True,
               help="Publish even when validation fails (recorded in the manifest).")
+@click.option("--allow-short-mix", is_flag=True,
+              help="Publish even when the recipe's mix cannot meet a share within 1 point "
+                   "(the manifest and the card say which group).")
 @click.option("--retrieve", "retrieve_index",
               help="Add the top passages of this index (index/NAME) to each row's context "
                    "before rendering (retrieval-augmented training data).")
@@ -537,8 +540,8 @@ class KindChoice(click.ParamType):
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
               validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, rejected_model,
-              rejected_backend, from_ref, allow_invalid, retrieve_index, retrieve_k, no_report,
-              engine, ray_address, quiet) -> None:
+              rejected_backend, from_ref, allow_invalid, allow_short_mix, retrieve_index,
+              retrieve_k, no_report, engine, ray_address, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
@@ -573,6 +576,10 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             max_tokens=max_tokens, tokenizer=tokenizer, pack=pack, from_ref=from_ref,
             rejected=rejected,
             retrieve={"index": retrieve_index, "k": retrieve_k} if retrieve_index else None)
+        if allow_short_mix:
+            if recipe.mix is None:
+                raise recipe_mod.RecipeError("--allow-short-mix: the recipe has no `mix`")
+            recipe.mix.allow_short = True
         version = pipeline.build(kind, recipe, _store(ctx), name=name, progress=not quiet,
                                  allow_invalid=allow_invalid, report=not no_report,
                                  engine=_engine(engine, ray_address, recipe.engine))
@@ -601,6 +608,10 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
     click.echo(f"validation: {'passed' if val['success'] else 'FAILED'} "
                f"({len(val['checks'])} checks on {val['rows_checked']} rows)"
                + ("; published with --allow-invalid" if not val["success"] else ""))
+    if m.get("mix", {}).get("groups"):
+        from meddata.steps.mix import card_lines
+
+        click.echo("\n" + "\n".join(card_lines(m)[3:]))
     if m.get("report"):
         click.echo(f"report: {version.path / m['report']}")
 

@@ -759,6 +759,9 @@ def dataset_card(manifest: dict[str, Any]) -> str:
             dropped = ", ".join(f"{k}: {v}" for k, v in st["dropped"].items()) or "-"
             lines.append(f"| {st['stage']} | {st['rows_in']} | {st['rows_out']} | {dropped} |")
     lines += licenses.card_lines(manifest.get("licenses"))
+    from meddata.steps.mix import card_lines as mix_lines  # target and realised shares
+
+    lines += mix_lines(manifest)
     if manifest.get("report"):
         lines += ["", f"The data report: [{manifest['report']}]({manifest['report']})."]
     lines += ["", "Load it with `meddata.store.Store(<store>).load('"
