@@ -83,6 +83,13 @@ def test_licences_travel_through_dedup_decontam_and_build_into_the_card(store):
         assert out.exit_code == 0, out.output
     out = runner.invoke(cli, s + ["dedup", "canonical/shennong", "--quiet"])
     assert out.exit_code == 0, out.output
+    steps = store.root.parent / "steps.yaml"
+    steps.write_text("- dedup: {threshold: 0.9}\n")
+    out = runner.invoke(cli, s + ["curate", "canonical/medqa", "--steps", str(steps),
+                                  "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert licenses.ids(store.resolve("canonical/medqa-curated").manifest["licenses"]) == [
+        "mit"]
     out = runner.invoke(cli, s + ["decontam", "canonical/shennong-dedup", "--against",
                                   "canonical/bench", "--quiet"])
     assert out.exit_code == 0, out.output

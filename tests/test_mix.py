@@ -153,6 +153,22 @@ def test_every_copy_of_a_row_lands_in_its_split(sources):
     assert stage["repeats"] == sum(n - 1 for n in copies.values())
 
 
+def test_repeats_come_after_dedup_and_decontam(sources):
+    """Mixing runs after dedup and decontam, so dedup never meets a repeat of a row."""
+    publish(sources, "bench", [dict(r, id="bench/" + r["id"]) for r in rows("gen", 10, 3,
+                                                                          (4, 20))])
+    v = build(sources, recipe({"by": "rows", "total": 3000,
+                               "shares": {"medical": 0.5, "general": 0.5}},
+                              dedup={}, decontam={"against": ["canonical/bench"]}), "clean")
+    check_books(v)
+    stages = [s["stage"] for s in v.manifest["stages"]]
+    assert stages.index("dedup") < stages.index("decontam") < stages.index("mix")
+    stage = {s["stage"]: s for s in v.manifest["stages"]}
+    assert stage["decontam"]["dropped"]["contaminated"] >= 10  # the benchmark's own rows
+    assert stage["mix"]["repeats"] > 1000  # general: under 500 rows, 1500 wanted
+    assert v.manifest["mix"]["groups"]["general"]["rows"] == 1500
+
+
 def test_mix_settings_are_checked(sources):
     bad = [({"shares": {"medical": 0.7, "general": 0.2}}, "they sum to 0.9, not 1"),
            ({"shares": {"medical": 0.7, "other": 0.3}}, "'other' is not a group"),
