@@ -295,7 +295,9 @@ def fsck_cmd(ctx, repair, sizes_only, as_json) -> None:
 @click.argument("source")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--subset", help="Subset name (for example medqa us|mcmle|tw, medical_o1 "
-                               "en|zh|en_mix|zh_mix); inferred from file names when omitted.")
+                               "en|zh|en_mix|zh_mix); inferred from file names when omitted. "
+                               "mmlu, ceval, cmmlu: subjects or groups, comma-separated "
+                               "(medical, general, stem, humanities, social_sciences, other).")
 @click.option("--split", help="Split name for every row; inferred from file names "
                               "(train, dev, validation, test) when omitted, else train.")
 @click.option("--name", help="Publish as canonical/NAME (default: the source name).")
