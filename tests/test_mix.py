@@ -217,3 +217,20 @@ def test_the_same_mixed_version_on_ray(sources):
                 for s in v.manifest["stages"]]
     assert books(on_ray) == books(local)
     assert local.manifest["mix"]["groups"]["general"]["repeats"] > 0
+
+
+def test_tokens_counted_with_the_recipes_tokenizer(sources, tmp_path):
+    pytest.importorskip("transformers")
+    from meddata.testing import tiny_tokenizer
+
+    tiny_tokenizer(tmp_path / "tok")
+    r = recipe({"by": "tokens", "total": 40000, "shares": {"medical": 0.75, "general": 0.25}},
+               tokenizer=str(tmp_path / "tok"))
+    v = build(sources, r, "tok")
+    mix = v.manifest["mix"]
+    assert mix["counter"] == "tokenizer"
+    assert abs(mix["groups"]["general"]["share_tokens"] - 0.25) <= 0.01
+    estimate = build(sources, recipe({"by": "tokens", "total": 40000, "shares": {
+        "medical": 0.75, "general": 0.25}}), "estimate").manifest["mix"]
+    assert estimate["counter"].startswith("estimate")
+    assert estimate["groups"]["general"]["tokens"] != mix["groups"]["general"]["tokens"]
