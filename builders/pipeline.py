@@ -7,6 +7,8 @@ published, validated version.
     dedup     (recipe `dedup`) exact and near duplicates removed, survivors by rule
     decontam  (recipe `decontam`) rows overlapping the benchmark versions removed
     retrieve  (recipe `retrieve`) passages of an index added to each row's context
+    mix       (recipe `mix`, or a source `weight` above 1) groups sampled down or repeated
+              up to their shares (meddata/steps/mix.py)
     ...       the kind's own steps, from its module: render (or pair), length, split, and
               for some kinds more (kto: unpair; pretrain with `pack: true`: pack)
 
@@ -30,6 +32,7 @@ from meddata.converters import get as get_converter
 from meddata.engines.base import Engine
 from meddata.length import Measure
 from meddata.recipe import Recipe, load
+from meddata.steps import mix
 from meddata.steps.registry import Context as StepContext
 from meddata.steps.select import SPEC, Select
 from meddata.store import Store, Version
@@ -71,7 +74,31 @@ def source_version(spec, store: Store, progress: bool, engine: Engine) -> Versio
         return store.resolve(spec.ref)
     conv = get_converter(spec.source)()
     return convert.publish(conv, spec.paths, store, name=spec.name or spec.source,
-                           progress=progress, engine=engine).version
+                           progress=progress, engine=engine, license=spec.license).version
+
+
+def check_licenses(recipe: Recipe, store: Store) -> None:
+    """Refuse, before any work, a build whose sources' licences the recipe's `licenses`
+    policy does not allow (a `source` by its converter's licence or its `license`)."""
+    from meddata import licenses
+
+    if not recipe.licenses:
+        return
+    if recipe.from_ref:
+        found = [(recipe.from_ref,
+                  licenses.of_manifest(store.resolve(recipe.from_ref).manifest))]
+    else:
+        found = []
+        for i, s in enumerate(recipe.sources):
+            if s.ref:
+                entries = licenses.of_manifest(store.resolve(s.ref).manifest)
+            else:
+                try:
+                    entries = [licenses.for_converter(get_converter(s.source), s.license)]
+                except KeyError as e:
+                    raise ValueError(f"recipe.sources[{i}]: {e.args[0]}") from None
+            found.append((f"recipe.sources[{i}]", entries))
+    licenses.check_policy(recipe.licenses, found)
 
 
 def build(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
@@ -91,6 +118,7 @@ def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progr
     from meddata.validation.suites import Bounds
 
     kind = registry.get(kind_name)
+    check_licenses(recipe, store)
     measure = Measure(recipe.tokenizer, cache_dir=store.root / ".cache" / "tokens",
                       backend=recipe.tokenizer_backend)
     ctx = Context(store, measure, progress)
@@ -115,7 +143,10 @@ def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progr
         cleaning, more = canonical.build_steps(
             recipe.canonical_steps(), StepContext(store, recipe.seed, measure, progress))
         parents += more
-        steps = [Select(recipe.sources, recipe.seed), *cleaning, *kind.steps(recipe, ctx)]
+        select, mixing = Select(recipe.sources, recipe.seed), mix.steps_for(recipe,
+                                                                           recipe.tokenizer)
+        select.keep_spec = bool(mixing)  # the mix step reads each row's source
+        steps = [select, *cleaning, *mixing, *kind.steps(recipe, ctx)]
         name = name or recipe.name or "default"
     read = runner.with_progress(read, f"build {kind.name}", sum(v.rows for v in inputs),
                                 progress)

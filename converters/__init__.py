@@ -17,6 +17,8 @@ REGISTRY = {
     "chinese_medical_dialogue": "meddata.converters.chinese_medical_dialogue:ChineseMedicalDialogue",
     "corpus": "meddata.converters.corpus:Corpus",
     "mmlu": "meddata.converters.mmlu:MMLU",
+    "ceval": "meddata.converters.ceval:CEval",
+    "cmmlu": "meddata.converters.cmmlu:CMMLU",
     "cmexam": "meddata.converters.cmexam:CMExam",
     "cmb": "meddata.converters.cmb:CMB",
     "huatuo26m": "meddata.converters.huatuo26m:Huatuo26M",

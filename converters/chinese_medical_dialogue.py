@@ -16,6 +16,8 @@ from meddata.text import clean
 
 class ChineseMedicalDialogue(Converter):
     source = "chinese_medical_dialogue"
+    license = "mit"
+    license_url = "https://github.com/Toyhom/Chinese-medical-dialogue-data/blob/master/LICENSE"
     default_subset = "default"
 
     def infer_subset(self, file: str) -> str | None:

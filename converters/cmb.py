@@ -35,6 +35,8 @@ MULTIPLE, SINGLE = "多项选择题", "单项选择题"
 
 class CMB(Converter):
     source = "cmb"
+    license = "apache-2.0"
+    license_url = "https://github.com/FreedomIntelligence/CMB/blob/main/LICENSE"
     default_subset = "exam"
 
     def read(self, path: Path):

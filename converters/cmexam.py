@@ -44,6 +44,10 @@ def parse_options(text: Any) -> list[dict[str, str]]:
 
 class CMExam(Converter):
     source = "cmexam"
+    # the README: academic/research use only, commercial use prohibited (the repository's
+    # LICENSE file, Apache-2.0, covers its code)
+    license = "research-only"
+    license_url = "https://github.com/williamliujl/CMExam#ethics-in-data-collection"
     default_subset = "default"
 
     def row(self, rec):

@@ -14,6 +14,8 @@ from meddata.text import clean
 
 class Corpus(Converter):
     source = "corpus"
+    # your own documents: the converter cannot know their terms (--license sets them)
+    license = "unknown"
     default_subset = "default"
 
     def row(self, rec):

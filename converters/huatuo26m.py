@@ -36,6 +36,8 @@ def _phrasings(questions: Any) -> list[str]:
 
 class Huatuo26M(Converter):
     source = "huatuo26m"
+    license = "apache-2.0"  # the README's License section
+    license_url = "https://github.com/FreedomIntelligence/Huatuo-26M#license"
     default_subset = "default"
 
     def read(self, path: Path):

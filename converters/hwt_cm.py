@@ -13,6 +13,8 @@ from ._instruction import instruction_row
 
 class HWTCM(Converter):
     source = "hwt_cm"
+    license = "apache-2.0"  # its dataset card
+    license_url = "https://huggingface.co/datasets/Monor/hwtcm-sft-v1"
     default_subset = "sft"
 
     def row(self, rec):

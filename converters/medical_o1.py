@@ -17,6 +17,8 @@ from meddata.text import clean, detect_lang
 
 class MedicalO1(Converter):
     source = "medical_o1"
+    license = "apache-2.0"  # its dataset card
+    license_url = "https://huggingface.co/datasets/FreedomIntelligence/medical-o1-reasoning-SFT"
     default_subset = "en"
 
     def infer_subset(self, file: str) -> str | None:

@@ -96,6 +96,10 @@ def _options(df):
 
 class MedMCQA(Converter):
     source = "medmcqa"
+    # the repository's LICENSE.md; the Hugging Face card (openlifescienceai/medmcqa) says
+    # apache-2.0
+    license = "mit"
+    license_url = "https://github.com/medmcqa/medmcqa/blob/main/LICENSE.md"
     default_subset = "default"
     fast = True
     options = {"cop_base": "0 or 1: the base of `cop` / `answer` indices, when a file cannot "

@@ -30,6 +30,8 @@ _SUBSETS = {"us": "us", "usmle": "us", "mainland": "mcmle", "mcmle": "mcmle",
 
 class MedQA(Converter):
     source = "medqa"
+    license = "mit"
+    license_url = "https://github.com/jind11/MedQA/blob/master/LICENSE"
     default_subset = "us"
 
     def infer_subset(self, file: str) -> str | None:

@@ -9,9 +9,12 @@ Accepted layouts (each has a test):
   answer (an int 0-3), in Parquet, JSON or JSON Lines; the subject comes from the row, the
   split from --split or the file name.
 `--subset` picks subjects by file name in the original layout: one subject
-(`--subset anatomy`), or `medical` for the six medical ones (MEDICAL); files of other
-subjects are left out and listed in the manifest. The subset of every row is its
-subject. Ids are `mmlu/<subject>/<split>/<hash of the question and options>`. The dev
+(`--subset anatomy`), `medical` for the six medical ones (MEDICAL), `general` for the
+other 51 (the forgetting check's), or MMLU's categories as lm-evaluation-harness groups
+them (CATEGORIES: `stem`, `humanities`, `social_sciences`, `other`), comma-separated for
+several (`--subset stem,humanities`); files of other subjects are left out and counted
+in the manifest. The subset of every row is its subject; meta `domain` says `medical` or
+`general`. Ids are `mmlu/<subject>/<split>/<hash of the question and options>`. The dev
 split holds the five few-shot examples per subject that `meddata eval --shots` uses.
 """
 
@@ -26,10 +29,37 @@ from meddata.convert import Converter, Reject, as_record, require
 from meddata.readers import RawRecord, base_suffix, read_csv, read_file
 from meddata.text import clean, normalize_key
 
-from . import _mcq
+from . import _mcq, _subjects
 
 MEDICAL = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine",
            "medical_genetics", "professional_medicine")
+# subject -> category, as lm-evaluation-harness groups MMLU (its mmlu_<category>_tasks tags)
+CATEGORIES = {
+    **dict.fromkeys("""
+        abstract_algebra anatomy astronomy college_biology college_chemistry
+        college_computer_science college_mathematics college_physics computer_security
+        conceptual_physics electrical_engineering elementary_mathematics high_school_biology
+        high_school_chemistry high_school_computer_science high_school_mathematics
+        high_school_physics high_school_statistics machine_learning
+        """.split(), "stem"),
+    **dict.fromkeys("""
+        formal_logic high_school_european_history high_school_us_history
+        high_school_world_history international_law jurisprudence logical_fallacies
+        moral_disputes moral_scenarios philosophy prehistory professional_law
+        world_religions
+        """.split(), "humanities"),
+    **dict.fromkeys("""
+        econometrics high_school_geography high_school_government_and_politics
+        high_school_macroeconomics high_school_microeconomics high_school_psychology
+        human_sexuality professional_psychology public_relations security_studies sociology
+        us_foreign_policy
+        """.split(), "social_sciences"),
+    **dict.fromkeys("""
+        business_ethics clinical_knowledge college_medicine global_facts human_aging
+        management marketing medical_genetics miscellaneous nutrition
+        professional_accounting professional_medicine virology
+        """.split(), "other"),
+}
 FIELDS = ["question", "A", "B", "C", "D", "answer"]
 _FILE = re.compile(r"^(?P<subject>.+)_(?P<split>dev|val|test|auxiliary_train)$")
 _SPLITS = {"val": "validation", "auxiliary_train": "train"}
@@ -45,12 +75,12 @@ def subject_split(file: str) -> tuple[str | None, str | None]:
 
 class MMLU(Converter):
     source = "mmlu"
+    license = "mit"
+    license_url = "https://github.com/hendrycks/test/blob/master/LICENSE"
     default_subset = "unknown"
 
     def prepare(self, files: list[Path]) -> list[Path]:
-        wanted = None
-        if self.subset:
-            wanted = set(MEDICAL) if self.subset == "medical" else {self.subset}
+        wanted = _subjects.wanted(self.source, self.subset, CATEGORIES, MEDICAL)
         self.left_out: list[str] = []
         kept = []
         for f in files:
@@ -92,5 +122,6 @@ class MMLU(Converter):
             raise Reject("missing_field:subject", "no subject in the row or the file name")
         key = normalize_key(question + "\n" + "\n".join(o["text"] for o in options))
         row = _mcq.mcq_row(hashlib.sha1(key.encode()).hexdigest()[:16], question, options,
-                           label, meta={"subject": subject})
+                           label, meta={"subject": subject,
+                                        "domain": _subjects.domain(subject, MEDICAL)})
         return {**row, "subset": subject, "lang": "en"}

@@ -61,6 +61,8 @@ def _ground_truth(path: Path) -> dict[str, str] | None:
 
 class PubMedQA(Converter):
     source = "pubmedqa"
+    license = "mit"
+    license_url = "https://github.com/pubmedqa/pubmedqa/blob/master/LICENSE"
     default_subset = "labeled"
 
     def prepare(self, files: list[Path]) -> list[Path]:

@@ -58,6 +58,9 @@ def turns_of(r: dict[str, Any]) -> list[dict[str, str]]:
 
 class ShareGPT(Converter):
     source = "sharegpt"
+    # a layout, not one release: ShareGPT exports state no licence (--license sets the terms
+    # of what you convert)
+    license = "unknown"
     default_subset = "default"
 
     def row(self, rec):

@@ -13,6 +13,9 @@ from ._instruction import instruction_row
 
 class ShenNong(Converter):
     source = "shennong"
+    # the repository's disclaimer: resources for academic research only, no commercial use
+    license = "research-only"
+    license_url = "https://github.com/michael-wzhu/ShenNong-TCM-LLM#免责声明"
     default_subset = "tcm"
 
     def row(self, rec):

@@ -149,6 +149,10 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     if m["parents"]:
         click.echo("parents: " + ", ".join(p["ref"] if isinstance(p, dict) else str(p)
                                            for p in m["parents"]))
+    from meddata import licenses
+
+    click.echo("\nlicences:\n" + "\n".join(
+        f"  {line}" for line in licenses.describe(licenses.of_manifest(m))))
     if m["inputs"]:
         click.echo("\ninputs:")
         for i in m["inputs"]:
@@ -159,7 +163,7 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     if m["rejects"]["rows"]:
         click.echo(f"\nrejects: {m['rejects']['rows']} (" + ", ".join(
             f"{k}: {n}" for k, n in m["rejects"]["by_reason"].items()) + ")")
-    for report in ("convert_report", "dedup", "decontam", "build"):
+    for report in ("convert_report", "dedup", "decontam", "build", "mix"):
         if m.get(report):
             summary = m[report].get("summary", m[report]) if isinstance(m[report], dict) else None
             click.echo(f"\n{report}: " + json.dumps(summary, ensure_ascii=False)[:2000])
@@ -301,7 +305,9 @@ class SourcesHelp(click.Command):
 @click.argument("source")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--subset", help="Subset name (for example medqa us|mcmle|tw, medical_o1 "
-                               "en|zh|en_mix|zh_mix); inferred from file names when omitted.")
+                               "en|zh|en_mix|zh_mix); inferred from file names when omitted. "
+                               "mmlu, ceval, cmmlu: subjects or groups, comma-separated "
+                               "(medical, general, stem, humanities, social_sciences, other).")
 @click.option("--split", help="Split name for every row; inferred from file names "
                               "(train, dev, validation, test) when omitted, else train.")
 @click.option("--name", help="Publish as canonical/NAME (default: the source name).")
@@ -310,17 +316,22 @@ class SourcesHelp(click.Command):
 @click.option("--cop-base", type=click.Choice(["0", "1"]),
               help="medmcqa: base of the answer index, when a file cannot decide it.")
 @click.option("--hub-config", help="Config name when INPUT is a Hugging Face dataset id.")
+@click.option("--license", "license_id", metavar="NAME",
+              help="The licence of these files (an SPDX id such as cc-by-4.0, research-only or "
+                   "unknown), recorded instead of the one the source's release states.")
 @engine_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_base, hub_config,
-                engine, ray_address, quiet) -> None:
+                license_id, engine, ray_address, quiet) -> None:
     """Convert raw SOURCE files (or one hub dataset id) into canonical/NAME.
 
     SOURCE is a converter's name (the list below). INPUTS are files (JSON, JSONL,
     Parquet, CSV, TXT, optionally .gz) or folders of them. Malformed records go to the version's
     rejects.parquet with file, position, raw text and reason. With --engine ray each
-    file is converted by its own task (the same version as on the local engine).
+    file is converted by its own task (the same version as on the local engine). The
+    version records the licence of the source's public release (`meddata show` lists
+    it); --license records another.
     """
     from meddata import convert as conv_mod
     from meddata.converters import get
@@ -337,7 +348,8 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
         conv = cls(subset=subset, split=split, **options)
         result = conv_mod.publish(conv, list(inputs), _store(ctx), name=name,
                               max_reject_rate=max_reject_rate, hub_config=hub_config,
-                              progress=not quiet, engine=_engine(engine, ray_address))
+                              progress=not quiet, engine=_engine(engine, ray_address),
+                              license=license_id)
     except (conv_mod.ConversionError, FileNotFoundError, ValueError, RuntimeError,
             _store_errors()) as e:
         raise Failure(str(e)) from e
@@ -529,6 +541,9 @@ class KindChoice(click.ParamType):
 @click.option("--from", "from_ref", help="kto: unpair this preference version instead.")
 @click.option("--allow-invalid", is_flag=True,
               help="Publish even when validation fails (recorded in the manifest).")
+@click.option("--allow-short-mix", is_flag=True,
+              help="Publish even when the recipe's mix cannot meet a share within 1 point "
+                   "(the manifest and the card say which group).")
 @click.option("--retrieve", "retrieve_index",
               help="Add the top passages of this index (index/NAME) to each row's context "
                    "before rendering (retrieval-augmented training data).")
@@ -541,8 +556,8 @@ class KindChoice(click.ParamType):
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
               validation_ratio, max_tokens, tokenizer, tokenizer_backend, pack, rejected_strategy,
-              rejected_model, rejected_backend, from_ref, allow_invalid, retrieve_index, retrieve_k, no_report,
-              engine, ray_address, quiet) -> None:
+              rejected_model, rejected_backend, from_ref, allow_invalid, allow_short_mix,
+              retrieve_index, retrieve_k, no_report, engine, ray_address, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
@@ -577,6 +592,10 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             max_tokens=max_tokens, tokenizer=tokenizer, tokenizer_backend=tokenizer_backend,
             pack=pack, from_ref=from_ref, rejected=rejected,
             retrieve={"index": retrieve_index, "k": retrieve_k} if retrieve_index else None)
+        if allow_short_mix:
+            if recipe.mix is None:
+                raise recipe_mod.RecipeError("--allow-short-mix: the recipe has no `mix`")
+            recipe.mix.allow_short = True
         version = pipeline.build(kind, recipe, _store(ctx), name=name, progress=not quiet,
                                  allow_invalid=allow_invalid, report=not no_report,
                                  engine=_engine(engine, ray_address, recipe.engine))
@@ -608,6 +627,10 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
     click.echo(f"validation: {'passed' if val['success'] else 'FAILED'} "
                f"({len(val['checks'])} checks on {val['rows_checked']} rows)"
                + ("; published with --allow-invalid" if not val["success"] else ""))
+    if m.get("mix", {}).get("groups"):
+        from meddata.steps.mix import card_lines
+
+        click.echo("\n" + "\n".join(card_lines(m)[3:]))
     if m.get("report"):
         click.echo(f"report: {version.path / m['report']}")
 

@@ -52,6 +52,11 @@ class Converter:
 
     source: str = ""
     default_subset: str = "default"
+    #: the published licence of the source's public release: an SPDX id (the Hugging Face
+    #: Hub's lower-case spelling), `research-only`, or `unknown` where the release states
+    #: none; `license_url` is where it is stated (meddata/licenses.py)
+    license: str = "unknown"
+    license_url: str | None = None
     #: options a converter accepts beyond subset and split: name -> help text
     options: dict[str, str] = {}
 
@@ -487,14 +492,18 @@ def convert_records(conv: Converter, records: Iterator) -> Iterator[tuple]:
 
 def publish(conv: Converter, inputs: list[str], store: Store, name: str | None = None,
             max_reject_rate: float = 0.05, hub_config: str | None = None,
-            progress: bool = True, engine: Engine | None = None) -> ConversionResult:
+            progress: bool = True, engine: Engine | None = None,
+            license: str | None = None) -> ConversionResult:
     """Convert `inputs` (files, folders, or one hub id) and publish canonical/<name>. The
     engine (default local) converts each file, on the Ray engine as a task of its own; the
-    rows come back in file order: the same version on every engine."""
+    rows come back in file order: the same version on every engine. The version records
+    the source's licence (`license` overrides the converter's)."""
+    from meddata import licenses
     from meddata.progress import bar
 
     engine = engine or LocalEngine()
     name = name or conv.source
+    terms = licenses.for_converter(type(conv), license)
     local = [p for p in inputs if Path(p).exists()]
     if len(local) == len(inputs):
         files = list_files(inputs)
@@ -558,5 +567,12 @@ def publish(conv: Converter, inputs: list[str], store: Store, name: str | None =
             pub.extra["inputs"] = input_info
         pub.extra["convert_report"] = {**conv.report(),
                                        **({"empty_files": empty_files} if empty_files else {})}
+        pub.extra["licenses"] = [terms]
         pub.add_stage("convert", rows_in, rows_out, dict(rejects))
+    recorded = licenses.ids(licenses.of_manifest(pub.version.manifest))
+    if recorded != [terms["license"]]:  # identical rows were already published
+        raise ConversionError(
+            f"{pub.version.ref} already holds these rows, recorded under licence "
+            f"{', '.join(recorded)}; a version never changes, so publish under another "
+            f"--name to record {terms['license']}")
     return ConversionResult(pub.version, rows_in, rows_out, rejects)

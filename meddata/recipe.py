@@ -15,6 +15,7 @@ from typing import Any
 from meddata.steps import registry
 from meddata.steps.decontam import DecontamSettings
 from meddata.steps.dedup import DedupSettings
+from meddata.steps.mix import MixSettings
 from meddata.steps.registry import SettingsError, StepSpec
 from meddata.steps.retrieve import RetrieveSettings
 
@@ -34,7 +35,9 @@ class SourceSpec:
     subset: str | None = None       # keep only this subset
     split: list[str] | None = None  # source splits to keep; default: every split but `test`
     limit: int | None = None        # at most this many rows (first by seeded hash order)
-    weight: float = 1.0             # keep this fraction of rows (seeded, by id), 0 < w <= 1
+    weight: float = 1.0             # below 1: keep this fraction (seeded, by id); above: repeat
+    group: str | None = None        # its group for `mix` shares (default: its own name)
+    license: str | None = None      # `source:` only: the files' licence, instead of the release's
 
     def check(self, where: str) -> None:
         if bool(self.ref) == bool(self.source):
@@ -42,11 +45,21 @@ class SourceSpec:
                               "`source` (a converter name, with `paths`)")
         if self.source and not self.paths:
             raise RecipeError(f"{where}: `source: {self.source}` needs `paths`")
+        if self.license is not None:
+            from meddata.licenses import LicenseError, normalize
+
+            if self.ref:
+                raise RecipeError(f"{where}.license: a `ref` version keeps the licence it "
+                                  "recorded; `license` applies to `source` conversions")
+            try:
+                self.license = normalize(self.license)
+            except LicenseError as e:
+                raise RecipeError(f"{where}.license: {e}") from None
         if self.limit is not None and self.limit < 1:
             raise RecipeError(f"{where}.limit: must be at least 1, got {self.limit}")
-        if not 0 < self.weight <= 1:
-            raise RecipeError(f"{where}.weight: must be in (0, 1] (a sampling fraction), got "
-                              f"{self.weight}; repeat data with training epochs instead")
+        if not 0 < self.weight <= 100:
+            raise RecipeError(f"{where}.weight: must be in (0, 100] (below 1 a sampling "
+                              f"fraction, above 1 a repeat factor), got {self.weight}")
 
 
 @dataclass
@@ -110,6 +123,8 @@ class Recipe:
     retrieve: RetrieveSettings | None = None  # {index: index/NAME, k: 3, tokens: 512}
     from_ref: str | None = None     # build from an existing version (kto: a preference one)
     engine: str | None = None       # local | ray: where the steps run (the same version)
+    licenses: dict[str, Any] | None = None  # {allow: [ids]} or {deny: [ids]}: refuse others
+    mix: MixSettings | None = None  # {by: rows|tokens, total, shares: {group: share}}
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -153,7 +168,7 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None,
     try:
         recipe = registry.build(Recipe, data, "recipe")
         recipe.curate = registry.parse_list(curate, "recipe.curate")
-        for key in ("dedup", "decontam", "retrieve"):
+        for key in ("dedup", "decontam", "retrieve", "mix"):
             settings = getattr(recipe, key)
             if settings is not None:
                 try:
@@ -194,8 +209,21 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None,
     recipe.rejected.check("recipe.rejected")
     if recipe.engine not in (None, "local", "ray"):
         raise RecipeError(f"recipe.engine: {recipe.engine!r} is not local or ray")
+    from meddata.licenses import LicenseError, check_policy_settings
+
+    try:
+        check_policy_settings(recipe.licenses)
+    except LicenseError as e:
+        raise RecipeError(str(e)) from None
     if check_sources and not recipe.sources and not recipe.from_ref:
         raise RecipeError("recipe.sources: give at least one source (or from_ref for kto)")
+    if check_sources:
+        from meddata.steps.mix import check_recipe
+
+        try:
+            check_recipe(recipe)
+        except SettingsError as e:
+            raise RecipeError(str(e)) from None
     return recipe
 
 

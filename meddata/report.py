@@ -507,6 +507,22 @@ def summary_section(version: Version, store: Store | None) -> str:
         f"<div><h3>Rows per {column}</h3>"
         + _table([column, "rows"], [[k, v] for k, v in counts[column].items()], {1}) + "</div>"
         for column in ("split", "source", "lang", "task") if counts.get(column)) + "</div>"
+    from meddata import licenses
+
+    body += "<h3>Licences</h3>" + _table(["source", "licence", "stated at"], [
+        [e["source"], e["license"], e.get("url") or e.get("set_by") or ""]
+        for e in licenses.of_manifest(m)])
+    mix = m.get("mix") or {}
+    if mix.get("groups"):
+        body += (f"<h3>Mix (by {_e(mix.get('by') or 'weight')}; tokens: "
+                 f"{_e(mix['counter'])})</h3>") + _table(
+            ["group / source", "target", "rows", "share of rows", "tokens", "share of tokens",
+             "repeats"],
+            [[name if key == "groups" else f"{name} ({r.get('group')})",
+              "-" if r.get("target") is None else f"{r['target']:.3f}", r["rows"],
+              f"{r['share_rows']:.3f}", r["tokens"], f"{r['share_tokens']:.3f}",
+              r["repeats"]]
+             for key in ("groups", "sources") for name, r in mix[key].items()], {2, 4, 6})
     if m.get("recipe"):
         body += ("<details><summary>Recipe</summary><div class='row'>"
                  f"{_e(json.dumps(m['recipe'], indent=1, ensure_ascii=False))}</div></details>")

@@ -48,7 +48,12 @@ def publish(store: Store, kind: str, name: str, schema: pa.Schema,
     every output batch before it is written; `finish(extra)` runs before the commit and
     may add to the manifest or raise to publish nothing; `attach(publisher)` then adds
     files to the version (a retrieval index's); `report` writes the version's report.html
-    (meddata/report.py). `engine` says where the steps run; the version is the same."""
+    (meddata/report.py). `engine` says where the steps run; the version is the same.
+    The version records the union of its data parents' licences (meddata/licenses.py)."""
+    if "licenses" not in manifest and manifest.get("parents"):
+        from meddata import licenses
+
+        manifest = {**manifest, "licenses": licenses.inherit(store, manifest["parents"])}
     with engine.session():
         return _publish(store, kind, name, schema, read, steps, manifest, check, finish,
                         report, attach, engine)

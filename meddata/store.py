@@ -738,6 +738,8 @@ def dataset_card(manifest: dict[str, Any]) -> str:
     langs = sorted(manifest["stats"].get("counts", {}).get("lang", {}))
     if langs:
         header["language"] = langs
+    from meddata import licenses  # `license:` as the Hub reads it: one id, or other + list
+    header.update(licenses.card_fields(manifest.get("licenses")))
     lines = ["---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(), "---", "",
              f"# {manifest['kind']}/{manifest['name']} @ {manifest['id']}", "",
              f"Built by meddata {manifest['meddata_version']} on {manifest['created_at']}.", "",
@@ -756,6 +758,10 @@ def dataset_card(manifest: dict[str, Any]) -> str:
         for st in manifest["stages"]:
             dropped = ", ".join(f"{k}: {v}" for k, v in st["dropped"].items()) or "-"
             lines.append(f"| {st['stage']} | {st['rows_in']} | {st['rows_out']} | {dropped} |")
+    lines += licenses.card_lines(manifest.get("licenses"))
+    from meddata.steps.mix import card_lines as mix_lines  # target and realised shares
+
+    lines += mix_lines(manifest)
     if manifest.get("report"):
         lines += ["", f"The data report: [{manifest['report']}]({manifest['report']})."]
     lines += ["", "Load it with `meddata.store.Store(<store>).load('"

@@ -108,3 +108,38 @@ def test_parity_on_the_real_samples(tiny, tmp_path, samples):
         assert s["items"] == len(samples[task]) == items_limit, s
         assert s["prompts_equal"] == s["items"] and s["choices_equal"] == s["items"], s
         assert s["gold_equal"] == s["items"] and s["max_gap"] < 1e-4, s
+
+
+def test_ceval_valid_and_cmmlu_few_shot_parity(tiny, tmp_path):
+    """The general benchmarks of the forgetting check: lm-eval's ceval-valid_<subject>
+    (val, few-shot from dev) and cmmlu_<subject> (test, few-shot from dev), one general
+    and one medical subject each."""
+    store = Store(tmp_path / "store")
+    ceval, cmmlu = EXAMPLES / "ceval", EXAMPLES / "cmmlu"
+    tasks = {}
+    ceval_ref = convert(store.root, "ceval", ceval, "ceval")
+    cmmlu_ref = convert(store.root, "cmmlu", cmmlu, "cmmlu")
+    for subject in ("computer_network", "basic_medicine"):
+        tasks[f"ceval-valid_{subject}"] = {
+            "val": parity.ceval_docs(ceval / f"val/{subject}_val.csv"),
+            "dev": parity.ceval_docs(ceval / f"dev/{subject}_dev.csv")}
+    for subject in ("high_school_physics", "anatomy"):
+        tasks[f"cmmlu_{subject}"] = {"test": parity.cmmlu_docs(cmmlu / f"test/{subject}.csv"),
+                                     "dev": parity.cmmlu_docs(cmmlu / f"dev/{subject}.csv")}
+    # meddata evaluates each version once (every subject); compare subject by subject
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=tiny, dtype="float32", batch_size=4, device="cpu")
+    samples = parity.run_lm_eval(lm, tasks, tmp_path, 3)
+    items, questions = parity.run_meddata(
+        tiny, store, {"ceval": (ceval_ref, "validation"), "cmmlu": (cmmlu_ref, "test")}, 3,
+        tmp_path)
+    for task in tasks:
+        bench = "ceval" if task.startswith("ceval") else "cmmlu"
+        mine = [i for i in items[bench] if i["preset"] == task]
+        s = parity.compare(task, samples[task], mine, questions).summary()
+        n = len(samples[task])
+        assert n > 0 and s["items"] == n == len(mine) and s["unmatched"] == 0, s
+        assert s["prompts_equal"] == n and s["choices_equal"] == n, s
+        assert s["gold_equal"] == n and s["predictions_agree"] == n, s
+        assert s["max_gap"] < 1e-4, s

@@ -43,7 +43,7 @@ import json
 import math
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +51,7 @@ from typing import Any
 
 from meddata.text import tokens
 
-from . import answers, presets
+from . import answers, forgetting, presets
 
 CLOSED = ("mcq", "yes_no")
 OPEN = ("open_qa", "instruction", "reasoning", "dialogue")
@@ -389,7 +389,7 @@ def shots_for(row: dict[str, Any], preset: presets.Preset, pool, config: EvalCon
 def _base(row: dict[str, Any], preset: presets.Preset) -> dict[str, Any]:
     meta = json.loads(row.get("meta") or "{}")
     return {"id": row["id"], "preset": preset.name, "subject": meta.get("subject"),
-            "gold": reference(row)}
+            "domain": forgetting.row_domain(row), "gold": reference(row)}
 
 
 def score_closed(scorer: Scorer, rows: list[dict[str, Any]], config: EvalConfig, pool,
@@ -495,7 +495,7 @@ def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True,
     split = eval_split(version, config.split)
     pool = fewshot_pool(version, split, config) if config.shots else {}
     metrics = OpenMetrics()
-    tally, skipped = Tally(), [0]
+    tally, skipped, domains = Tally(), [0], Counter()
     sink = items_path.open("w", encoding="utf-8") if items_path else None
     rows = scorable_rows(version, split, config.limit, max(256, config.batch_size), skipped)
     try:
@@ -515,6 +515,7 @@ def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True,
                                           retrieved_passages(index, open_rows, config, scorer))
                 for item in records:
                     tally.add(item)
+                    domains[item["domain"]] += 1
                     if sink:
                         sink.write(json.dumps(item, ensure_ascii=False) + "\n")
                 b.update(len(chunk))
@@ -523,6 +524,7 @@ def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True,
             sink.close()
     result = {"bench": version.ref, "split": split or "all", "method": config.method,
               "prompt": config.prompt, "shots": config.shots,
+              "domain": forgetting.bench_domain(domains),
               "skipped_without_answer": skipped[0], **tally.result()}
     if index is not None:
         result["rag"] = {"index": index.version.ref, "k": config.rag_k,
@@ -567,10 +569,17 @@ def compare(models: list[str], benches: list, config: EvalConfig, progress: bool
 
 
 def markdown(report: dict[str, Any]) -> str:
-    benches = report["benchmarks"]
-    head = "| model | trained on | " + " | ".join(benches) + " |"
-    lines = [head, "|" + "---|" * (len(benches) + 2)]
-    for m in report["models"]:
+    """The stage table: a row per model, a column per benchmark (medical first, then
+    general, each marked), and the mean per domain with its change from the first row
+    (train/forgetting.py)."""
+    benches = forgetting.ordered(report)
+    first = report["models"][0]["results"] if report["models"] else {}
+    extra, extra_cells = forgetting.summary_cells(report)
+    head = "| model | trained on | " + " | ".join(
+        f"{b} ({first.get(b, {}).get('domain', 'medical')})" for b in benches) + " |" + \
+        "".join(f" {h} |" for h in extra)
+    lines = [head, "|" + "---|" * (len(benches) + 2 + len(extra))]
+    for m, summary in zip(report["models"], extra_cells):
         cells = []
         for b in benches:
             r = m["results"][b]
@@ -592,7 +601,7 @@ def markdown(report: dict[str, Any]) -> str:
                              f"(cases={r['per_case']['cases']})")
             cells.append("; ".join(parts) or "-")
         lines.append(f"| {m['model']} | {', '.join(m['trained_on']) or '-'} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells) + " |" + "".join(f" {c} |" for c in summary))
     return "\n".join(lines)
 
 

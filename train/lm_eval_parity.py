@@ -2,7 +2,7 @@
 
 For each benchmark lm-eval has, the raw source file is written out in the layout of the hub
 data set lm-eval's task names (GBaker/MedQA-USMLE-4-options-hf, openlifescienceai/medmcqa,
-bigbio/pubmed_qa, cais/mmlu), and lm-eval runs its own task from the YAML it ships, with
+bigbio/pubmed_qa, cais/mmlu, ceval/ceval-exam, haonan-li/cmmlu), and lm-eval runs its own task from the YAML it ships, with
 only the data set swapped for those local files (a task file that `include`s lm-eval's,
 as its docs describe for new tasks). meddata converts the same raw file with its own
 converter and runs `meddata eval`'s code on the canonical rows. Items are matched by
@@ -27,7 +27,10 @@ TASKS = {
     "medmcqa": ("medmcqa/medmcqa.yaml", "validation"),
     "pubmedqa": ("pubmedqa/pubmedqa.yaml", "test"),
 }
-MMLU_TASK = ("mmlu/default/mmlu_{subject}.yaml", "test")
+# tasks per subject: prefix -> the lm-eval task file of a subject
+SUBJECT_TASKS = {"mmlu_": "mmlu/default/mmlu_{subject}.yaml",
+                 "ceval-valid_": "ceval/ceval-valid_{subject}.yaml",
+                 "cmmlu_": "cmmlu/cmmlu_{subject}.yaml"}
 CONVERTER = {"medqa_4options": "medqa", "medmcqa": "medmcqa", "pubmedqa": "pubmedqa"}
 
 
@@ -72,8 +75,24 @@ def mmlu_docs(path: Path) -> list[dict[str, Any]]:
                  "answer": "ABCD".index(ans.strip())} for q, a, b, c, d, ans in csv.reader(f)]
 
 
+def ceval_docs(path: Path) -> list[dict[str, Any]]:
+    """A C-Eval release CSV (header id,question,A-D,answer[,explanation]) -> the layout of
+    ceval/ceval-exam that lm-eval reads (the same columns; explanation "" when absent)."""
+    with path.open(encoding="utf-8", newline="") as f:
+        return [{"id": int(r["id"]), "question": r["question"],
+                 **{k: r[k] for k in "ABCD"}, "answer": r["answer"],
+                 "explanation": r.get("explanation") or ""} for r in csv.DictReader(f)]
+
+
+def cmmlu_docs(path: Path) -> list[dict[str, Any]]:
+    """A CMMLU release CSV (header ,Question,A-D,Answer) -> haonan-li/cmmlu's layout."""
+    with path.open(encoding="utf-8", newline="") as f:
+        return [{"Question": r["Question"], **{k: r[k] for k in "ABCD"},
+                 "Answer": r["Answer"]} for r in csv.DictReader(f)]
+
+
 def question_of(task: str, doc: dict[str, Any]) -> str:
-    return doc.get("sent1") or doc.get("QUESTION") or doc["question"]
+    return doc.get("sent1") or doc.get("QUESTION") or doc.get("Question") or doc["question"]
 
 
 # ---- lm-eval's side -------------------------------------------------------------------------------
@@ -82,9 +101,9 @@ def task_file(task: str, docs: dict[str, list[dict[str, Any]]], folder: Path) ->
     import lm_eval
 
     tasks_dir = Path(lm_eval.__file__).parent / "tasks"
-    if task.startswith("mmlu_"):
-        include, _ = MMLU_TASK
-        include = include.format(subject=task[len("mmlu_"):])
+    prefix = next((p for p in SUBJECT_TASKS if task.startswith(p)), None)
+    if prefix:
+        include = SUBJECT_TASKS[prefix].format(subject=task[len(prefix):])
     else:
         include, _ = TASKS[task]
     files = {}

@@ -9,6 +9,8 @@ same items and compares).
 | medmcqa | lm-eval `medmcqa` (utils_medmcqa.doc_to_text) | `Question: {q}\\nChoices:\\nA. ..\\n...Answer:` |
 | pubmedqa | lm-eval `pubmedqa` (preprocess_pubmedqa.doc_to_text) | `Abstract: {contexts}\\nQuestion: {q}\\nAnswer:`, choices yes / no / maybe |
 | mmlu_<subject> | lm-eval `mmlu_<subject>` (_default_template_yaml) | the header "The following are multiple choice questions (with answers) about {subject}.\\n\\n", then `{q}\\nA. ..\\nAnswer:`; few-shot from the dev split, first n |
+| ceval-valid_<subject> | lm-eval `ceval-valid_<subject>` (_default_ceval_yaml) | "以下是中国关于{科目}的单项选择题，请选出其中的正确答案。\\n\\n", then `{q}\\nA. ..\\n答案：`; few-shot from dev, first n |
+| cmmlu_<subject> | lm-eval `cmmlu_<subject>` (_default_template_yaml) | "以下是关于{科目}的单项选择题，请直接给出正确答案的选项。\\n\\n", then as C-Eval |
 | cmexam | CMB's query_prompt_2 wording (CMExam released none), plus the cue 答案： | 以下是中国执业医师资格考试的一道单项选择题，不需要做任何分析和解释，直接输出答案选项。... 答案： |
 | cmb | CMB's released prompt (workers/base.py, query_prompt_2), plus the cue 答案： | 以下是中国{exam_type}中{exam_class}考试的一道{question_type}，不需要做任何分析和解释，直接输出答案选项。... 答案： |
 | meddata | meddata's own plain style (any other source) | the question, an options block, `Answer:` / `答案：` |
@@ -142,6 +144,28 @@ class CMExam(CMB):
                 f"\n{row['question']}\n{options}\n答案：")
 
 
+class CEval(Preset):
+    """lm-eval's ceval-valid_<subject>: the subject's Chinese name (the converter's meta
+    `subject_zh`) in the description, then the question, A-D and 答案：."""
+
+    header = "以下是中国关于{name}的单项选择题，请选出其中的正确答案。\n\n"
+
+    def description(self, row):
+        meta = json.loads(row.get("meta") or "{}")
+        return self.header.format(name=meta.get("subject_zh") or meta.get("subject")
+                                  or row.get("subset", ""))
+
+    def text(self, row):
+        return row["question"].strip() + "\n" + "".join(
+            f"{o['label']}. {o['text']}\n" for o in row["options"]) + "答案："
+
+
+class CMMLU(CEval):
+    """lm-eval's cmmlu_<subject>: CEval's prompt under CMMLU's description."""
+
+    header = "以下是关于{name}的单项选择题，请直接给出正确答案的选项。\n\n"
+
+
 class Plain(Preset):
     """meddata's own style (the sources lm-eval has no task for)."""
 
@@ -165,6 +189,8 @@ PRESETS: dict[str, Preset] = {
     "cmb": CMB("cmb", "CMB's released query_prompt_2 (workers/base.py), then 答案：",
                delimiter=""),
     "meddata": Plain("meddata", "meddata's plain prompt"),
+    "ceval-valid": CEval("ceval-valid", f"{LM_EVAL} ceval-valid", fewshot_split="dev"),
+    "cmmlu": CMMLU("cmmlu", f"{LM_EVAL} cmmlu", fewshot_split="dev"),
 }
 
 
@@ -183,4 +209,9 @@ def for_row(row: dict[str, Any], style: str = "lm-eval") -> Preset:
         name = f"mmlu_{subject}"
         return PRESETS.get(name) or MMLU(name, f"{LM_EVAL} mmlu_{subject}",
                                          fewshot_split="dev")
+    if source in ("ceval", "cmmlu"):  # one task per subject, as lm-eval names them
+        subject = json.loads(row.get("meta") or "{}").get("subject") or row.get("subset")
+        group = "ceval-valid" if source == "ceval" else "cmmlu"
+        cls = CEval if source == "ceval" else CMMLU
+        return cls(f"{group}_{subject}", f"{LM_EVAL} {group}_{subject}", fewshot_split="dev")
     return PRESETS["meddata"]

@@ -238,7 +238,8 @@ def _map(table: pa.Table, box: list, k: int, tally) -> pa.Table:
     out = pa.Table.from_batches(outs) if outs else None
     state = step.take_state()
     if tally is not None:
-        ray.get(tally.add.remote(k, unit, rows.num_rows, out.num_rows if out else 0,
+        rows_out = (out.num_rows if out else 0) if books.count_out else books.rows_out
+        ray.get(tally.add.remote(k, unit, rows.num_rows, rows_out,
                                  dict(books.dropped), books.info, state, rejects,
                                  dict(books.edited), books.rows_changed))
     if out is None:

@@ -28,6 +28,7 @@ class Select(Step):
     needs = ("id", "split", "subset", SPEC)
     replayable = True
     parallel = True
+    keep_spec = False  # the mix step, later, needs each row's source
 
     def __init__(self, specs: list, seed: int):
         self.specs, self.seed = specs, seed
@@ -127,4 +128,4 @@ class Select(Step):
         if not keep.any():
             return None
         out = batch if keep.all() else batch.filter(pa.array(keep))
-        return out.drop_columns([SPEC])
+        return out if self.keep_spec else out.drop_columns([SPEC])

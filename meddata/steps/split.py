@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from meddata.steps.base import Books, Step
 from meddata.steps.keys import fractions
+from meddata.steps.mix import original_ids
 
 
 class Split(Step):
@@ -22,7 +23,8 @@ class Split(Step):
 
     def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch:
         if self.ratio:
-            val = fractions(self.seed, "split", batch.column("id").to_pylist()) < self.ratio
+            ids = original_ids(batch.column("id"))  # a mix's copies: their row's split
+            val = fractions(self.seed, "split", ids.to_pylist()) < self.ratio
         else:
             val = np.zeros(batch.num_rows, bool)
         self.validation += int(val.sum())

@@ -1,0 +1,46 @@
+"""Subject groups of the subject-per-file benchmarks (MMLU, C-Eval, CMMLU): `--subset`
+picks subjects by file name, one subject or groups, comma-separated.
+
+Groups: `medical` (the benchmark's medical subjects), `general` (every other subject),
+and the benchmark's own categories, spelled alike for all three: `stem`, `humanities`,
+`social_sciences`, `other`. The categories are the ones the
+benchmarks' authors publish and lm-evaluation-harness groups by (MMLU: lm-eval's
+mmlu_stem / humanities / social_sciences / other tags; C-Eval: subject_mapping.json;
+CMMLU: src/categories.py).
+"""
+
+from __future__ import annotations
+
+from meddata.convert import ConversionError
+
+CATEGORIES = ("stem", "humanities", "social_sciences", "other")
+
+
+def wanted(source: str, spec: str | None, categories: dict[str, str],
+           medical: tuple[str, ...]) -> set[str] | None:
+    """The subjects `spec` names (None: every subject). `categories` maps each subject to
+    its category; an unknown name is an error that lists what would work."""
+    if not spec:
+        return None
+    out: set[str] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        if part == "medical":
+            out |= set(medical)
+        elif part == "general":
+            out |= set(categories) - set(medical)
+        elif part in CATEGORIES and part in categories.values():
+            out |= {s for s, c in categories.items() if c == part}
+        elif part in categories:
+            out.add(part)
+        else:
+            groups = ["medical", "general", *(c for c in CATEGORIES
+                                              if c in categories.values())]
+            raise ConversionError(
+                f"{source}: --subset {part!r} is neither a subject nor a group; groups: "
+                f"{', '.join(groups)}; subjects: {', '.join(sorted(categories))}")
+    return out
+
+
+def domain(subject: str | None, medical: tuple[str, ...]) -> str:
+    """`medical` for a medical subject, else `general`."""
+    return "medical" if subject in medical else "general"
