@@ -615,8 +615,12 @@ class Store:
         try:  # O_NOFOLLOW: a symlinked lock file is refused, never truncated through
             fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
-            raise StoreError(f"{base / '.lock'}: cannot open the lock file ({e}); a symlink "
-                             "there is refused") from None
+            import errno
+
+            why = ("a symlink, which is refused" if e.errno == errno.ELOOP
+                   else os_problem(e.__class__(e.errno, e.strerror)))
+            raise StoreWriteError(f"{base / '.lock'}: cannot open the lock file ({why})") \
+                from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
