@@ -13,7 +13,8 @@ Problems, each with what `--repair` does:
   shard was rewritten together with its manifest entry);
 - manifest_edited: manifest.json changed after publishing (its own digest, or its row
   count against its shards', disagrees);
-- bad_shard: a shard missing, or with another size or sha256 than its manifest says;
+- bad_shard: a shard (or an index file, part of the content) missing, or with another
+  size or sha256 than its manifest says;
 - bad_file: rejects.parquet, report.html, README.md or another hashed file missing or
   changed. A changed README.md (the card) is rewritten from the manifest when that gives
   back the hashed bytes; otherwise, like the four above, the version folder is moved,
@@ -40,8 +41,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from meddata.store import (CARD, ID, BrokenVersion, Store, StoreError, Version, _NAME,
-                           dataset_card, publish_in_progress, sha256_file)
+from meddata.store import (
+    _NAME,
+    CARD,
+    ID,
+    BrokenVersion,
+    Store,
+    StoreError,
+    Version,
+    dataset_card,
+    publish_in_progress,
+    sha256_file,
+)
 
 _in_use = publish_in_progress
 SERIOUS = ("id_mismatch", "manifest_edited", "bad_shard", "bad_file")

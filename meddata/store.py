@@ -188,10 +188,6 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
                                      default=str).encode()).hexdigest()
 
 
-def _is_link(path: Path) -> bool:
-    return path.is_symlink()
-
-
 @dataclass(frozen=True)
 class Ref:
     """`kind/name@selector`, where selector is a tag (`v2`, `latest`) or an id prefix."""
@@ -307,11 +303,13 @@ class Version:
             out.append(VersionProblem(
                 "manifest_edited", f"{self.ref}: the manifest says {m['rows']} rows, its shards "
                 f"{sum(s['rows'] for s in m['shards'])}"))
-        for entry in self.listed_files():
+        content = len(m["shards"]) + len(m.get("files", []))
+        for i, entry in enumerate(self.listed_files()):
             rel = entry["path"]
             path = self.path / rel
+            # shards and index files are the content (in the id); the rest is attached
             what = "shard" if rel.startswith("data/") else "file"
-            bad = "bad_shard" if what == "shard" else "bad_file"
+            bad = "bad_shard" if i < content else "bad_file"
             if path.is_symlink():
                 out.append(VersionProblem("symlink", f"{self.ref}: {what} {rel} is a symlink; "
                                           "meddata does not read through it", rel))
@@ -761,8 +759,19 @@ class Publisher:
     def _remove_created(self) -> None:
         for folder in reversed(self._created):
             if folder == self.store.root / self.kind / self.name:
-                with contextlib.suppress(OSError):
-                    (folder / ".lock").unlink()
+                try:  # the lock file goes only when no other publish of the name holds it
+                    fd = os.open(folder / ".lock", os.O_RDWR | os.O_NOFOLLOW)
+                except OSError:
+                    fd = None
+                if fd is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        if len(os.listdir(folder)) == 1:
+                            os.unlink(folder / ".lock")
+                    except OSError:
+                        pass
+                    finally:
+                        os.close(fd)
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: another publish may have begun there
 
