@@ -726,7 +726,7 @@ class Publisher:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self._remove_created()
             raise StoreWriteError(f"cannot publish {kind}/{name} in the store {store.root}: "
-                             f"{os_problem(e)}") from None
+                                  f"{os_problem(e)}; nothing was published") from None
         self._clean_own_orphans()
         self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
         self._pending: dict[str, list[pa.Table]] = {}
@@ -946,8 +946,8 @@ class Publisher:
                 self._remove_created()
             if isinstance(e, OSError):
                 raise StoreWriteError(f"cannot publish {self.kind}/{self.name} in the store "
-                                 f"{self.store.root}: {os_problem(e)}; nothing was "
-                                 "published") from None
+                                      f"{self.store.root}: {os_problem(e)}; nothing was "
+                                      "published") from None
             raise
         finally:
             self._release()
