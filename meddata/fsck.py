@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meddata.store import (
-    _NAME,
+    _NAME_READ,
     CARD,
     ID,
     BrokenVersion,
@@ -177,7 +177,7 @@ def _check_dataset(store: Store, kind: str, name: str, repair: bool, hashes: boo
         problems.append(p)
     changed = rebuilt
     for tag, vid in sorted(tags.items()):
-        if not ID.fullmatch(vid) or not _NAME.fullmatch(tag):
+        if not ID.fullmatch(vid) or not _NAME_READ.fullmatch(tag):
             p = Problem("bad_tag", f"{where}@{tag[:60]}",
                         f"holds {vid[:80]!r}, not a version id (a tag holds an id only)")
             if repair:

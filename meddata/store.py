@@ -54,6 +54,9 @@ COUNTED_COLUMNS = ("source", "subset", "split", "lang", "task", "rejected_by", "
 DICTIONARY_NAMES = frozenset({"source", "subset", "split", "lang", "task", "label",
                               "answer_label", "role", "rejected_by"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always used with fullmatch
+# what a reference or an existing tag may hold: a file name's 255 characters (a name that an
+# earlier meddata published, longer than today's limit of 100, still resolves)
+_NAME_READ = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 ID = re.compile(r"[0-9a-f]{16}")  # a version id; the only thing a tag may hold
 MAX_NAME = 100  # characters in a kind, name or tag (a temporary folder's name holds two)
@@ -200,12 +203,11 @@ class Ref:
     def parse(cls, text: str) -> Ref:
         body, _, selector = text.partition("@")
         parts = body.strip("/").split("/")
-        if len(parts) != 2 or not all(_NAME.fullmatch(p) for p in parts) or \
+        if len(parts) != 2 or not all(_NAME_READ.fullmatch(p) for p in parts) or \
                 len(selector) > 64:
             shown = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
-            raise StoreError(f"bad reference {shown!r}: expected kind/name[@tag|@id] (names "
-                             f"of at most {MAX_NAME} characters), for example "
-                             "canonical/medmcqa@latest")
+            raise StoreError(f"bad reference {shown!r}: expected kind/name[@tag|@id] (letters, "
+                             "digits, . _ -), for example canonical/medmcqa@latest")
         return cls(parts[0], parts[1], selector or "latest")
 
     def __str__(self) -> str:
@@ -512,7 +514,7 @@ class Store:
         such as `../other/<id>` is refused, so no tag leads outside its dataset."""
         tags = self.raw_tags(kind, name)
         for tag, vid in tags.items():
-            if not ID.fullmatch(vid) or not _NAME.fullmatch(tag):
+            if not ID.fullmatch(vid) or not _NAME_READ.fullmatch(tag):
                 raise StoreError(f"{kind}/{name}: tag {tag[:40]!r} in tags.json holds "
                                  f"{vid[:60]!r}, not a version id; `meddata fsck --repair` "
                                  "removes it")

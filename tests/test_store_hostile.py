@@ -35,9 +35,12 @@ def table(n: int, tag: str = "", split: str = "train") -> pa.Table:
                                  for i in range(n)], SCHEMA)
 
 
-def publish(store: Store, name: str = "x", n: int = 5, tag: str = "", rejects: bool = False):
+def publish(store: Store, name: str = "x", n: int = 5, tag: str = "", rejects: bool = False,
+            report: bool = False):
     with store.publisher("pretrain", name, SCHEMA) as pub:
         pub.write(table(n, tag))
+        if report:
+            pub.attach_report(lambda v: f"<html><body>{v.rows} rows</body></html>")
         if rejects:
             pub.reject([{"file": "in.jsonl", "position": 1, "raw": "{", "reason": "bad_json",
                          "detail": "not JSON"}])
@@ -141,9 +144,9 @@ def test_same_size_change_is_caught_by_full_checks_and_the_cheap_ones_say_so(sto
 
 
 def test_every_attached_file_is_hashed_and_checked(store):
-    v = publish(store, rejects=True)
+    v = publish(store, rejects=True, report=True)
     attached = {e["path"] for e in v.manifest["attached"]}
-    assert attached == {"rejects.parquet", "README.md"}
+    assert attached == {"rejects.parquet", "README.md", "report.html"}
     # the id is still the hash of the shards and schema only
     m = v.manifest
     assert content_digest(m["schema_text"], m["shards"])[:16] == v.id
@@ -156,6 +159,14 @@ def test_every_attached_file_is_hashed_and_checked(store):
     assert kinds(fsck(store)) == {"bad_file"}
     rejects.write_bytes(saved)
     assert fsck(store) == []
+    report = v.path / "report.html"
+    report.write_text(report.read_text().replace("5 rows", "9 rows"))
+    found = fsck(store, hashes=False)
+    assert found == []  # same size: only the full check sees it
+    found = fsck(store)
+    assert kinds(found) == {"bad_file"} and "report.html" in found[0].detail
+    fsck(store, repair=True)
+    assert store.versions() == [] and len(list((store.root / ".quarantine").iterdir())) == 1
 
 
 def test_a_changed_card_is_rewritten_from_the_manifest(store):
