@@ -282,8 +282,9 @@ def tag_cmd(ctx: click.Context, ref: str, tag: str) -> None:
 @cli.command("fsck")
 @click.option("--repair", is_flag=True,
               help="Fix what can be fixed: remove orphan temporary folders, move broken "
-                   "versions to .quarantine/, rebuild unreadable tags, tag untagged versions, "
-                   "drop dangling tags, remove symlinks.")
+                   "versions and files a manifest does not name to .quarantine/, rebuild "
+                   "unreadable tags, tag untagged versions (v1.. in order), drop dangling "
+                   "tags and tags that hold no id, rewrite cards, remove symlinks.")
 @click.option("--sizes-only", is_flag=True,
               help="Cheap: compare file sizes only, not their sha256 (a file changed in "
                    "place at the same size is not seen).")
