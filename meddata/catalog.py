@@ -2,11 +2,18 @@
 
 Tables: `versions` (one row per version), `tags`, `stages` (row conservation per stage),
 `shards`. Each version's rows can be queried with `read_parquet` over its shard paths.
+
+The connection can read nothing but those shards: DuckDB's `enable_external_access` is
+off, `allowed_paths` lists the shards of the versions in the catalog, and
+`lock_configuration` keeps any query from changing that. `meddata sql` also runs only
+SELECT statements, so a query cannot write a file (COPY, EXPORT), attach a database,
+install or load an extension, or change a setting.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import duckdb
@@ -43,7 +50,8 @@ def catalog(store: Store, problems: list[str] | None = None) -> duckdb.DuckDBPyC
         stages.extend(st_rows)
         shards.extend(sh_rows)
 
-    con = duckdb.connect()
+    con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
     schemas = {
         "versions": pa.schema([("kind", pa.string()), ("name", pa.string()), ("id", pa.string()),
                                ("created_at", pa.string()), ("rows", pa.int64()),
@@ -66,7 +74,33 @@ def catalog(store: Store, problems: list[str] | None = None) -> duckdb.DuckDBPyC
         con.register(f"_{table}", arrow)
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM _{table}")
         con.unregister(f"_{table}")
+    _lock_down(con, [row["path"] for row in shards])
     return con
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """No file access but to `paths` (the store's shards), and no setting changes after."""
+    con.execute("SET allowed_directories = []")
+    con.execute("SET allowed_paths = ?", [paths])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def read_only_query(con: duckdb.DuckDBPyConnection, query: str):
+    """Run `query` when every statement in it is a SELECT (the last one's result is
+    returned); anything else is refused with a ValueError naming the statement type."""
+    statements = con.extract_statements(query)
+    if not statements:
+        raise ValueError("empty query")
+    for st in statements:
+        if st.type != duckdb.StatementType.SELECT:
+            raise ValueError(f"only SELECT queries run here (this is {st.type.name}); "
+                             "`meddata sql` reads the catalog and the store's shards, and "
+                             "writes nothing")
+    cur = None
+    for st in statements:
+        cur = con.execute(st)
+    return cur
 
 
 def _catalog_rows(v: Version, tag_index: dict) -> tuple[dict, list[dict], list[dict]]:
@@ -84,7 +118,8 @@ def _catalog_rows(v: Version, tag_index: dict) -> tuple[dict, list[dict], list[d
     stages = [{"kind": v.kind, "name": v.name, "id": v.id, "position": i,
                "stage": st["stage"], "rows_in": st["rows_in"], "rows_out": st["rows_out"],
                "dropped": json.dumps(st["dropped"])} for i, st in enumerate(m["stages"])]
-    shards = [{"kind": v.kind, "name": v.name, "id": v.id, "path": str(v.path / sh["path"]),
+    shards = [{"kind": v.kind, "name": v.name, "id": v.id,
+               "path": os.path.abspath(v.path / sh["path"]),
                "split": sh["split"], "rows": sh["rows"], "bytes": sh["bytes"],
                "sha256": sh["sha256"]} for sh in m["shards"]]
     return row, stages, shards

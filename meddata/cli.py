@@ -76,7 +76,20 @@ def _store_errors():
     return StoreError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every command ends in one line on an OSError (a full disk, a read-only store, a file
+    name too long): what failed and on which file, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            from meddata.store import os_problem
+
+            raise Failure(os_problem(e) if e.errno is not None else str(e)) from e
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="meddata")
 @click.option("--store", envvar="MEDDATA_STORE", default="./meddata-store", show_default=True,
               type=click.Path(file_okay=False),
@@ -131,8 +144,8 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
         tags = [t for t, i in _store(ctx).tags(v.kind, v.name).items() if i == v.id]
     except _store_errors() as e:
         raise Failure(str(e)) from e
-    try:
-        v.verify("size")  # the id against the manifest, and every shard's size
+    try:  # the cheap check: the id, the manifest's digest, every file's presence and size,
+        v.verify("size")  # nothing extra; no file is read (`meddata fsck` hashes them all)
         integrity = None
     except _store_errors() as e:
         integrity = str(e)
@@ -187,6 +200,10 @@ def show_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     for later in v.validations()[-3:]:
         click.echo(f"later validation {later.get('run_at', '')}: "
                    f"{'passed' if later.get('success') else 'FAILED'}")
+    if not integrity:
+        click.echo("\nchecked: the id, the manifest and every file's size (cheap: a file "
+                   "changed in place at the same size is not seen; `meddata fsck` hashes "
+                   "every file, as every load does)")
     if integrity:
         raise Failure(integrity)
 
@@ -231,20 +248,24 @@ def diff_cmd(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
 @click.argument("query")
 @click.pass_context
 def sql_cmd(ctx: click.Context, query: str) -> None:
-    """Run an ad-hoc SQL QUERY on the catalog (tables: versions, tags, stages, shards).
+    """Run a read-only SQL QUERY (SELECT only) on the catalog (tables: versions, tags,
+    stages, shards) and the store's shards (read_parquet over shards.path). Nothing else can
+    be read and nothing written: no COPY, ATTACH, EXPORT, SET, or other files.
 
     Example: meddata sql "SELECT kind, name, sum(rows) FROM versions GROUP BY ALL"
     """
     import duckdb
 
-    from meddata.catalog import catalog
+    from meddata.catalog import catalog, read_only_query
     from meddata.tables import table
 
     con = catalog(_store(ctx))
     try:
-        cur = con.execute(query)
+        cur = read_only_query(con, query)
+    except ValueError as e:
+        raise Failure(str(e)) from e
     except duckdb.Error as e:
-        raise Failure(f"SQL error: {e}") from e
+        raise Failure(f"SQL error: {' '.join(str(e).split())}") from e
     click.echo(table(cur.fetchall(), [d[0] for d in cur.description]))
 
 
@@ -264,16 +285,20 @@ def tag_cmd(ctx: click.Context, ref: str, tag: str) -> None:
 @cli.command("fsck")
 @click.option("--repair", is_flag=True,
               help="Fix what can be fixed: remove orphan temporary folders, move broken "
-                   "versions to .quarantine/, rebuild unreadable tags, tag untagged versions, "
-                   "drop dangling tags, remove symlinks.")
+                   "versions and files a manifest does not name to .quarantine/, rebuild "
+                   "unreadable tags, tag untagged versions (v1.. in order), drop dangling "
+                   "tags and tags that hold no id, rewrite cards, remove symlinks.")
 @click.option("--sizes-only", is_flag=True,
-              help="Compare shard sizes only (fast), not their sha256.")
+              help="Cheap: compare file sizes only, not their sha256 (a file changed in "
+                   "place at the same size is not seen).")
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @click.pass_context
 def fsck_cmd(ctx, repair, sizes_only, as_json) -> None:
-    """Check the store: orphan temporary folders, untagged versions, dangling tags,
-    manifests that do not parse, ids that no longer match their manifest, shards whose size
-    or sha256 disagree with it, symlinks. Exit 1 when something is wrong and not repaired."""
+    """Check the store: orphan temporary folders, untagged versions, dangling tags and tags
+    that hold anything but an id, manifests that do not parse or were edited, ids that no
+    longer match their manifest, every file of a version (shards, rejects, card, report)
+    against its size and sha256, files a manifest does not name, symlinks, name cards that
+    do not point at `latest`. Exit 1 when something is wrong and not repaired."""
     from meddata.fsck import as_json as problems_json
     from meddata.fsck import fsck
 
@@ -285,7 +310,9 @@ def fsck_cmd(ctx, repair, sizes_only, as_json) -> None:
             click.echo(p.line())
         left = sum(1 for p in problems if not p.repaired)
         click.echo(f"{ctx.obj['store']}: " + ("no problems" if not problems else
-                   f"{len(problems)} problem(s), {len(problems) - left} repaired"))
+                   f"{len(problems)} problem(s), {len(problems) - left} repaired")
+                   + (" (sizes only: a file changed in place at the same size is not seen; "
+                      "run without --sizes-only to hash every file)" if sizes_only else ""))
     if any(not p.repaired for p in problems):
         ctx.exit(1)
 
@@ -779,6 +806,11 @@ def validate_cmd(ctx, refs, json_path, sample, max_chars, max_identifiers) -> No
         except _store_errors() as e:
             click.echo(f"{version.ref}: the result is not stored: {e}")
             failed_any = True
+        except OSError as e:  # a read-only (shared, mounted) store: validating still works
+            from meddata.store import os_problem
+
+            click.echo(f"note: {version.ref}: the result is not stored beside the version "
+                       f"({os_problem(e)}); --json FILE keeps it", err=True)
         results.append(result)
         failed = [c for c in result["checks"] if not c["success"]]
         failed_any |= bool(failed)

@@ -13,6 +13,7 @@ compressed with gzip (`.gz`). A folder is read file by file in sorted order.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -69,14 +70,22 @@ def list_files(paths: list[str | Path]) -> list[Path]:
 
 
 BOM = b"\xef\xbb\xbf"
+UTF16_32_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                 (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # the place after a CR that ends a line by itself
 
 
 def _open(path: Path) -> BinaryIO:
     """The file's bytes (gunzipped for .gz), after a UTF-8 byte order mark if it has one:
     a BOM is not data."""
     f = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    if f.read(3) != BOM:
-        f.seek(0)
+    head = f.read(4)
+    f.seek(0)
+    for mark, encoding in UTF16_32_BOMS:  # UTF-16/32 (Excel's "Unicode text"): read as UTF-8
+        if head.startswith(mark):
+            return codecs.EncodedFile(f, "utf-8", encoding)
+    if head[:3] == BOM:
+        f.read(3)
     return f
 
 
@@ -336,11 +345,20 @@ def _text_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | Non
     """(line number, text, None or why the line does not decode) for each physical line;
     an undecodable line's text is decoded with replacement characters, for the reject."""
     with _open(path) as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in enumerate(_cr_lines(f), 1):
             try:
                 yield lineno, line.decode(encoding), None
             except UnicodeDecodeError as e:
                 yield lineno, line.decode(encoding, errors="replace"), f"not {encoding}: {e}"
+
+
+def _cr_lines(f: BinaryIO) -> Iterator[bytes]:
+    """The file's lines, where a lone CR (old Mac line ends) ends a line too."""
+    for line in f:
+        if b"\r" in line:
+            yield from (part for part in _LONE_CR.split(line) if part)
+        else:
+            yield line
 
 
 def _csv_fields(text: str) -> tuple[list[str] | None, bool]:
@@ -350,7 +368,10 @@ def _csv_fields(text: str) -> tuple[list[str] | None, bool]:
     except csv.Error as e:
         if "unexpected end of data" in str(e):
             return None, False
-        rows = list(csv.reader(io.StringIO(text)))  # lenient, as CSV readers are
+        try:
+            rows = list(csv.reader(io.StringIO(text)))  # lenient, as CSV readers are
+        except csv.Error:
+            return None, True  # not CSV even leniently: the caller rejects the line
     return (rows[0] if rows else []), True
 
 
@@ -391,6 +412,9 @@ def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]
         if not complete:
             yield broken(lines, "CSV error: a quoted field does not close within "
                          f"{len(lines)} lines")
+            continue
+        if row is None:
+            yield broken(lines, "CSV error: the line does not parse as CSV")
             continue
         if len(lines) == 1 and not any(cell.strip() for cell in row):
             continue  # a blank line

@@ -237,7 +237,14 @@ def load(path: str | Path) -> Recipe:
         raise RecipeError(f"recipe {path}: no such file") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"recipe {path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise RecipeError(f"recipe {path}: nested too deeply to read (lists or mappings inside "
+                          "each other hundreds of levels down); a recipe is a few levels "
+                          "deep: see docs/recipes.md") from None
     try:
         return from_dict(data or {}, base_dir=path.parent)
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}") from None
+    except RecursionError:
+        raise RecipeError(f"recipe {path}: a value is nested too deeply (hundreds of levels); "
+                          "a recipe is a few levels deep: see docs/recipes.md") from None

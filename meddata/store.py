@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -52,8 +53,17 @@ COUNTED_COLUMNS = ("source", "subset", "split", "lang", "task", "rejected_by", "
 # String columns with few distinct values, dictionary encoded in the shards.
 DICTIONARY_NAMES = frozenset({"source", "subset", "split", "lang", "task", "label",
                               "answer_label", "role", "rejected_by"})
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # always used with fullmatch
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always used with fullmatch
+# what a reference or an existing tag may hold: a file name's 255 characters (a name that an
+# earlier meddata published, longer than today's limit of 100, still resolves)
+_NAME_READ = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _HEX = re.compile(r"[0-9a-f]{4,64}")
+ID = re.compile(r"[0-9a-f]{16}")  # a version id; the only thing a tag may hold
+MAX_NAME = 100  # characters in a kind, name or tag (a temporary folder's name holds two)
+ORPHAN_AGE_S = 60  # a temporary folder without a lock file is an orphan after this long
+CARD = "README.md"  # a version's dataset card; a name folder's card points at `latest`
+# Files hashed in the manifest (`attached`) that are not part of the version id.
+ATTACHED = ("rejects.parquet", CARD, REPORT)
 
 
 class StoreError(Exception):
@@ -65,8 +75,74 @@ class ShardIntegrityError(StoreError):
     manifest no longer matches the version's content id."""
 
 
+class StoreWriteError(StoreError, OSError):
+    """A write into the store failed (a full disk, a read-only store): one line that says
+    what and where; nothing was published and the store is as it was."""
+
+
 class BrokenVersion(StoreError):
     """A version folder whose manifest.json is missing or does not parse."""
+
+
+class VersionProblem(ShardIntegrityError):
+    """One thing wrong with a version's files; `kind` names it for `meddata fsck`:
+    id_mismatch, manifest_edited, bad_shard, bad_file, extra_file, symlink."""
+
+    def __init__(self, kind: str, message: str, path: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.path = path  # the file it concerns, relative to the version folder
+
+
+def check_name(part: str, what: str = "kind or name") -> str:
+    if not isinstance(part, str) or not _NAME.fullmatch(part):
+        shown = part if len(str(part)) <= 60 else f"{str(part)[:40]}... ({len(part)} characters)"
+        raise StoreError(f"bad {what} {shown!r}: use letters, digits, . _ - (at most "
+                         f"{MAX_NAME} characters, starting with a letter or digit)")
+    return part
+
+
+def cache_dir() -> Path:
+    """Where loads keep their Arrow cache: $MEDDATA_CACHE, else $XDG_CACHE_HOME/meddata, else
+    ~/.cache/meddata. Never inside the store, so a read-only (shared, mounted) store loads."""
+    if os.environ.get("MEDDATA_CACHE"):
+        return Path(os.environ["MEDDATA_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "meddata"
+
+
+def publish_in_progress(folder: Path) -> bool:
+    """Whether a publish still runs in the temporary `folder` (it holds the lock on its BUSY
+    file; a folder without one counts as running for ORPHAN_AGE_S after its last change)."""
+    busy = folder / BUSY
+    if not busy.exists():
+        try:
+            return time.time() - folder.stat().st_mtime < ORPHAN_AGE_S
+        except OSError:
+            return False
+    try:
+        fd = os.open(busy, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def os_problem(e: OSError) -> str:
+    """An OSError in a few words with its file: `no space left on device (<path>)`."""
+    import errno
+
+    what = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded",
+            errno.ENAMETOOLONG: "file name too long"}.get(e.errno)
+    what = what or (e.strerror or str(e)).strip().rstrip(".")
+    where = e.filename if e.filename is not None else None
+    return f"{what} ({where})" if where else what
 
 
 def default_store_path() -> Path:
@@ -107,6 +183,14 @@ def content_digest(schema_text: str, shards: list[dict[str, Any]],
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 over the manifest as written, without its own `manifest_sha256` key: any later
+    edit of a count, a stage or a file's hash is seen by `verify` and `fsck`."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False,
+                                     default=str).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Ref:
     """`kind/name@selector`, where selector is a tag (`v2`, `latest`) or an id prefix."""
@@ -119,9 +203,11 @@ class Ref:
     def parse(cls, text: str) -> Ref:
         body, _, selector = text.partition("@")
         parts = body.strip("/").split("/")
-        if len(parts) != 2 or not all(_NAME.fullmatch(p) for p in parts):
-            raise StoreError(f"bad reference {text!r}: expected kind/name[@tag|@id], "
-                             "for example canonical/medmcqa@latest")
+        if len(parts) != 2 or not all(_NAME_READ.fullmatch(p) for p in parts) or \
+                len(selector) > 64:
+            shown = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+            raise StoreError(f"bad reference {shown!r}: expected kind/name[@tag|@id] (letters, "
+                             "digits, . _ -), for example canonical/medmcqa@latest")
         return cls(parts[0], parts[1], selector or "latest")
 
     def __str__(self) -> str:
@@ -135,11 +221,12 @@ class Version:
         self.path = Path(path)
         self.this_run: dict[str, Any] | None = None  # set by the run that returned it
         try:
+            if self.path.is_symlink() or (self.path / "manifest.json").is_symlink():
+                raise ValueError("a symlink, which meddata does not follow")
             with open(self.path / "manifest.json", encoding="utf-8") as f:
                 self.manifest: dict[str, Any] = json.load(f)
-            if not isinstance(self.manifest, dict) or "id" not in self.manifest:
-                raise ValueError("not a meddata manifest")
-        except (OSError, ValueError) as e:
+            _check_manifest(self.manifest)
+        except (OSError, ValueError, RecursionError) as e:
             raise BrokenVersion(f"{self.path}: manifest.json is unreadable ({e}); "
                                 "`meddata fsck` reports it, `--repair` moves it aside") from None
 
@@ -161,8 +248,15 @@ class Version:
                 "content_sha256": self.manifest["content_sha256"], **extra}
 
     def shard_paths(self, split: str | None = None) -> list[Path]:
-        return [self.path / s["path"] for s in self.manifest["shards"]
-                if split is None or s["split"] == split]
+        """The shards' paths (of one split); a symlinked shard is refused, never read."""
+        paths = [self.path / s["path"] for s in self.manifest["shards"]
+                 if split is None or s["split"] == split]
+        for p in paths:
+            if p.is_symlink():
+                raise VersionProblem("symlink", f"{self.ref}: shard {p.relative_to(self.path)} "
+                                     "is a symlink; meddata does not read through it",
+                                     str(p.relative_to(self.path)))
+        return paths
 
     @property
     def splits(self) -> list[str]:
@@ -172,6 +266,12 @@ class Version:
     def schema(self) -> pa.Schema:
         return pq.read_schema(self.shard_paths()[0])
 
+    def listed_files(self) -> list[dict[str, Any]]:
+        """Every file the manifest hashes: shards, other content (`files`), and the
+        attached rejects, card and report."""
+        m = self.manifest
+        return [*m["shards"], *m.get("files", []), *m.get("attached", [])]
+
     def check_id(self) -> None:
         """The manifest's shard list and schema must hash to the version's id (and folder
         name): a shard rewritten together with its manifest entry is caught here."""
@@ -180,29 +280,87 @@ class Version:
                                 m.get("files", []))
         if digest != m.get("content_sha256") or digest[:16] != m["id"] or \
                 self.path.name != m["id"]:
-            raise ShardIntegrityError(
-                f"{self.ref}: the manifest's shards and schema do not hash to the version id "
-                "(the version was changed after publishing)")
+            raise VersionProblem(
+                "id_mismatch", f"{self.ref}: the manifest's shards and schema do not hash to "
+                "the version id (the version was changed after publishing)")
+
+    def problems(self, mode: str = "full") -> list[VersionProblem]:
+        """Everything wrong with the version's files, first the id. `size` (cheap: a
+        directory listing and a stat per file) checks the id, the manifest's own digest and
+        row counts, that every file the manifest hashes is there with its size and is no
+        symlink, and that nothing else is in the folder (besides validations/*.json);
+        `full` also reads every file and compares its sha256. `none` checks nothing."""
+        if mode == "none":
+            return []
+        out: list[VersionProblem] = []
+        try:
+            self.check_id()
+        except VersionProblem as e:
+            out.append(e)
+        m = self.manifest
+        if "manifest_sha256" in m and manifest_digest(m) != m["manifest_sha256"]:
+            out.append(VersionProblem("manifest_edited", f"{self.ref}: manifest.json was "
+                                      "edited after publishing (its digest does not match)"))
+        if m["rows"] != sum(s["rows"] for s in m["shards"]):
+            out.append(VersionProblem(
+                "manifest_edited", f"{self.ref}: the manifest says {m['rows']} rows, its shards "
+                f"{sum(s['rows'] for s in m['shards'])}"))
+        content = len(m["shards"]) + len(m.get("files", []))
+        for i, entry in enumerate(self.listed_files()):
+            rel = entry["path"]
+            path = self.path / rel
+            # shards and index files are the content (in the id); the rest is attached
+            what = "shard" if rel.startswith("data/") else "file"
+            bad = "bad_shard" if i < content else "bad_file"
+            if path.is_symlink():
+                out.append(VersionProblem("symlink", f"{self.ref}: {what} {rel} is a symlink; "
+                                          "meddata does not read through it", rel))
+                continue
+            if not path.is_file():
+                out.append(VersionProblem(bad, f"{self.ref}: {what} {rel} is missing", rel))
+                continue
+            size = path.stat().st_size
+            if size != entry["bytes"]:
+                out.append(VersionProblem(bad, f"{self.ref}: {what} {rel} has {size} bytes, "
+                                          f"manifest says {entry['bytes']}", rel))
+            elif mode == "full" and sha256_file(path) != entry["sha256"]:
+                out.append(VersionProblem(
+                    bad, f"{self.ref}: {what} {rel} does not match its sha256 in the manifest "
+                    "(the file changed after publishing)", rel))
+        out += self._unlisted()
+        return out
+
+    def _unlisted(self) -> list[VersionProblem]:
+        """Files and links in the folder that the manifest does not name."""
+        listed = {e["path"] for e in self.listed_files()} | {"manifest.json"}
+        folders = {str(Path(p).parent) for p in listed} | {"validations"}
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            rel_dir = os.path.relpath(dirpath, self.path)
+            for n in sorted(dirnames + filenames):
+                rel = n if rel_dir == "." else f"{rel_dir}/{n}"
+                p = Path(dirpath) / n
+                if p.is_symlink():
+                    if rel not in listed:  # a listed one is reported with its file
+                        out.append(VersionProblem("symlink", f"{self.ref}: {rel} is a symlink "
+                                                  "(meddata does not follow it)", rel))
+                elif n in dirnames:
+                    if rel not in folders and not any(f.startswith(rel + "/") for f in folders):
+                        out.append(VersionProblem("extra_file", f"{self.ref}: folder {rel} is "
+                                                  "not in the manifest", rel))
+                elif rel not in listed and not (rel_dir == "validations"
+                                                and n.endswith(".json")):
+                    out.append(VersionProblem("extra_file", f"{self.ref}: {rel} is not in the "
+                                              "manifest (added after publishing)", rel))
+            dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
+        return out
 
     def verify(self, mode: str = "full") -> None:
-        """Check the id against the manifest, then every shard against the manifest: `size`
-        compares sizes, `full` also sha256; `none` checks nothing."""
-        if mode == "none":
-            return
-        self.check_id()
-        for shard in [*self.manifest["shards"], *self.manifest.get("files", [])]:
-            path = self.path / shard["path"]
-            if not path.exists():
-                raise ShardIntegrityError(f"{self.ref}: shard {shard['path']} is missing")
-            size = path.stat().st_size
-            if size != shard["bytes"]:
-                raise ShardIntegrityError(
-                    f"{self.ref}: shard {shard['path']} has {size} bytes, manifest says "
-                    f"{shard['bytes']}")
-            if mode == "full" and sha256_file(path) != shard["sha256"]:
-                raise ShardIntegrityError(
-                    f"{self.ref}: shard {shard['path']} does not match its sha256 in the manifest "
-                    "(the file changed after publishing)")
+        """Raise the first of `problems(mode)`: `full` (the default on every load) hashes
+        every file, `size` is the cheap check (no file is read), `none` checks nothing."""
+        found = self.problems(mode)
+        if found:
+            raise found[0]
 
     def iter_batches(self, columns: list[str] | None = None, split: str | None = None,
                      batch_size: int = 8_192, verify: str = "full") -> Iterator[pa.RecordBatch]:
@@ -217,7 +375,8 @@ class Version:
         return pa.concat_tables(tables) if tables else self.schema.empty_table()
 
     def to_dataset(self, split: str | None = None, verify: str = "full"):
-        """The rows as a `datasets.Dataset` (memory-mapped Arrow, cached inside the store)."""
+        """The rows (of one split, or all) as one `datasets.Dataset`: memory-mapped Arrow,
+        cached under cache_dir() (never inside the store, which may be read-only)."""
         import datasets
 
         self.verify(verify)
@@ -225,8 +384,18 @@ class Version:
         if not files:
             raise StoreError(f"{self.ref} has no shards for split {split!r}; "
                              f"splits: {', '.join(self.splits) or 'none'}")
-        cache = self.path.parents[2] / ".cache" / "datasets"
+        cache = cache_dir() / "datasets"
         return datasets.Dataset.from_parquet(files, cache_dir=str(cache), keep_in_memory=False)
+
+    def to_dataset_dict(self, verify: str = "full"):
+        """Every split as a `datasets.DatasetDict` keyed by split name, as
+        `datasets.load_dataset` returns it."""
+        import datasets
+
+        self.verify(verify)
+        splits = self.splits or sorted({s["split"] for s in self.manifest["shards"]})
+        return datasets.DatasetDict({s: self.to_dataset(split=s, verify="none")
+                                     for s in splits})
 
     def scan(self, split: str | None = None, verify: str = "full"):
         """The rows as a polars LazyFrame, for analysis."""
@@ -237,6 +406,9 @@ class Version:
 
     def rejects(self) -> pa.Table:
         path = self.path / "rejects.parquet"
+        if path.is_symlink():
+            raise VersionProblem("symlink", f"{self.ref}: rejects.parquet is a symlink; "
+                                 "meddata does not read through it", "rejects.parquet")
         return pq.read_table(path) if path.exists() else REJECTS.empty_table()
 
     def validations(self) -> list[dict[str, Any]]:
@@ -245,11 +417,46 @@ class Version:
             return []
         out = []
         for p in sorted(folder.glob("*.json")):
+            if p.is_symlink():
+                continue
             try:
                 out.append(json.loads(p.read_text(encoding="utf-8")))
             except (OSError, ValueError):
                 continue  # a half-written or damaged result is not a result
         return out
+
+
+_SAFE_REL = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+
+
+def _check_manifest(m: Any) -> None:
+    """The fields every reader relies on, with their types (ValueError naming what is
+    wrong): a manifest without `shards`, or with a path that leaves the folder, is broken."""
+    if not isinstance(m, dict):
+        raise ValueError("not a meddata manifest")
+    need = {"id": str, "kind": str, "name": str, "rows": int, "shards": list,
+            "content_sha256": str, "created_at": str, "schema": list, "stats": dict,
+            "rejects": dict, "stages": list, "inputs": list, "parents": list,
+            "meddata_version": str}
+    for key, typ in need.items():
+        if key not in m:
+            raise ValueError(f"no `{key}`")
+        if not isinstance(m[key], typ) or (typ is int and isinstance(m[key], bool)):
+            raise ValueError(f"`{key}` is not a {typ.__name__}")
+    if not ID.fullmatch(m["id"]):
+        raise ValueError(f"`id` {m['id'][:40]!r} is not a version id")
+    for key in ("shards", "files", "attached"):
+        entries = m.get(key, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"`{key}` is not a list")
+        for e in entries:
+            if not isinstance(e, dict) or not all(k in e for k in ("path", "bytes", "sha256")):
+                raise ValueError(f"an entry of `{key}` lacks path, bytes or sha256")
+            if not isinstance(e["path"], str) or not _SAFE_REL.fullmatch(e["path"]) or \
+                    ".." in e["path"].split("/"):
+                raise ValueError(f"`{key}` names a bad path {str(e['path'])[:80]!r}")
+            if key == "shards" and not (isinstance(e.get("rows"), int) and "split" in e):
+                raise ValueError("a shard lacks rows or split")
 
 
 class Store:
@@ -261,8 +468,7 @@ class Store:
     # ---- publishing -------------------------------------------------------------------
     def publisher(self, kind: str, name: str, schema: pa.Schema, **manifest: Any) -> Publisher:
         for part in (kind, name):
-            if not _NAME.fullmatch(part):
-                raise StoreError(f"bad kind or name {part!r}: use letters, digits, . _ -")
+            check_name(part)
         return Publisher(self, kind, name, schema, manifest)
 
     def publish(self, kind: str, name: str, schema: pa.Schema,
@@ -286,17 +492,32 @@ class Store:
                              "meddata does not follow it")
         return path
 
-    def tags(self, kind: str, name: str) -> dict[str, str]:
+    def raw_tags(self, kind: str, name: str) -> dict[str, str]:
+        """tags.json as written (an object of strings), before the values are checked."""
         path = self._name_dir(kind, name) / "tags.json"
-        if not path.exists() and not path.is_symlink():
+        if path.is_symlink():
+            raise StoreError(f"{kind}/{name}: tags.json is a symlink, which meddata does not "
+                             "read through; `meddata fsck --repair` removes it")
+        if not path.exists():
             return {}
         try:
-            tags = json.loads(self.inside(path).read_text(encoding="utf-8"))
+            tags = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
                 raise ValueError("not an object of tag -> id")
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise StoreError(f"{kind}/{name}: tags.json is unreadable ({e}); `meddata fsck "
                              "--repair` rebuilds it from the versions") from None
+        return tags
+
+    def tags(self, kind: str, name: str) -> dict[str, str]:
+        """tag -> version id. A tag holds an id (16 hex digits) and nothing else: a value
+        such as `../other/<id>` is refused, so no tag leads outside its dataset."""
+        tags = self.raw_tags(kind, name)
+        for tag, vid in tags.items():
+            if not ID.fullmatch(vid) or not _NAME_READ.fullmatch(tag):
+                raise StoreError(f"{kind}/{name}: tag {tag[:40]!r} in tags.json holds "
+                                 f"{vid[:60]!r}, not a version id; `meddata fsck --repair` "
+                                 "removes it")
         return tags
 
     def names(self) -> list[tuple[str, str]]:
@@ -332,6 +553,8 @@ class Store:
     def resolve(self, ref: str | Ref) -> Version:
         ref = Ref.parse(ref) if isinstance(ref, str) else ref
         base = self._name_dir(ref.kind, ref.name)
+        if base.is_symlink() or base.parent.is_symlink():
+            raise StoreError(f"{base} is a symlink; meddata does not follow it")
         if not base.exists():
             known = ", ".join(f"{k}/{n}" for k, n in self.names()) or "none"
             raise StoreError(f"no dataset {ref.kind}/{ref.name} in store {self.root} "
@@ -354,7 +577,13 @@ class Store:
                          f"{', '.join(sorted(tags)) or 'none'}")
 
     def load(self, ref: str | Ref, split: str | None = None, verify: str = "full"):
-        return self.resolve(ref).to_dataset(split=split, verify=verify)
+        """One split as a `datasets.Dataset`; without `split`, a `datasets.DatasetDict` keyed
+        by split (as `datasets.load_dataset` returns), so validation rows never join the
+        training rows unasked. Every file is checked against the manifest first."""
+        version = self.resolve(ref)
+        if split is None:
+            return version.to_dataset_dict(verify=verify)
+        return version.to_dataset(split=split, verify=verify)
 
     def scan(self, ref: str | Ref, split: str | None = None, verify: str = "full"):
         return self.resolve(ref).scan(split=split, verify=verify)
@@ -364,11 +593,18 @@ class Store:
         folder = version.path / "validations"
         folder.mkdir(exist_ok=True)
         self.inside(folder)
+        if folder.is_symlink():
+            raise StoreError(f"{folder} is a symlink; meddata does not write through it")
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         path = folder / f"{stamp}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         return path
 
     @contextlib.contextmanager
@@ -379,8 +615,12 @@ class Store:
         try:  # O_NOFOLLOW: a symlinked lock file is refused, never truncated through
             fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
-            raise StoreError(f"{base / '.lock'}: cannot open the lock file ({e}); a symlink "
-                             "there is refused") from None
+            import errno
+
+            why = ("a symlink, which is refused" if e.errno == errno.ELOOP
+                   else os_problem(e.__class__(e.errno, e.strerror)))
+            raise StoreWriteError(f"{base / '.lock'}: cannot open the lock file ({why})") \
+                from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -388,12 +628,48 @@ class Store:
             os.close(fd)
 
     def _write_tags(self, kind: str, name: str, tags: dict[str, str]) -> None:
-        path = self._name_dir(kind, name) / "tags.json"
-        if path.is_symlink():
-            raise StoreError(f"{path} is a symlink; meddata does not write through it")
+        """Write tags.json and the name folder's card (which points at `latest`): both are
+        written in full beside their targets, then renamed over them, so a full disk leaves
+        the old ones as they were."""
+        base = self._name_dir(kind, name)
+        path, card = base / "tags.json", base / CARD
+        for p in (path, card):
+            if p.is_symlink():
+                raise StoreError(f"{p} is a symlink; meddata does not write through it")
         tmp = path.with_name(f".tags-{uuid.uuid4().hex}.json")
-        tmp.write_text(json.dumps(tags, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        card_tmp = card.with_name(f".card-{uuid.uuid4().hex}.md")
+        latest = tags.get("latest")
+        try:
+            tmp.write_text(json.dumps(tags, indent=2, sort_keys=True), encoding="utf-8")
+            if latest:
+                card_tmp.write_text(self.name_card(kind, name, latest), encoding="utf-8")
+            os.replace(tmp, path)
+            if latest:
+                os.replace(card_tmp, card)
+            elif card.exists():
+                card.unlink()
+        finally:
+            for t in (tmp, card_tmp):
+                with contextlib.suppress(OSError):
+                    t.unlink()
+
+    def name_card(self, kind: str, name: str, vid: str) -> str:
+        """The dataset card of the name folder: its YAML `configs` point the Hugging Face
+        loader at the `latest` version's shards only, so `datasets.load_dataset(<store>/
+        <kind>/<name>)` reads one version, never every version concatenated."""
+        import yaml
+
+        version = Version(self._name_dir(kind, name) / vid)
+        splits = sorted({s["split"] for s in version.manifest["shards"]})
+        header = {"configs": [{"config_name": "default", "data_files": [
+            {"split": s, "path": f"{vid}/data/{s}-*.parquet"} for s in splits]}],
+            "tags": ["medical", "meddata", kind]}
+        return "\n".join([
+            "---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
+            f"# {kind}/{name}", "",
+            f"This folder holds every version of {kind}/{name}; this card points at the one "
+            f"tagged `latest`, {vid} (see tags.json). Other versions: load "
+            f"`<store>/{kind}/{name}/<id>`, or `Store.load('{kind}/{name}@<tag or id>')`.", ""])
 
     def ensure_tagged(self, kind: str, name: str, vid: str) -> str | None:
         """Give an untagged version the tags a publish would have given it (the next v<N>,
@@ -413,7 +689,8 @@ class Store:
     def tag(self, ref: str | Ref, tag: str) -> None:
         """Point a human tag (not `v<N>`, which publishing owns) at a version."""
         if re.fullmatch(r"v\d+", tag) or not _NAME.fullmatch(tag):
-            raise StoreError(f"tag {tag!r} is reserved or malformed")
+            raise StoreError(f"tag {tag[:60]!r} is reserved or malformed (letters, digits, "
+                             f". _ -, at most {MAX_NAME} characters; v<N> belongs to publishing)")
         version = self.resolve(ref)
         with self._locked(version.kind, version.name):
             tags = self.tags(version.kind, version.name)
@@ -435,11 +712,24 @@ class Publisher:
         self.stages: list[dict[str, Any]] = []
         self._busy: int | None = None
         self.tmp = store.root / ".tmp" / f"{kind}-{name}-{uuid.uuid4().hex}"
-        (self.tmp / "data").mkdir(parents=True)
-        store.inside(self.tmp)
-        # held while this publish runs, so `meddata fsck` never takes its folder for an orphan
-        self._busy = os.open(self.tmp / BUSY, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        fcntl.flock(self._busy, fcntl.LOCK_EX)
+        # the kind and name folders, when this publish creates them: a publish that fails
+        # removes them again, so the store is left as it was (the store's own .tmp/ stays)
+        self._created = [d for d in (store.root / kind, store.root / kind / name)
+                         if not d.exists()]
+        try:
+            (self.tmp / "data").mkdir(parents=True)
+            store.inside(self.tmp)
+            # held while this publish runs, so `meddata fsck` never takes it for an orphan
+            self._busy = os.open(self.tmp / BUSY, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                                 0o644)
+            fcntl.flock(self._busy, fcntl.LOCK_EX)
+        except OSError as e:
+            self._release()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._remove_created()
+            raise StoreWriteError(f"cannot publish {kind}/{name} in the store {store.root}: "
+                                  f"{os_problem(e)}; nothing was published") from None
+        self._clean_own_orphans()
         self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
         self._pending: dict[str, list[pa.Table]] = {}
         self._shards: list[dict[str, Any]] = []  # appended by the writer thread
@@ -455,6 +745,37 @@ class Publisher:
         self.version: Version | None = None
         self._closed = False
         self._report: Callable[[Version], str] | None = None
+
+    def _clean_own_orphans(self) -> None:
+        """Remove the temporary folders that earlier publishes of this kind/name left when
+        they were killed (no lock held, unchanged for ORPHAN_AGE_S); `meddata fsck --repair`
+        removes the rest."""
+        own = re.compile(re.escape(f"{self.kind}-{self.name}-") + r"[0-9a-f]{32}")
+        with contextlib.suppress(OSError):
+            for folder in (self.store.root / ".tmp").iterdir():
+                if folder != self.tmp and own.fullmatch(folder.name) and \
+                        not folder.is_symlink() and folder.is_dir() and \
+                        not publish_in_progress(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def _remove_created(self) -> None:
+        for folder in reversed(self._created):
+            if folder == self.store.root / self.kind / self.name:
+                try:  # the lock file goes only when no other publish of the name holds it
+                    fd = os.open(folder / ".lock", os.O_RDWR | os.O_NOFOLLOW)
+                except OSError:
+                    fd = None
+                if fd is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        if len(os.listdir(folder)) == 1:
+                            os.unlink(folder / ".lock")
+                    except OSError:
+                        pass
+                    finally:
+                        os.close(fd)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: another publish may have begun there
 
     def attach_report(self, render: Callable[[Version], str]) -> None:
         """Write `render(version)` as report.html into the version, named in its manifest
@@ -600,6 +921,7 @@ class Publisher:
                 self._rejects.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._release()
+        self._remove_created()
 
     def _release(self) -> None:
         if self._busy is not None:
@@ -612,9 +934,22 @@ class Publisher:
         self._closed = True
         try:
             return self._commit()
-        except BaseException:
+        except BaseException as e:
             self._drain(raise_errors=False)
+            for writer, _, _ in self._writers.values():
+                with contextlib.suppress(Exception):
+                    writer.close()
+            if self._rejects is not None:
+                with contextlib.suppress(Exception):
+                    self._rejects.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
+            self._release()
+            if isinstance(e, Exception):
+                self._remove_created()
+            if isinstance(e, OSError):
+                raise StoreWriteError(f"cannot publish {self.kind}/{self.name} in the store "
+                                      f"{self.store.root}: {os_problem(e)}; nothing was "
+                                      "published") from None
             raise
         finally:
             self._release()
@@ -649,16 +984,32 @@ class Publisher:
             if self._report is not None and not self._write_report():
                 del manifest["report"]
                 self._write_manifest(manifest)
+            # every other file is hashed in the manifest too (not in the id), and the
+            # manifest carries its own digest: `fsck` sees any later change
+            manifest["attached"] = [
+                {"path": rel, "bytes": (self.tmp / rel).stat().st_size,
+                 "sha256": sha256_file(self.tmp / rel)}
+                for rel in ATTACHED if (self.tmp / rel).is_file()]
+            manifest = json.loads(json.dumps(manifest, ensure_ascii=False, default=str))
+            manifest["manifest_sha256"] = manifest_digest(manifest)
+            self._write_manifest(manifest, card=False)
             os.unlink(self.tmp / BUSY)
             os.rename(self.tmp, final)
-            self.store.ensure_tagged(self.kind, self.name, vid)
+            try:
+                self.store.ensure_tagged(self.kind, self.name, vid)
+            except Exception:
+                # the tags could not be written (a full disk): take the version back out,
+                # so the store is as it was before this publish
+                os.rename(final, self.tmp)
+                raise
         self.version = Version(final)
         return self.version
 
-    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+    def _write_manifest(self, manifest: dict[str, Any], card: bool = True) -> None:
         (self.tmp / "manifest.json").write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-        (self.tmp / "README.md").write_text(dataset_card(manifest), encoding="utf-8")
+        if card:
+            (self.tmp / CARD).write_text(dataset_card(manifest), encoding="utf-8")
 
     def _write_report(self) -> bool:
         """The report, or a warning: a report that cannot be drawn never costs the build."""

@@ -72,11 +72,22 @@ def _session(address: str | None = None, cpus: int | None = None) -> Iterator[No
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                    "log_to_driver": False,  # a task's error is raised here
                                    "runtime_env": {"env_vars": WORKER_ENV}}
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=cpus, **options)
-        started = True
+        # SIGTERM (and SIGINT) end the command through its `finally`, which stops the Ray it
+        # started, also when they arrive while Ray is starting
+        stop = _stop_on_signals()
+        try:
+            started = True
+            if address:
+                ray.init(address=address, **options)
+            else:
+                ray.init(num_cpus=cpus, **options)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            stop()
+            raise
+    else:
+        stop = lambda: None  # noqa: E731 - someone else's Ray: their signals, their shutdown
     context = ray.data.DataContext.get_current()
     saved = (context.execution_options.preserve_order, context.enable_progress_bars,
              context.raise_original_map_exception, context.op_resource_reservation_enabled)
@@ -97,8 +108,33 @@ def _session(address: str | None = None, cpus: int | None = None) -> Iterator[No
         (context.execution_options.preserve_order, context.enable_progress_bars,
          context.raise_original_map_exception, context.op_resource_reservation_enabled) = saved
         log.setLevel(level)
-        if started:
-            ray.shutdown()
+        try:
+            if started:
+                ray.shutdown()
+        finally:
+            stop()
+
+
+def _stop_on_signals():
+    """Make SIGTERM raise SystemExit (and SIGINT KeyboardInterrupt) in the main thread while
+    a command's own Ray runs; returns the function that puts the old handlers back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def end(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = {signal.SIGTERM: signal.signal(signal.SIGTERM, end),
+           signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            with contextlib.suppress(TypeError, ValueError):
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    return restore
 
 
 def first_error(error: BaseException) -> BaseException:
