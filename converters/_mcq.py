@@ -117,6 +117,13 @@ def match_text(text: str, options: list[dict[str, str]]) -> str | None:
     return None
 
 
+def _same_text(text: str, options: list[dict[str, str]], label: str) -> bool:
+    """Whether the option `label`'s text equals `text` (as `match_text` compares)."""
+    option = next(o["text"] for o in options if o["label"] == label)
+    return any(key_fn(text) and key_fn(text) == key_fn(option)
+               for key_fn in (_soft_key, normalize_key))
+
+
 def index_value(value: Any) -> int | None:
     """An int from 2, 2.0 or "2"; None for anything else."""
     if isinstance(value, bool):
@@ -200,6 +207,8 @@ def resolve(options: list[dict[str, str]], letter: Any = None, text: Any = None)
     by_text = None
     if text is not None:
         by_text = match_text(text, options)
+        if by_text is None and by_letter and _same_text(text, options, by_letter):
+            return by_letter  # two options share this text; the letter says which one
         if by_text is None and _LETTER.match(text):
             by_text = letter_of(text, options)
         if by_text is None:

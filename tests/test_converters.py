@@ -226,6 +226,19 @@ def test_medqa_rejects(store, tmp_path, record, reason):
     check_conservation(res)
 
 
+def test_medqa_two_options_with_the_same_text_keep_the_lettered_one(store, tmp_path):
+    rec = {"question": "Which drug?", "options": {"A": "Aspirin", "B": "Heparin",
+                                                 "C": "Aspirin", "D": "Warfarin"},
+           "answer_idx": "C", "answer": "aspirin"}
+    wrong = {**rec, "question": "Which other drug?", "answer_idx": "B"}
+    textonly = {**rec, "question": "Which third drug?", "answer_idx": None}
+    res = run(store, "medqa", [write_jsonl(tmp_path / "test.jsonl", [rec, wrong, textonly])],
+              max_reject_rate=1.0)
+    [row] = rows_of(res).values()
+    assert row["answer_label"] == "C" and row["answer"] == "Aspirin"
+    assert res.rejects == {"answer_mismatch": 1, "answer_not_in_options": 1}
+
+
 def test_medqa_full_width_and_five_options(store, tmp_path):
     rec = {"question": "下列哪项正确？", "options": {"A": "甲", "B": "ＡＢＣ药", "C": "丙", "D": "丁",
                                                 "E": "戊", "F": "己"},
