@@ -242,6 +242,39 @@ def test_export_llamafactory_and_jsonl(built, tmp_path):
     assert first["messages"][0]["role"] == "user"
 
 
+def lf_alpaca_messages(example: dict, columns: dict) -> list[dict]:
+    """What LLaMA-Factory's alpaca converter (data/converter.py, AlpacaDatasetConverter)
+    reads from one record: the history pairs as user/assistant turns, then prompt and
+    query joined by a newline as the user turn, then the response."""
+    out = [{"role": "system", "content": example[columns["system"]]}] if \
+        columns.get("system") and example.get(columns["system"]) else []
+    if columns.get("history") and isinstance(example[columns["history"]], list):
+        for old_prompt, old_response in example[columns["history"]]:
+            out += [{"role": "user", "content": old_prompt},
+                    {"role": "assistant", "content": old_response}]
+    query = [example[columns[k]] for k in ("prompt", "query") if example[columns[k]]]
+    return out + [{"role": "user", "content": "\n".join(query)},
+                  {"role": "assistant", "content": example[columns["response"]]}]
+
+
+def test_export_alpaca_keeps_every_turn_in_history(built, tmp_path):
+    version = built[1]["sft"]
+    out = tmp_path / "lf"
+    export.export(version, out, "llamafactory", layout="alpaca")
+    info = json.loads((out / "dataset_info.json").read_text())
+    seen_multi = 0
+    for split in version.splits:
+        entry = info[f"sft_examples_{split}"]
+        assert entry["columns"]["history"] == "history"
+        data = json.loads((out / entry["file_name"]).read_text())
+        rows = [r for b in version.iter_batches(split=split) for r in b.to_pylist()]
+        assert len(data) == len(rows)
+        for rec, row in zip(data, rows):
+            assert lf_alpaca_messages(rec, entry["columns"]) == row["messages"]
+            seen_multi += len(rec["history"]) > 0
+    assert seen_multi  # the ShareGPT example dialogues have several turns
+
+
 def test_cli_default_build_from_a_fresh_store(tmp_path):
     runner = CliRunner()
     out = runner.invoke(cli, ["--store", str(tmp_path / "fresh"), "build", "preference",
