@@ -94,6 +94,36 @@ def test_cmexam_csv_options_string_and_several_answers(store, tmp_path):
     assert next(iter(rows(res).values()))["answer_label"] == "AB"
 
 
+def test_cmexam_labels_only_when_unambiguous(store, tmp_path):
+    path = tmp_path / "val.csv"
+    path.write_text("Question,Options,Answer,Explanation\n"
+                    "题一,\"A 甲\nB 乙\nC 丙\nD 丁\",Bad,\n"   # a word, not the set ABD
+                    "题二,\"A 甲\nB 乙\nC 丙\nD 丁\nE 戊\nF-type reaction\",E,\n"
+                    "题三,\"A 甲\nB 乙\nC丙\",AC,\n", encoding="utf-8")
+    res = run(store, "cmexam", [path])
+    assert res.rejects == {"bad_answer": 1}
+    got = {r["question"]: r for r in rows(res).values()}
+    wrapped = got["题二"]
+    assert [o["label"] for o in wrapped["options"]] == list("ABCDE")  # no sixth option F
+    assert wrapped["options"][4]["text"] == "戊\nF-type reaction"
+    assert got["题三"]["answer_label"] == "AC" and got["题三"]["options"][2]["text"] == "丙"
+
+
+def test_cmb_answer_as_a_list_of_letters(store, tmp_path):
+    records = json.loads((EXAMPLES / "cmb" / "CMB-val-merge.json").read_text())
+    multi = next(r for r in records if r["question_type"] == "多项选择题")
+    single = next(r for r in records if r["question_type"] == "单项选择题")
+    recs = [{**multi, "answer": list(multi["answer"])},
+            {**single, "answer": ["A", "C"]},                    # one answer expected: a reject
+            {**single, "question": single["question"] + "？", "answer": [{"x": 1}]}]
+    path = tmp_path / "CMB-val.json"
+    path.write_text(json.dumps(recs, ensure_ascii=False))
+    res = run(store, "cmb", [path])
+    [row] = rows(res).values()
+    assert row["answer_label"] == multi["answer"] and len(row["answer_label"]) > 1
+    assert res.rejects == {"answer_mismatch": 1, "wrong_type": 1}
+
+
 # ---- CMB -------------------------------------------------------------------------------------------
 def test_cmb_exam_and_clin(store, tmp_path):
     res = run(store, "cmb", [EXAMPLES / "cmb"])
