@@ -352,7 +352,8 @@ class _FastChunk:
 
 
 def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
-    """JSON Lines for a converter's vectorized path, in chunks of whole lines. Yields a
+    """JSON Lines for a converter's vectorized path, in chunks of whole lines (a line longer
+    than `chunk_bytes` is read on to its end and goes with its chunk). Yields a
     `_FastChunk` for a chunk `frame` can take, else the list of the chunk's RawRecords (a
     blank line, malformed JSON, bytes that are not UTF-8, a field of another type or layout:
     the careful path handles and quarantines them)."""
@@ -372,6 +373,9 @@ def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
                 rest = b""
             else:
                 cut = data.rfind(b"\n") + 1
+                if cut == 0:  # a line longer than the block: read on to its end
+                    rest = data
+                    continue
                 data, rest = data[:cut], data[cut:]
             if not data:
                 break

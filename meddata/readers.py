@@ -89,24 +89,59 @@ def is_empty(path: Path) -> bool:
     return True
 
 
+_KEYED_BY_ID = re.compile(r'^\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\{')
+
+
+def _first_line(f: BinaryIO, head: bytes) -> tuple[bytes, bytes]:
+    """(the first line's bytes, up to 64 KB of it, and the next lines' bytes after it in
+    `head`): reads on past the head while the first line has no end, keeping none of it."""
+    end = head.find(b"\n")
+    if end >= 0:
+        return head[:end], head[end + 1:]
+    while block := f.read(1 << 20):  # a first line longer than the head: find its end
+        end = block.find(b"\n")
+        if end >= 0:
+            return head, block[end + 1:end + 1 + (1 << 16)]
+    return head, b""
+
+
 def sniff_json(path: Path) -> str:
-    """`jsonl`, `array` or `object` for a .json file, from its first bytes."""
+    """`jsonl`, `array` or `object` for a .json file, from its first bytes and the shape of
+    its first lines, never from whether the first record parses: a broken, deeply nested or
+    very long first line of a JSON Lines file costs that line, not the file.
+
+    `[` starts an array. A file of several lines whose second line starts with `{` holds
+    one record per line; one whose second line starts with a key (`"...":`) or `}` is a
+    pretty-printed object. A single line is parsed when it is short: an object of
+    objects is keyed by id, anything else is one record; a long or broken single line is
+    keyed by id when its first member's value is an object."""
     with _open(path) as f:
         head = f.read(1 << 16)
-    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    if text.startswith("["):
-        return "array"
-    first_line, _, rest = text.partition("\n")
-    try:
-        first = json.loads(first_line)
-    except (ValueError, RecursionError):
-        return "object"  # a pretty-printed object (or a broken file: the reader says where)
-    if rest.strip():
-        return "jsonl"  # a whole object on the first line and more lines: one record per line
-    # a single line: an object of objects is keyed by id, anything else is one record
-    if isinstance(first, dict) and first and all(isinstance(v, dict) for v in first.values()):
+        text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+        if text.startswith(b"["):
+            return "array"
+        first, after = _first_line(f, text)
+    second = next((ln.strip() for ln in after.split(b"\n") if ln.strip()), None)
+    if second is not None:
+        if second.startswith((b'"', b"}", b"]")) or not first.strip().startswith(b"{"):
+            return "object"  # a pretty-printed object (or a broken file: the reader says where)
+        if second.startswith(b"{") or first.rstrip().endswith(b"}"):
+            return "jsonl"
         return "object"
-    return "jsonl"
+    line = first.decode("utf-8", errors="replace").strip()
+    if len(first) < (1 << 16):
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            value = None
+        else:  # a single line: an object of objects is keyed by id, anything else one record
+            if isinstance(value, dict) and value and all(isinstance(v, dict)
+                                                         for v in value.values()):
+                return "object"
+            return "jsonl"
+    if not line.startswith("{"):
+        return "object"  # not JSON at all: the object reader rejects it whole, saying why
+    return "object" if _KEYED_BY_ID.match(line) else "jsonl"
 
 
 def read_file(path: Path) -> Iterator[RawRecord]:

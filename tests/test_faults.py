@@ -226,3 +226,54 @@ def test_real_pubmedqa_sample_with_a_latin1_byte(store, tmp_path, samples):
     assert result.rows_in == len(records) == 200 and result.rows_out == 199
     [rej] = rejects(result)
     assert rej["position"] == 20 and key in rej["raw"]
+
+
+# ---- JSON Lines layout and long lines (issue 32) ---------------------------------------------------
+def test_jsonl_first_record_unparseable_costs_only_that_line(store, tmp_path):
+    good = [{"instruction": f"What lowers blood pressure {i}?", "output": f"Less salt {i}."}
+            for i in range(100)]
+    deep = '{"instruction": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    broken = '{"instruction": "What raises it?", "outp'
+    for first in (deep, broken):
+        path = tmp_path / "hwtcm.json"  # .json holding JSON Lines, as real releases do
+        path.write_text(first + "\n" + "".join(json.dumps(r) + "\n" for r in good))
+        result = run(store, "hwt_cm", [path], name=f"first-{len(first)}")
+        assert result.rows_in == 101 and result.rows_out == 100
+        [rej] = rejects(result)
+        assert rej["position"] == 1 and rej["reason"] == "unparseable"
+
+
+def medmcqa_lines(n: int, long_at: int | None = None, long_bytes: int = 0) -> bytes:
+    lines = []
+    for i in range(n):
+        rec = {**MM, "id": f"q{i}", "cop": i % 4}
+        if i == long_at:
+            rec["exp"] = "Vitamin C. " * (long_bytes // 11)
+        lines.append(json.dumps(rec))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_jsonl_line_longer_than_the_block_loses_nothing(store, tmp_path, monkeypatch, suffix):
+    import functools
+
+    path = tmp_path / f"train{suffix}"
+    path.write_bytes(medmcqa_lines(1000, long_at=500, long_bytes=200_000))
+    monkeypatch.setattr(convert, "_fast_chunks",
+                        functools.partial(convert._fast_chunks, chunk_bytes=64 << 10))
+    result = run(store, "medmcqa", [path], name=f"long{suffix[1:]}")
+    assert result.rows_in == 1000 and result.rows_out == 1000 and not result.rejects
+    ids = {r["id"] for r in result.version.to_table(columns=["id"]).to_pylist()}
+    assert "medmcqa/default/train/q500" in ids and "medmcqa/default/train/q999" in ids
+
+
+def test_json_lines_file_with_a_long_first_line(store, tmp_path):
+    data = medmcqa_lines(50, long_at=0, long_bytes=100_000)  # first line over 64 KB
+    path = tmp_path / "dev.json"
+    path.write_bytes(data)
+    result = run(store, "medmcqa", [path])
+    assert result.rows_out == 50 and not result.rejects
+    path.write_bytes(b'{"id": "q0", "question": "Which vit' + data[data.index(b"\n"):])
+    result = run(store, "medmcqa", [path], name="broken-first")
+    assert result.rows_in == 50 and result.rows_out == 49
+    assert [r["position"] for r in rejects(result)] == [1]
