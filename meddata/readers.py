@@ -6,9 +6,9 @@ raw text. A record that cannot be parsed is yielded with `error` set, so the cal
 quarantine it: nothing is lost and nothing stops the stream.
 
 Formats: JSON Lines (`.jsonl`, `.ndjson`, and `.json` files that hold one object per line),
-a JSON array, a JSON object keyed by id (streamed with ijson), Parquet, CSV (UTF-8, or
-GB18030 where the file is not UTF-8), plain text (one document per file), and any of these
-compressed with gzip (`.gz`). A folder is read file by file in sorted order.
+a JSON array, a JSON object keyed by id (streamed with ijson), Parquet, CSV and plain text
+(one document per file; both decoded line by line: UTF-8, GB18030 or cp1252, whichever
+reads cleanly, see `decode_line`), and any of these compressed with gzip (`.gz`). A folder is read file by file in sorted order.
 """
 
 from __future__ import annotations
@@ -340,42 +340,115 @@ def read_parquet(path: Path) -> Iterator[RawRecord]:
 
 
 ENCODING_SAMPLE_BYTES = 4 << 20
-CSV_RECORD_LINES = 1_000     # a quoted field may run over at most this many lines
-CSV_RECORD_BYTES = 1 << 20   # ... and this many bytes; past that its first line is broken
+CSV_RECORD_BYTES = 64 << 20  # a record, its quoted fields over any number of lines included
+CSV_RESYNC_LINES = 1_000     # after a broken record, a quoted field may run over this many
+CSV_RESYNC_BYTES = 1 << 20   # lines and bytes before its first line is taken for broken too
+_FALLBACK = "cp1252"         # Latin text (Windows-1252 / Latin-1), for lines in neither
+
+
+def _gb_clean(text: str) -> bool:
+    """Whether a line decoded as GB18030 reads as Chinese: at least three quarters of its
+    non-ASCII characters are GB2312 characters. Latin-1 or cp1252 bytes decoded as GB18030
+    pair with the next byte into rare characters outside GB2312 (mojibake)."""
+    n = len(text) - len(text.encode("ascii", errors="ignore"))
+    if not n:
+        return True
+    rare = text.encode("gb2312", errors="replace").count(b"?") - text.count("?")
+    return rare * 4 <= n
+
+
+_NON_ASCII_PAIR = re.compile(r"[^\x00-\x7f]{2}")
+_DOUBLE_ENCODED = re.compile(r"[\u00c2-\u00f4][\u0080-\u00bf\u0152-\u2122]")
+
+
+def _latin_clean(text: str) -> bool:
+    """Whether a line decoded as cp1252 reads as Latin text: its non-ASCII characters stand
+    alone ("café", "don’t"); UTF-8 or GB18030 bytes read as cp1252 come in runs."""
+    return _NON_ASCII_PAIR.search(text) is None
+
+
+def _double_encoded(text: str) -> bool:
+    """Whether UTF-8 text is UTF-8 read as cp1252 once before ("cafÃ©"): the round trip
+    back through cp1252 gives valid UTF-8."""
+    if _DOUBLE_ENCODED.search(text) is None:
+        return False
+    try:
+        text.encode(_FALLBACK).decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def detect_encoding(path: Path) -> str:
-    """The encoding of a text file, decided by its lines, so that a stray byte cannot flip a
-    file: `utf-8` unless most of the non-ASCII lines in the first 4 MB fail to decode as
-    UTF-8, then `gb18030` (Chinese CSV releases). Lines that do not decode in the chosen
-    encoding are rejected one by one; nothing is replaced silently."""
+    """The file's first-choice encoding, from its lines, so that a stray byte cannot flip a
+    file: `gb18030` when more non-ASCII lines in the first 4 MB read as Chinese in GB18030
+    (and fail as UTF-8) than decode as UTF-8, else `utf-8`. Each line is then decoded on its
+    own (`decode_line`): the first choice, the other of the two, then cp1252 for Latin text;
+    a line that reads cleanly in none of them is rejected, never stored garbled."""
     with _open(path) as f:
         data = f.read(ENCODING_SAMPLE_BYTES)
         if f.read(1):
             data = data[:data.rfind(b"\n") + 1] or data  # whole lines only
-    good = bad = 0
+    good = gb = 0
     for line in data.split(b"\n"):
         if line.isascii():
             continue
         try:
             line.decode("utf-8")
             good += 1
-        except UnicodeDecodeError as e:
-            if e.start >= len(line) - 3 and len(data) >= ENCODING_SAMPLE_BYTES - 3:
-                continue  # a character cut by the sample boundary
-            bad += 1
-    return "utf-8" if good >= bad else "gb18030"
-
-
-def _text_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
-    """(line number, text, None or why the line does not decode) for each physical line;
-    an undecodable line's text is decoded with replacement characters, for the reject."""
-    with _open(path) as f:
-        for lineno, line in enumerate(f, 1):
+        except UnicodeDecodeError:
             try:
-                yield lineno, line.decode(encoding), None
-            except UnicodeDecodeError as e:
-                yield lineno, line.decode(encoding, errors="replace"), f"not {encoding}: {e}"
+                gb += _gb_clean(line.decode("gb18030"))
+            except UnicodeDecodeError:
+                pass
+    return "gb18030" if gb > good else "utf-8"
+
+
+def decode_line(line: bytes, encoding: str) -> tuple[str, str | None]:
+    """(text, None), or (text with replacement characters, why) for a line that reads
+    cleanly in none of `encoding`, the other of UTF-8 / GB18030, and cp1252. UTF-8 text
+    that a round trip shows was double-encoded ("cafÃ©") is not clean either."""
+    if line.isascii():
+        return line.decode("ascii"), None
+    order = (encoding, "gb18030" if encoding == "utf-8" else "utf-8", _FALLBACK)
+    for enc in order:
+        try:
+            text = line.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if enc == "utf-8" and not _double_encoded(text) or \
+                enc == "gb18030" and _gb_clean(text) or enc == _FALLBACK and _latin_clean(text):
+            return text, None
+    text = line.decode(encoding, errors="replace")
+    try:
+        line.decode(encoding)
+        why = "decodes only to garbled text (mojibake)"
+    except UnicodeDecodeError as e:
+        why = f"{e.reason} at byte {e.start}"
+    return text, (f"not {encoding}: {why}; nor readable as "
+                  f"{' or '.join(order[1:])}")
+
+
+class _Lines:
+    """(line number, text, None or why the line does not decode) for each physical line,
+    decoded line by line (`decode_line`); `restart(lineno)` reads again from a line."""
+
+    def __init__(self, path: Path, encoding: str):
+        self.path, self.encoding = path, encoding
+        self._it = self._read(1)
+
+    def _read(self, start: int) -> Iterator[tuple[int, str, str | None]]:
+        with _open(self.path) as f:
+            for lineno, line in enumerate(f, 1):
+                if lineno >= start:
+                    yield (lineno, *decode_line(line, self.encoding))
+
+    def restart(self, lineno: int) -> None:
+        self._it.close()
+        self._it = self._read(lineno)
+
+    def next(self):
+        return next(self._it, None)
 
 
 def _csv_fields(text: str) -> tuple[list[str] | None, bool]:
@@ -391,71 +464,139 @@ def _csv_fields(text: str) -> tuple[list[str] | None, bool]:
 
 def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]:
     """CSV records as dicts keyed by the header row (or by `fields`, for files without a
-    header). A quoted field may span lines, up to CSV_RECORD_LINES lines and
-    CSV_RECORD_BYTES bytes; a quote that never closes within that bound, or a record whose
-    field count is wrong, costs only its first line: the following lines are read again as
-    records of their own. A record that does not decode is a reject with its text."""
+    header). A quoted field may span any number of lines, up to CSV_RECORD_BYTES; one
+    longer than that, that closes further on, is one reject (its text cut at the bound),
+    and reading goes on after it.
+
+    A record that is broken (a quote that never closes, or the wrong number of fields)
+    costs one reject: its first line, and then the lines that do not form a record of
+    their own either (a broken record's other lines); the first line that starts a whole
+    record with the header's fields ends it. So a file never yields more records than it
+    has record starts. While recovering, a quoted field may run over at most
+    CSV_RESYNC_LINES lines and CSV_RESYNC_BYTES bytes. A record that does not decode is a
+    reject with its text."""
     import sys
 
     csv.field_size_limit(min(sys.maxsize, (1 << 31) - 1))
     name = str(path)
-    encoding = detect_encoding(path)
-    source = _text_lines(path, encoding)
+    source = _Lines(path, detect_encoding(path))
     again: deque[tuple[int, str, str | None]] = deque()
     header = list(fields) if fields is not None else None
+    broken: list | None = None  # [position, raw parts, bytes, error, lines absorbed]
 
     def next_line():
-        return again.popleft() if again else next(source, None)
+        return again.popleft() if again else source.next()
 
-    def broken(lines, error: str) -> RawRecord:
-        """The first line alone is rejected; the rest is read again."""
-        again.extendleft(reversed(lines[1:]))
-        return RawRecord(name, lines[0][0], lines[0][1].rstrip("\r\n"), error=error)
-
-    while (first := next_line()) is not None:
+    def record(first, max_bytes: int, max_lines: int | None):
+        """(lines, row, complete, overflow): a record from line `first` on; overflow is
+        None, or (lines, bytes) of a quoted field that went past `max_bytes` and closed."""
         lines, size = [first], len(first[1])
+        quotes = first[1].count('"')
         row, complete = _csv_fields(first[1])
-        while not complete and len(lines) < CSV_RECORD_LINES and size < CSV_RECORD_BYTES:
+        while not complete and size < max_bytes and (max_lines is None or
+                                                     len(lines) < max_lines):
             nxt = next_line()
             if nxt is None:
-                break
+                return lines, row, False, None
             lines.append(nxt)
             size += len(nxt[1])
-            row, complete = _csv_fields("".join(t for _, t, _ in lines))
-        raw_text = "".join(t for _, t, _ in lines).rstrip("\r\n")
+            quotes += nxt[1].count('"')
+            n = len(lines)
+            if quotes % 2 == 0 or n & (n - 1) == 0:  # (parse again when it may be whole)
+                row, complete = _csv_fields("".join(t for _, t, _ in lines))
+        if complete or max_lines is not None:
+            return lines, row, complete, None
+        # over the bound: count on (keeping nothing) to where the quote closes
+        count, extra = len(lines), 0
+        while quotes % 2:
+            nxt = next_line()
+            if nxt is None:  # it never closes: the first line alone is broken
+                again.extend(lines[1:])
+                source.restart(lines[-1][0] + 1)
+                return lines[:1], row, False, None
+            count, extra, quotes = count + 1, extra + len(nxt[1]), quotes + nxt[1].count('"')
+        return lines, row, False, (count, size + extra)
+
+    def flush_broken():
+        nonlocal broken
+        if broken is None:
+            return None
+        position, parts, _, error, absorbed = broken
+        broken = None
+        if absorbed:
+            error += f"; the {absorbed} line(s) after it do not form records either"
+        return RawRecord(name, position, "".join(parts).rstrip("\r\n"), error=error)
+
+    def absorb(lines, error: str):
+        """A broken record: its first line joins (or starts) the current reject; the rest
+        is read again."""
+        nonlocal broken
+        again.extendleft(reversed(lines[1:]))
+        text = lines[0][1]
+        if broken is None:
+            broken = [lines[0][0], [text], len(text), error, 0]
+        elif broken[2] < CSV_RECORD_BYTES:
+            broken[1].append(text)
+            broken[2] += len(text)
+            broken[4] += 1
+        else:
+            broken[4] += 1
+
+    while (first := next_line()) is not None:
+        resync = broken is not None
+        lines, row, complete, overflow = record(
+            first, CSV_RESYNC_BYTES if resync else CSV_RECORD_BYTES,
+            CSV_RESYNC_LINES if resync else None)
+        if overflow is not None:
+            if (rec := flush_broken()) is not None:
+                yield rec
+            count, size = overflow
+            yield RawRecord(name, first[0], "".join(t for _, t, _ in lines).rstrip("\r\n"),
+                            error=f"CSV error: a quoted field runs over {count} lines "
+                                  f"({size} bytes), more than a record may hold "
+                                  f"({CSV_RECORD_BYTES} bytes); the text is cut")
+            continue
         if not complete:
-            yield broken(lines, "CSV error: a quoted field does not close within "
-                         f"{len(lines)} lines")
+            absorb(lines, f"CSV error: a quoted field does not close within {len(lines)} "
+                          "lines")
             continue
         if len(lines) == 1 and not any(cell.strip() for cell in row):
             continue  # a blank line
+        raw_text = "".join(t for _, t, _ in lines).rstrip("\r\n")
         undecodable = next((err for _, _, err in lines if err), None)
         if header is None:  # (an undecodable header keeps its replacement characters: the
             header = [h.strip() for h in row]  # rows then miss fields and say so)
             continue
         if len(row) != len(header):
-            error = f"CSV row has {len(row)} fields, header has {len(header)}"
-            yield broken(lines, error) if len(lines) > 1 else RawRecord(
-                name, first[0], raw_text, error=error)
+            absorb(lines, f"CSV row has {len(row)} fields, header has {len(header)}")
             continue
+        if (rec := flush_broken()) is not None:
+            yield rec
         if undecodable:
             yield RawRecord(name, first[0], raw_text, error=undecodable)
             continue
         yield RawRecord(name, first[0], ",".join(row), dict(zip(header, row)))
+    if (rec := flush_broken()) is not None:
+        yield rec
 
 
 def read_text(path: Path) -> Iterator[RawRecord]:
-    """The whole file as one document, in the encoding `detect_encoding` decides; a file
-    that does not decode in it is one reject."""
+    """The whole file as one document, each line decoded as `decode_line` decides (so a
+    Latin-1 document reads as Latin text, and a UTF-8 one stays UTF-8); a file with a line
+    that reads cleanly in no candidate encoding is one reject."""
     encoding = detect_encoding(path)
     with _open(path) as f:
         data = f.read()
     name = str(path)
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as e:
-        yield RawRecord(name, 1, data.decode(encoding, errors="replace"),
-                        error=f"not {encoding}: {e}")
+    parts, error = [], None
+    for lineno, line in enumerate(data.splitlines(keepends=True), 1):
+        text, why = decode_line(line, encoding)
+        parts.append(text)
+        if why and error is None:
+            error = f"line {lineno}: {why}"
+    text = "".join(parts)
+    if error:
+        yield RawRecord(name, 1, text, error=error)
         return
     title = Path(name[:-3] if name.endswith(".gz") else name).stem
     yield RawRecord(name, 1, text, {"title": title, "text": text})
