@@ -124,6 +124,35 @@ def test_cmb_answer_as_a_list_of_letters(store, tmp_path):
     assert res.rejects == {"answer_mismatch": 1, "wrong_type": 1}
 
 
+def test_cmb_test_answer_key_joined_by_id(store, tmp_path):
+    records = json.loads((EXAMPLES / "cmb" / "CMB-val-merge.json").read_text())
+    questions = [{**{k: v for k, v in r.items() if k not in ("answer", "explanation")},
+                  "id": i} for i, r in enumerate(records)]
+    key = [{"id": i, **{k: r[k] for k in ("exam_type", "exam_class", "exam_subject",
+                                          "question_type", "answer")}}
+           for i, r in enumerate(records[:-1])]  # the last question has no answer in the key
+    key.append({**key[0], "id": 999})                # an answer without a question
+    folder = tmp_path / "CMB-test"
+    folder.mkdir()
+    (folder / "CMB-test-choice-question-merge.json").write_text(
+        json.dumps(questions, ensure_ascii=False))
+    (folder / "CMB-test-choice-answer.json").write_text(json.dumps(key, ensure_ascii=False))
+    res = run(store, "cmb", [folder], max_reject_rate=0.0)
+    got = {r["id"]: r for r in rows(res).values()}
+    assert len(got) == len(records) and not res.rejects  # the key is not rows
+    for i, r in enumerate(records[:-1]):
+        assert got[f"cmb/exam/test/{i}"]["answer_label"] == r["answer"]
+    assert got[f"cmb/exam/test/{len(records) - 1}"]["answer_label"] is None
+    assert res.version.manifest["convert_report"] == {
+        "answer_key_labels": len(records), "answer_key_joined": len(records) - 1,
+        "answers_without_question": 1}
+    questions[0]["answer"] = "E" if records[0]["answer"] != "E" else "D"
+    (folder / "CMB-test-choice-question-merge.json").write_text(
+        json.dumps(questions, ensure_ascii=False))
+    res = run(store, "cmb", [folder], name="conflict")
+    assert res.rejects == {"answer_conflict": 1}
+
+
 # ---- CMB -------------------------------------------------------------------------------------------
 def test_cmb_exam_and_clin(store, tmp_path):
     res = run(store, "cmb", [EXAMPLES / "cmb"])
