@@ -17,6 +17,8 @@ from meddata.text import clean
 class ChineseMedicalDialogue(Converter):
     source = "chinese_medical_dialogue"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("ask", "answer"), ("title", "answer"))
 
     def infer_subset(self, file: str) -> str | None:
         stem = Path(file).name.split(".")[0]

@@ -75,6 +75,8 @@ def _answer_key(path: Path) -> dict[str, object] | None:
 class CMB(Converter):
     source = "cmb"
     default_subset = "exam"
+    #: fields a record of this source has (all of one group)
+    signatures = (("question", "option"), ("QA_pairs",), ("QA_pair",))
 
     def prepare(self, files: list[Path]) -> list[Path]:
         """Answer-key files are set aside and joined to the questions by id."""
@@ -136,7 +138,7 @@ class CMB(Converter):
         r = as_record(rec)
         if "QA_pair" in r or "QA_pairs" in r:
             return self.clin_row(r)
-        return self.exam_row(r)
+        return self.exam_row(r, self.split_for(rec))
 
     def clin_row(self, r: dict[str, Any]) -> dict[str, Any]:
         pair = r.get("QA_pair")
@@ -151,7 +153,7 @@ class CMB(Converter):
                 "meta": {"case_id": case_id, "title": clean(r.get("title")),
                          "pair": r["pair"]}}
 
-    def exam_row(self, r: dict[str, Any]) -> dict[str, Any]:
+    def exam_row(self, r: dict[str, Any], split: str = "test") -> dict[str, Any]:
         question = require(r, "question")
         options = _mcq.parse_options(r, "option")
         qtype = clean(r.get("question_type"))
@@ -164,6 +166,9 @@ class CMB(Converter):
                              f"id {rid}: the record says {label}, the answer key {keyed}")
             label = keyed
             self.matched.add(rid)
+        if label is None and split != "test":
+            # only CMB-Exam's test questions come without answers (their key is a file)
+            raise Reject("missing_field:answer", "no answer in a labelled split")
         if label and len(label) > 1 and qtype != MULTIPLE:
             raise Reject("answer_mismatch", f"{qtype or 'a question'} with answer {label}")
         key = normalize_key(question + "\n" + "\n".join(o["text"] for o in options))

@@ -53,12 +53,16 @@ def parse_options(text: Any) -> list[dict[str, str]]:
 class CMExam(Converter):
     source = "cmexam"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("Question", "Options"), ("question", "options"))
 
     def row(self, rec):
         r = as_record(rec)
         question = require(r, "Question", "question")
         options = parse_options(r.get("Options", r.get("options")))
         label = _mcq.resolve_set(options, r.get("Answer", r.get("answer")))
+        if label is None:  # every CMExam split is labelled
+            raise Reject("missing_field:answer", "no Answer")
         meta = {name: clean(r.get(col)) for col, name in META.items()}
         if label and len(label) > 1:
             meta["multiple_answers"] = True

@@ -15,6 +15,8 @@ from meddata.text import clean
 class Corpus(Converter):
     source = "corpus"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("text",), ("content",), ("contents",))
 
     def row(self, rec):
         r = as_record(rec)

@@ -37,6 +37,8 @@ def _phrasings(questions: Any) -> list[str]:
 class Huatuo26M(Converter):
     source = "huatuo26m"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("questions",), ("answers",), ("question", "answer"))
 
     def read(self, path: Path):
         """A record with several answers becomes one record per answer."""

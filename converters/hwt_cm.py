@@ -14,6 +14,8 @@ from ._instruction import instruction_row
 class HWTCM(Converter):
     source = "hwt_cm"
     default_subset = "sft"
+    #: fields a record of this source has (all of one group)
+    signatures = (("instruction", "output"),)
 
     def row(self, rec):
         return instruction_row(rec, ("instruction",), ("output",))

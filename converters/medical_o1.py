@@ -18,6 +18,8 @@ from meddata.text import clean, detect_lang
 class MedicalO1(Converter):
     source = "medical_o1"
     default_subset = "en"
+    #: fields a record of this source has (all of one group)
+    signatures = (("Question", "Response"), ("question", "response"))
 
     def infer_subset(self, file: str) -> str | None:
         name = Path(file).name.lower()

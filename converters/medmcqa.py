@@ -97,6 +97,9 @@ def _options(df):
 class MedMCQA(Converter):
     source = "medmcqa"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("question", "opa", "opb"), ("question", "choices"),
+                  ("question", "options", "realidx"))
     fast = True
     options = {"cop_base": "0 or 1: the base of `cop` / `answer` indices, when a file cannot "
                            "decide it itself"}

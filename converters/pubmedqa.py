@@ -62,6 +62,8 @@ def _ground_truth(path: Path) -> dict[str, str] | None:
 class PubMedQA(Converter):
     source = "pubmedqa"
     default_subset = "labeled"
+    #: fields a record of this source has (all of one group)
+    signatures = (("QUESTION",), ("pubid",), ("final_decision",))
 
     def prepare(self, files: list[Path]) -> list[Path]:
         self.truth: dict[str, str] = {}

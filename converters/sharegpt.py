@@ -59,6 +59,8 @@ def turns_of(r: dict[str, Any]) -> list[dict[str, str]]:
 class ShareGPT(Converter):
     source = "sharegpt"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("conversations",), ("messages",))
 
     def row(self, rec):
         r = as_record(rec)

@@ -14,6 +14,8 @@ from ._instruction import instruction_row
 class ShenNong(Converter):
     source = "shennong"
     default_subset = "tcm"
+    #: fields a record of this source has (all of one group)
+    signatures = (("query", "response"), ("instruction", "output"))
 
     def row(self, rec):
         return instruction_row(rec, ("query", "instruction"), ("response", "output"))

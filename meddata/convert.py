@@ -52,6 +52,10 @@ class Converter:
     default_subset: str = "default"
     #: options a converter accepts beyond subset and split: name -> help text
     options: dict[str, str] = {}
+    #: the fields that make a record one of this source's: a record has every field of at
+    #: least one group. A file whose sampled records mostly lack them while they have
+    #: another source's is refused, naming that source (`check_looks_like`).
+    signatures: tuple[tuple[str, ...], ...] = ()
 
     def __init__(self, subset: str | None = None, split: str | None = None, **options: Any):
         unknown = set(options) - set(self.options)
@@ -181,6 +185,43 @@ def _finish(row: dict[str, Any], conv: Converter, rec: RawRecord) -> dict[str, A
     if out["task"] in ("instruction", "reasoning", "open_qa", "dialogue") and not out["response"]:
         raise Reject("missing_field:response", "empty response")
     return out
+
+
+LOOKS_LIKE_SAMPLE = 20
+
+
+def _looks(record: Any, signatures) -> bool:
+    return isinstance(record, dict) and any(all(f in record for f in group)
+                                            for group in signatures)
+
+
+def check_looks_like(conv: Converter, files: list[Path]) -> None:
+    """Refuse, in one line, a file given to the wrong converter: when fewer than half of its
+    first LOOKS_LIKE_SAMPLE records have this source's fields (`signatures`) and more than
+    half have another source's, name that source."""
+    import itertools
+
+    from meddata.converters import REGISTRY, get
+
+    if not conv.signatures:
+        return
+    others = {name: get(name).signatures for name in REGISTRY if name != conv.source}
+    for f in files:
+        sample = [rec.record for rec in itertools.islice(conv.read(f), LOOKS_LIKE_SAMPLE)
+                  if not rec.error]
+        if not sample or 2 * sum(_looks(r, conv.signatures) for r in sample) >= len(sample):
+            continue
+        fits = sorted(((sum(_looks(r, sigs) for r in sample), name)
+                       for name, sigs in others.items() if sigs), reverse=True)
+        fits = [(n, name) for n, name in fits if 2 * n > len(sample)]
+        if not fits:
+            continue
+        n, name = fits[0]
+        fields = " / ".join(", ".join(g) for g in conv.signatures)
+        raise ConversionError(
+            f"{conv.source}: {f} does not look like {conv.source} records ({n} of the first "
+            f"{len(sample)} have {name}'s fields, {conv.source} needs {fields}); it looks "
+            f"like {' or '.join(nm for _, nm in fits)}: meddata convert {name} {f}")
 
 
 class ConversionResult:
@@ -495,6 +536,7 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
                 f"every input file is empty ({', '.join(map(str, empty))})") +
                 "; nothing to convert")
         files = conv.prepare([f for f in files if f not in empty])
+        check_looks_like(conv, files)
         stream = (item for f in files for item in _file_items(conv, f))
         empty_files = [str(f) for f in empty]
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
