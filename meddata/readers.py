@@ -71,12 +71,73 @@ def list_files(paths: list[str | Path]) -> list[Path]:
 BOM = b"\xef\xbb\xbf"
 
 
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+              (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def _undecodable(error: UnicodeDecodeError) -> tuple[str, int]:
+    """Bytes of a wide-encoded file that do not decode: a lone surrogate, which becomes
+    bytes that are not UTF-8, so the record holding them is rejected, never stored."""
+    return "\udcff", error.end
+
+
+class _Transcoded(io.RawIOBase):
+    """A UTF-16 or UTF-32 file (one with a byte order mark) read as UTF-8 bytes, streamed:
+    the readers split lines and parse JSON on UTF-8 bytes, where a newline byte inside a
+    wide character would cut a record in two."""
+
+    def __init__(self, f: BinaryIO, encoding: str, skip: int):
+        import codecs
+
+        self.f, self.encoding, self.skip = f, encoding, skip
+        codecs.register_error("meddata-undecodable", _undecodable)
+        self._decoder = codecs.getincrementaldecoder(encoding)("meddata-undecodable")
+        self._pending = b""
+        self.seek(0)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        raise io.UnsupportedOperation("a transcoded file has no byte offsets")
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise io.UnsupportedOperation("a transcoded file seeks only to its start")
+        self.f.seek(self.skip)
+        self._decoder.reset()
+        self._pending = b""
+        return 0
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            raw = self.f.read(1 << 16)
+            self._pending = self._decoder.decode(raw, final=not raw).encode(
+                "utf-8", "surrogatepass")
+            if not raw:
+                break
+        n = min(len(buffer), len(self._pending))
+        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
 def _open(path: Path) -> BinaryIO:
     """The file's bytes (gunzipped for .gz), after a UTF-8 byte order mark if it has one:
-    a BOM is not data."""
+    a BOM is not data. A file with a UTF-16 or UTF-32 byte order mark is read as UTF-8
+    (bytes that do not decode stay bytes that are not UTF-8: their record is a reject)."""
     f = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    if f.read(3) != BOM:
-        f.seek(0)
+    head = f.read(4)
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            return io.BufferedReader(_Transcoded(f, encoding, len(bom)))
+    f.seek(3 if head.startswith(BOM) else 0)
     return f
 
 
@@ -451,15 +512,43 @@ class _Lines:
         return next(self._it, None)
 
 
-def _csv_fields(text: str) -> tuple[list[str] | None, bool]:
-    """(fields, complete): complete is False while `text` ends inside a quoted field."""
+def _csv_fields(text: str) -> tuple[list[str] | None, bool, bool]:
+    """(fields, complete, strict): complete is False while `text` ends inside a quoted
+    field; strict is False when only a lenient reading parses it (a stray quote inside a
+    field), or none does (then the text is one field)."""
     try:
         rows = list(csv.reader(io.StringIO(text), strict=True))
     except csv.Error as e:
         if "unexpected end of data" in str(e):
-            return None, False
-        rows = list(csv.reader(io.StringIO(text)))  # lenient, as CSV readers are
-    return (rows[0] if rows else []), True
+            return None, False, False
+        try:
+            rows = list(csv.reader(io.StringIO(text)))  # lenient, as CSV readers are
+        except csv.Error:  # (a carriage return alone inside a field)
+            return [text], True, False
+        return (rows[0] if rows else []), True, False
+    return (rows[0] if rows else []), True, True
+
+
+def _stray_quote(text: str) -> bool:
+    """Whether a quote stands inside an unquoted field (`E 输血",C,...`: the last line of a
+    quoted field, read on its own). CSV readers take such a quote literally; a record that
+    needs that leniency does not end a broken record's recovery."""
+    in_quotes, start, i, n = False, True, 0, len(text)
+    while i < n:
+        c = text[i]
+        if in_quotes:
+            if c == '"':
+                if i + 1 < n and text[i + 1] == '"':
+                    i += 2
+                    continue
+                in_quotes = False
+        elif c == '"':
+            if not start:
+                return True
+            in_quotes = True
+        start = not in_quotes and c in ",\r\n"
+        i += 1
+    return False
 
 
 def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]:
@@ -492,7 +581,7 @@ def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]
         None, or (lines, bytes) of a quoted field that went past `max_bytes` and closed."""
         lines, size = [first], len(first[1])
         quotes = first[1].count('"')
-        row, complete = _csv_fields(first[1])
+        row, complete, strict = _csv_fields(first[1])
         while not complete and size < max_bytes and (max_lines is None or
                                                      len(lines) < max_lines):
             nxt = next_line()
@@ -503,8 +592,11 @@ def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]
             quotes += nxt[1].count('"')
             n = len(lines)
             if quotes % 2 == 0 or n & (n - 1) == 0:  # (parse again when it may be whole)
-                row, complete = _csv_fields("".join(t for _, t, _ in lines))
+                row, complete, strict = _csv_fields("".join(t for _, t, _ in lines))
         if complete or max_lines is not None:
+            if max_lines is not None and complete and (
+                    not strict or _stray_quote("".join(t for _, t, _ in lines))):
+                complete = False  # recovering: only a clean record starts again
             return lines, row, complete, None
         # over the bound: count on (keeping nothing) to where the quote closes
         count, extra = len(lines), 0
@@ -558,7 +650,8 @@ def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]
             continue
         if not complete:
             absorb(lines, f"CSV error: a quoted field does not close within {len(lines)} "
-                          "lines")
+                          "lines" if not resync or row is None else
+                   f"CSV error: {len(lines)} line(s) that do not parse as a record")
             continue
         if len(lines) == 1 and not any(cell.strip() for cell in row):
             continue  # a blank line

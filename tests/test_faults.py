@@ -367,3 +367,25 @@ def test_csv_broken_multiline_record_is_one_reject(store, tmp_path):
     assert result.rows_in == 40 and result.rows_out == 39
     [rej] = rejects(result)
     assert rej["position"] == 42 and rej["raw"].startswith('题10,"A 甲\nB 乙')
+
+
+# ---- the fault-injection kit over every converter's examples (issue 32 item 13) --------------------
+def _example_files():
+    from meddata.converters import REGISTRY
+    from meddata.readers import SUFFIXES, base_suffix
+
+    for source in sorted(REGISTRY):
+        for path in sorted((EXAMPLES / source).rglob("*")):
+            if path.is_file() and base_suffix(path) in SUFFIXES:
+                yield pytest.param(source, path, id=f"{source}/{path.name}")
+
+
+@pytest.mark.parametrize("source,example", list(_example_files()))
+def test_fault_kit(source, example, tmp_path):
+    """Seeded mutations of every bundled example file (tests/faults_kit.py): no traceback,
+    conservation, no invented rows, nothing lost that was whole, no mojibake stored."""
+    import faults_kit
+
+    problems = faults_kit.check(source, example, example.relative_to(EXAMPLES / source),
+                                tmp_path, seed=0)
+    assert not problems, "\n".join(problems)
