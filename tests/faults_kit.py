@@ -31,11 +31,23 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from meddata.cli import cli
-from meddata.readers import _double_encoded, base_suffix, sniff_json
+from meddata.readers import base_suffix, sniff_json
 from meddata.store import Store
 
 TEXT_COLUMNS = ("question", "context", "answer", "rationale", "response", "meta")
 _C1 = re.compile("[\ufffd\u0080-\u009f]")
+_LATIN_PAIR = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u0152-\u2122]")
+
+
+def _double_encoded(text: str) -> bool:
+    """UTF-8 read as cp1252 ("cafÃ©"): the round trip back gives valid UTF-8."""
+    if not _LATIN_PAIR.search(text):
+        return False
+    try:
+        text.encode("cp1252").decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 @dataclass

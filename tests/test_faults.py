@@ -4,6 +4,7 @@ CSV, text); both MedMCQA paths reject the same records."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -388,4 +389,18 @@ def test_fault_kit(source, example, tmp_path):
 
     problems = faults_kit.check(source, example, example.relative_to(EXAMPLES / source),
                                 tmp_path, seed=0)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MEDDATA_SLOW_TESTS"),
+                    reason="the long fault-kit run: set MEDDATA_SLOW_TESTS=1")
+@pytest.mark.parametrize("seed", range(1, 6))
+@pytest.mark.parametrize("source,example", list(_example_files()))
+def test_fault_kit_more_seeds(source, example, seed, tmp_path):
+    """The same kit with five more seeds (other bytes flipped, other cuts and places)."""
+    import faults_kit
+
+    problems = faults_kit.check(source, example, example.relative_to(EXAMPLES / source),
+                                tmp_path, seed=seed)
     assert not problems, "\n".join(problems)
