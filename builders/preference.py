@@ -4,11 +4,13 @@ DPOTrainer and RewardTrainer.
 The chosen answer is the reference; the rejected one comes from the recipe's strategy
 (`auto`: distractor for MCQ and yes/no rows, cross_sample for the rest; builders/rejected.py).
 A rejected that is missing, or equal or nearly equal to the chosen (shingle Jaccard >=
-rejected.similarity), drops the row with a reason. So does one that a model could tell
-from the chosen by its form rather than its medicine: a <think> block in one answer only
-or a different answer-line style (`rejected_format_mismatch`), or another language
-(`rejected_lang_mismatch`). The manifest's `rejected.check` counts the pairs checked,
-kept, and dropped by each reason, with the rows no partner matched (cross_sample's
+rejected.similarity), drops the row with a reason. So does a distractor or cross_sample
+answer that a model could tell from the chosen by its form rather than its medicine: a
+<think> block in one answer only or a different answer-line style
+(`rejected_format_mismatch`), or another language (`rejected_lang_mismatch`); a weak
+model's answers are what that model writes, so theirs are counted (`kept_mismatched`),
+not dropped. The manifest's `rejected.check` counts the pairs checked, matched, and
+dropped by each reason, with the rows no partner matched (cross_sample's
 `no_matching_rejected`); the report shows it. Steps: pair, bound the length (the
 longer of prompt + chosen and prompt + rejected, chat-templated), split.
 """
@@ -58,7 +60,8 @@ class Pair(Step):
         self.passes = 2 if recipe.rejected.strategy in ("auto", "cross_sample") else 1
         self.strategies: dict[str, Any] = {}
         self.check = {"pairs_checked": 0, "matched": 0, "rejected_format_mismatch": 0,
-                      "rejected_lang_mismatch": 0, "no_matching_rejected": 0}
+                      "rejected_lang_mismatch": 0, "no_matching_rejected": 0,
+                      "kept_mismatched": 0}
 
     def _strategy(self, name: str):
         if name not in self.strategies:
@@ -124,11 +127,14 @@ class Pair(Step):
                 continue
             mismatch = self.mismatch(row, good, bad)
             self.check["pairs_checked"] += 1
-            if mismatch:
+            if mismatch and by in ("distractor", "cross_sample"):
                 self.check[mismatch] += 1
                 dropped.setdefault(mismatch, []).append(row)
                 continue
-            self.check["matched"] += 1
+            if mismatch:  # a model's own answer: its form is what the model writes
+                self.check["kept_mismatched"] += 1
+            else:
+                self.check["matched"] += 1
             prompt = render.dialogue(row, self.recipe.system_prompt, with_answer=False) or \
                 render.messages(render.prompt_text(row, self.recipe.prompt_style),
                                 system=self.recipe.system_prompt)

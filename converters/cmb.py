@@ -38,12 +38,12 @@ from meddata.text import clean, normalize_key
 from . import _mcq
 
 MULTIPLE, SINGLE = "多项选择题", "单项选择题"
-KEY_FIELDS = {"id", "exam_type", "exam_class", "exam_subject", "question_type", "answer"}
 
 
 def _answer_key(path: Path) -> dict[str, object] | None:
-    """The id -> answer map when `path` is a CMB-Exam answer key (a JSON array of records
-    with an id and an answer and no question), else None."""
+    """The id -> answer map when `path` is a CMB-Exam answer key (a JSON array, or JSON
+    Lines, of records with an id and an answer and no question or options: id, the exam
+    fields, question_type, answer), else None."""
     if base_suffix(path) not in (".json", ".jsonl") or path.stat().st_size > 50_000_000:
         return None
     with _open(path) as f:
@@ -58,8 +58,8 @@ def _answer_key(path: Path) -> dict[str, object] | None:
         except ValueError:
             return None
     if not isinstance(data, list) or not data or not all(
-            isinstance(r, dict) and "id" in r and "answer" in r and set(r) <= KEY_FIELDS
-            for r in data):
+            isinstance(r, dict) and "id" in r and "answer" in r and "question" not in r
+            and "option" not in r and "QA_pairs" not in r for r in data):
         return None
     key: dict[str, object] = {}
     for r in data:

@@ -546,7 +546,9 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
                        f"{rep['rejected_format_mismatch']} format, "
                        f"{rep['rejected_lang_mismatch']} language, "
                        f"{rep['no_matching_rejected']} with no partner of the same language, "
-                       "task and format")
+                       "task and format"
+                       + (f"; {rep['kept_mismatched']} weak-model answers differ in form "
+                          "(kept)" if rep.get("kept_mismatched") else ""))
         elif "generated" in rep:  # a weak model's counts
             click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the "
                        f"cache, {rep['new_tokens']} new tokens ({rep['cache']})")

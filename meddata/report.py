@@ -495,7 +495,9 @@ def summary_section(version: Version, store: Store | None) -> str:
                      f"language; dropped: {check['rejected_format_mismatch']:,} format, "
                      f"{check['rejected_lang_mismatch']:,} language, "
                      f"{check['no_matching_rejected']:,} with no partner of the same "
-                     "language, task and format"])
+                     "language, task and format"
+                     + (f"; {check['kept_mismatched']:,} weak-model answers differ in form "
+                        "(kept)" if check.get("kept_mismatched") else "")])
     val = m.get("validation")
     if val:
         rows.append(["validation", ("passed" if val["success"] else "FAILED")

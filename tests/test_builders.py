@@ -166,6 +166,7 @@ def test_preference_pairs_do_not_give_themselves_away(built):
     check = version.manifest["rejected"]["check"]
     assert check["matched"] == len(rows) == check["pairs_checked"] - \
         check["rejected_format_mismatch"] - check["rejected_lang_mismatch"]
+    assert check["kept_mismatched"] == 0
     from meddata.report import summary_section
 
     assert "rejected check" in summary_section(version, built[0]) and \
