@@ -308,7 +308,7 @@ def test_csv_stray_cp1252_bytes_do_not_flip_a_file(store, tmp_path):
 def test_csv_line_readable_in_no_encoding_is_a_reject(store, tmp_path):
     data = dialogue_csv(30).encode("gb18030")
     bad = "第5个回答".encode("gb18030")
-    data = data.replace(bad, "第5个".encode("utf-8") + "回答".encode("gb18030"))  # mixed bytes
+    data = data.replace(bad, "第5个".encode() + "回答".encode("gb18030"))  # mixed bytes
     path = tmp_path / "dialogue.csv"
     path.write_bytes(data)
     result = run(store, "chinese_medical_dialogue", [path])
@@ -326,7 +326,7 @@ def test_latin1_text_document_is_not_stored_as_mojibake(store, tmp_path):
     result = run(store, "corpus", [path])
     [row] = result.version.to_table(columns=["context"]).to_pylist()
     assert row["context"] == text.strip()
-    path.write_bytes("Café.\n".encode("utf-8") + "Cafè.\n".encode("utf-8").decode(
+    path.write_bytes("Café.\n".encode() + "Cafè.\n".encode().decode(
         "latin-1").encode("utf-8"))  # a line of double-encoded UTF-8 ("CafÃ¨")
     result = run(store, "corpus", [path], name="double")
     assert result.rows_out == 0 and "garbled" in rejects(result)[0]["detail"]
