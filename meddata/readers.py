@@ -649,9 +649,9 @@ def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]
                                   f"({CSV_RECORD_BYTES} bytes); the text is cut")
             continue
         if not complete:
-            absorb(lines, f"CSV error: a quoted field does not close within {len(lines)} "
-                          "lines" if not resync or row is None else
-                   f"CSV error: {len(lines)} line(s) that do not parse as a record")
+            absorb(lines, "CSV error: a quoted field opened on this line does not close "
+                          "before the file ends" if not resync else
+                   "CSV error: a line that does not start a clean record")
             continue
         if len(lines) == 1 and not any(cell.strip() for cell in row):
             continue  # a blank line
