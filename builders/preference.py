@@ -4,7 +4,14 @@ DPOTrainer and RewardTrainer.
 The chosen answer is the reference; the rejected one comes from the recipe's strategy
 (`auto`: distractor for MCQ and yes/no rows, cross_sample for the rest; builders/rejected.py).
 A rejected that is missing, or equal or nearly equal to the chosen (shingle Jaccard >=
-rejected.similarity), drops the row with a reason. Steps: pair, bound the length (the
+rejected.similarity), drops the row with a reason. So does a distractor or cross_sample
+answer that a model could tell from the chosen by its form rather than its medicine: a
+<think> block in one answer only or a different answer-line style
+(`rejected_format_mismatch`), or another language (`rejected_lang_mismatch`); a weak
+model's answers are what that model writes, so theirs are counted (`kept_mismatched`),
+not dropped. The manifest's `rejected.check` counts the pairs checked, matched, and
+dropped by each reason, with the rows no partner matched (cross_sample's
+`no_matching_rejected`); the report shows it. Steps: pair, bound the length (the
 longer of prompt + chosen and prompt + rejected, chat-templated), split.
 """
 
@@ -27,7 +34,7 @@ from meddata.validation import suites
 from . import render
 from .common import SHAREGPT_TAGS, answer, lineage, schema, split_system, with_system
 from .registry import Kind
-from .rejected import NoRejected, strategy
+from .rejected import NoRejected, has_think, strategy
 
 SCHEMA = schema(("prompt", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES),
                 ("rejected_by", pa.string()))
@@ -53,6 +60,9 @@ class Pair(Step):
         self.recipe, self.store, self.progress = recipe, store, progress
         self.passes = 2 if recipe.rejected.strategy in ("auto", "cross_sample") else 1
         self.strategies: dict[str, Any] = {}
+        self.check = {"pairs_checked": 0, "matched": 0, "rejected_format_mismatch": 0,
+                      "rejected_lang_mismatch": 0, "no_matching_rejected": 0,
+                      "kept_mismatched": 0}
 
     def _strategy(self, name: str):
         if name not in self.strategies:
@@ -109,11 +119,23 @@ class Pair(Step):
         for row, good, bad, by, too_near in zip(usable, chosen, rejected, labels, near):
             if isinstance(bad, NoRejected) or not bad:
                 reason = bad.reason if isinstance(bad, NoRejected) else "no_rejected_candidate"
+                if reason == "no_matching_rejected":
+                    self.check[reason] += 1
                 dropped.setdefault(reason, []).append(row)
                 continue
             if too_near:
                 dropped.setdefault("rejected_near_chosen", []).append(row)
                 continue
+            mismatch = self.mismatch(row, good, bad)
+            self.check["pairs_checked"] += 1
+            if mismatch and by in ("distractor", "cross_sample"):
+                self.check[mismatch] += 1
+                dropped.setdefault(mismatch, []).append(row)
+                continue
+            if mismatch:  # a model's own answer: its form is what the model writes
+                self.check["kept_mismatched"] += 1
+            else:
+                self.check["matched"] += 1
             prompt = render.dialogue(row, self.recipe.system_prompt, with_answer=False) or \
                 render.messages(render.prompt_text(row, self.recipe.prompt_style),
                                 system=self.recipe.system_prompt)
@@ -125,8 +147,25 @@ class Pair(Step):
             books.drop(reason, rows=gone)
         return out
 
+    @staticmethod
+    def mismatch(row: dict[str, Any], chosen: str, rejected: str) -> str | None:
+        """Why a pair gives itself away by form, or None: a <think> block in one answer only,
+        an answer line ("The answer is ..." / "答案是...") in one only, or two languages."""
+        from meddata.text import detect_lang
+
+        if has_think(chosen) != has_think(rejected):
+            return "rejected_format_mismatch"
+        if row["task"] in ("mcq", "yes_no"):
+            lead = render.words(row)["answer_is"].split("{")[0]
+            if (lead in chosen) != (lead in rejected):
+                return "rejected_format_mismatch"
+        if detect_lang(chosen) != detect_lang(rejected):
+            return "rejected_lang_mismatch"
+        return None
+
     def report(self) -> dict[str, Any]:
-        return {name: rep for name, s in self.strategies.items() if (rep := s.report())}
+        out = {name: rep for name, s in self.strategies.items() if (rep := s.report())}
+        return {**out, "check": dict(self.check)}
 
 
 def steps(recipe, ctx) -> list:

@@ -9,8 +9,12 @@ Strategies register by name in STRATEGIES and load only when asked for; `weak_mo
   several correct options, a wrong set: one option flipped in or out), with an
   explanation-shaped body written from templates (it never copies the true explanation);
   for yes/no, the opposite decision. Needs no model.
-- cross_sample: the reference answer of another row of the same source and, where the
-  source records one, the same subject (two phases over the stream; see CrossSample).
+- cross_sample: the reference answer of another row of the same source, language, task and
+  answer format (a <think> block or not) and, where the source records one, the same
+  subject (two phases over the stream; see CrossSample). A row with no such partner is
+  dropped as `no_matching_rejected`.
+The rejected answer always has the chosen answer's format and language: the preference
+builder checks every pair and drops one that differs (builders/preference.py).
 """
 
 from __future__ import annotations
@@ -47,9 +51,12 @@ BODY = {
     ],
 }
 DECISION_BODY = {
-    "en": "The findings reported in the study support this conclusion directly, and the size of "
-          "the effect makes chance an unlikely explanation.",
-    "zh": "研究报告的结果直接支持这一结论，效应大小也使偶然因素难以解释这一结果。",
+    "en": ["The findings reported in the study support this conclusion directly, and the size "
+           "of the effect makes chance an unlikely explanation.",
+           "The study's design and its main outcome point the same way, and the secondary "
+           "results are consistent with this answer."],
+    "zh": ["研究报告的结果直接支持这一结论，效应大小也使偶然因素难以解释这一结果。",
+           "研究设计与主要结局指向同一结论，次要结果也与这一答案一致。"],
 }
 OPPOSITE = {"yes": ["no"], "no": ["yes"], "maybe": ["yes", "no"]}
 
@@ -108,26 +115,50 @@ class Distractor(Strategy):
                 pick = wrong[h % len(wrong)]
                 label, text = pick["label"], pick["text"]
             line = render.answer_line(row, label=label, text=text)
-            templates = BODY.get(lang, BODY["en"])
-            body = templates[(h >> 8) % len(templates)].format(text=text)
+            bodies = [t.format(text=text) for t in BODY.get(lang, BODY["en"])]
         elif row["task"] == "yes_no":
             choices = OPPOSITE.get(row.get("answer") or "", [])
             if not choices:
                 return None
             line = render.answer_line(row, text=choices[h % len(choices)])
-            body = DECISION_BODY.get(lang, DECISION_BODY["en"])
+            bodies = DECISION_BODY.get(lang, DECISION_BODY["en"])
         else:
             return None
-        return render.compose(line, body, self.recipe.reasoning, after=True)
+        return self.shaped(row, line, bodies, h >> 8)
+
+    def shaped(self, row: dict[str, Any], line: str, bodies: list[str], h: int) -> str:
+        """The wrong answer in the shape of the row's chosen answer (render.chosen_text): a
+        written response after the answer line only where the row has one, and an
+        explanation (a <think> block, or inline) only where the chosen has its rationale;
+        so format never tells the two apart."""
+        first, second = bodies[h % len(bodies)], bodies[(h + 1) % len(bodies)]
+        if row.get("response"):
+            line, first = f"{line}\n\n{first}", second
+        return render.compose(line, first if row.get("rationale") else None,
+                              self.recipe.reasoning, after=True)
 
     def rejected(self, rows, chosen):
         return [self.one(r) for r in rows]
 
 
+def has_think(text: str | None) -> bool:
+    """Whether an answer opens with a <think> block."""
+    return bool(text) and text.lstrip().startswith("<think>")
+
+
+def group_key(row: dict[str, Any], chosen: str) -> str:
+    """The group a cross_sample partner must come from: source, language, task and format."""
+    return json.dumps([row["source"], row.get("lang"), row.get("task"),
+                       "think" if has_think(chosen) else "plain"], ensure_ascii=False)
+
+
 class CrossSample(Strategy):
-    """The reference answer of another row of the same source (and subject, where the
-    source records one and the subject has more rows): each group's rows are ordered by a
-    seeded hash of their ids and each takes the next one's answer, cyclically.
+    """The reference answer of another row of the same group (source, language, task and
+    answer format: a <think> block or not) and subject, where the source records one and
+    the subject has more rows: each group's rows are ordered by a seeded hash of their ids
+    and each takes the next one's answer, cyclically. A row alone in its group has no
+    partner (`no_matching_rejected`): an answer in another language or format would give
+    the pair away.
 
     It needs every row before it can answer for any, so it works in two phases over a
     stream: `add` every batch (the rows' source, subject, hash and chosen text go to a
@@ -146,6 +177,7 @@ class CrossSample(Strategy):
         self._reader = None
         self._next = 0  # the k the partner stream must give next
         self._pending: list[str | None] = []
+        self.unmatched = 0  # rows with no partner of their source, language, task, format
 
     def add(self, rows: list[dict[str, Any]], chosen: list[str], spill_dir: Path) -> None:
         import pyarrow as pa
@@ -159,7 +191,7 @@ class CrossSample(Strategy):
             subjects.append(json.dumps(subject, ensure_ascii=False) if subject else None)
         table = pa.table({
             "k": pa.array(range(self._k, self._k + len(rows)), pa.int64()),
-            "source": pa.array([r["source"] for r in rows], pa.string()),
+            "source": pa.array([group_key(r, c) for r, c in zip(rows, chosen)], pa.string()),
             "subject": pa.array(subjects, pa.string()),
             "h": pa.array(seeded_array(self.recipe.seed, "cross", [r["id"] for r in rows]),
                           pa.uint64()),
@@ -212,7 +244,12 @@ class CrossSample(Strategy):
             self._next += len(ks)
             self._pending += batch.column("rejected").to_pylist()
         out, self._pending = self._pending[:n], self._pending[n:]
-        return out + [None] * (n - len(out))
+        out += [None] * (n - len(out))
+        self.unmatched += sum(t is None for t in out)
+        return [NoRejected("no_matching_rejected") if t is None else t for t in out]
+
+    def report(self) -> dict[str, Any]:
+        return {"unmatched": self.unmatched} if self.unmatched else {}
 
     def rejected(self, rows, chosen):
         """All at once, for rows in memory."""

@@ -50,16 +50,28 @@ def rules(bounds) -> list:
 
 
 def llamafactory_record(r: dict[str, Any], layout: str) -> dict[str, Any]:
+    """One row in LLaMA-Factory's layout. In `alpaca`, the last user turn is `instruction`,
+    the last assistant turn `output`, and every earlier turn goes to `history` as
+    [user, assistant] pairs, in order (LLaMA-Factory's alpaca converter puts them back
+    before the instruction): a multi-turn row keeps all its turns."""
     system, msgs = split_system(r["messages"])
     if layout == "alpaca":
-        return with_system({"instruction": msgs[0]["content"], "input": "",
-                            "output": msgs[-1]["content"]}, system)
+        roles = [m["role"] for m in msgs]
+        if len(msgs) < 2 or len(msgs) % 2 or roles != ["user", "assistant"] * (len(msgs) // 2):
+            raise ValueError(f"row {r.get('id')}: turns {roles} do not alternate user, "
+                             "assistant; the alpaca layout cannot hold them (use --layout "
+                             "sharegpt)")
+        history = [[msgs[i]["content"], msgs[i + 1]["content"]]
+                   for i in range(0, len(msgs) - 2, 2)]
+        return with_system({"instruction": msgs[-2]["content"], "input": "",
+                            "output": msgs[-1]["content"], "history": history}, system)
     return with_system({"messages": msgs}, system)
 
 
 def llamafactory_entry(file_name: str, layout: str, has_system: bool) -> dict[str, Any]:
     if layout == "alpaca":
-        cols = {"prompt": "instruction", "query": "input", "response": "output"}
+        cols = {"prompt": "instruction", "query": "input", "response": "output",
+                "history": "history"}
         return {"file_name": file_name,
                 "columns": {**cols, **({"system": "system"} if has_system else {})}}
     return {"file_name": file_name, "formatting": "sharegpt",

@@ -117,6 +117,13 @@ def match_text(text: str, options: list[dict[str, str]]) -> str | None:
     return None
 
 
+def _same_text(text: str, options: list[dict[str, str]], label: str) -> bool:
+    """Whether the option `label`'s text equals `text` (as `match_text` compares)."""
+    option = next(o["text"] for o in options if o["label"] == label)
+    return any(key_fn(text) and key_fn(text) == key_fn(option)
+               for key_fn in (_soft_key, normalize_key))
+
+
 def index_value(value: Any) -> int | None:
     """An int from 2, 2.0 or "2"; None for anything else."""
     if isinstance(value, bool):
@@ -169,15 +176,30 @@ _LETTER_SET = re.compile(r"^[\s,，、;；/]*([A-Za-z](?:[\s,，、;；/]*[A-Za-
 
 def resolve_set(options: list[dict[str, str]], value: Any) -> str | None:
     """The set of correct labels of a question with one or more correct options, from "B",
-    "ACD", "A,C,D" or "A、C、D": sorted, unique letters ("ACD"); None for no answer.
-    Every letter must be an option's (else answer_not_in_options)."""
+    "ACD", "A,C,D", "A、C、D" or a list ["A", "C", "D"]: sorted, unique letters ("ACD");
+    None for no answer. Letters run together must be capitals ("ABD"; "Bad" or "abd" is a
+    word, bad_answer); every letter must be an option's (else answer_not_in_options)."""
+    if isinstance(value, list):  # ["A", "C"]: a list of option letters
+        if not value:
+            return None
+        if not all(isinstance(v, str) and _LETTER.match(v) for v in value):
+            raise Reject("wrong_type", f"answer {json.dumps(value, ensure_ascii=False)[:40]} "
+                                       "is not a list of option letters")
+        value = ",".join(v.strip() for v in value)
+    elif isinstance(value, (dict, bool)):
+        raise Reject("wrong_type", f"answer is {type(value).__name__}, expected letters")
     text = clean(value)
     if text is None:
         return None
     m = _LETTER_SET.match(text)
     if not m:
         raise Reject("bad_answer", f"answer {text[:40]!r} is not option letters")
-    letters = sorted({c.upper() for c in m.group(1) if c.isalpha()})
+    run = "".join(c for c in m.group(1) if c.isalpha())
+    if len(run) > 1 and not (run.isupper() or run.islower()) or len(run) > 1 and \
+            run.islower() and re.fullmatch(r"[A-Za-z]+", m.group(1)):
+        # "Bad", "abd": a word, not letters (letters run together are capitals: "ABD")
+        raise Reject("bad_answer", f"answer {text[:40]!r} is a word, not option letters")
+    letters = sorted({c.upper() for c in run})
     labels = {o["label"] for o in options}
     missing = [c for c in letters if c not in labels]
     if missing:
@@ -200,6 +222,8 @@ def resolve(options: list[dict[str, str]], letter: Any = None, text: Any = None)
     by_text = None
     if text is not None:
         by_text = match_text(text, options)
+        if by_text is None and by_letter and _same_text(text, options, by_letter):
+            return by_letter  # two options share this text; the letter says which one
         if by_text is None and _LETTER.match(text):
             by_text = letter_of(text, options)
         if by_text is None:

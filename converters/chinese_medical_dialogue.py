@@ -19,6 +19,8 @@ class ChineseMedicalDialogue(Converter):
     license = "mit"
     license_url = "https://github.com/Toyhom/Chinese-medical-dialogue-data/blob/master/LICENSE"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("ask", "answer"), ("title", "answer"))
 
     def infer_subset(self, file: str) -> str | None:
         stem = Path(file).name.split(".")[0]

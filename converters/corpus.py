@@ -17,6 +17,8 @@ class Corpus(Converter):
     # your own documents: the converter cannot know their terms (--license sets them)
     license = "unknown"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("text",), ("content",), ("contents",))
 
     def row(self, rec):
         r = as_record(rec)

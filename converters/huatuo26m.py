@@ -39,6 +39,8 @@ class Huatuo26M(Converter):
     license = "apache-2.0"  # the README's License section
     license_url = "https://github.com/FreedomIntelligence/Huatuo-26M#license"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("questions",), ("answers",), ("question", "answer"))
 
     def read(self, path: Path):
         """A record with several answers becomes one record per answer."""

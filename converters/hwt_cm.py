@@ -16,6 +16,8 @@ class HWTCM(Converter):
     license = "apache-2.0"  # its dataset card
     license_url = "https://huggingface.co/datasets/Monor/hwtcm-sft-v1"
     default_subset = "sft"
+    #: fields a record of this source has (all of one group)
+    signatures = (("instruction", "output"),)
 
     def row(self, rec):
         return instruction_row(rec, ("instruction",), ("output",))

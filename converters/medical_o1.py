@@ -20,6 +20,8 @@ class MedicalO1(Converter):
     license = "apache-2.0"  # its dataset card
     license_url = "https://huggingface.co/datasets/FreedomIntelligence/medical-o1-reasoning-SFT"
     default_subset = "en"
+    #: fields a record of this source has (all of one group)
+    signatures = (("Question", "Response"), ("question", "response"))
 
     def infer_subset(self, file: str) -> str | None:
         name = Path(file).name.lower()

@@ -101,6 +101,9 @@ class MedMCQA(Converter):
     license = "mit"
     license_url = "https://github.com/medmcqa/medmcqa/blob/main/LICENSE.md"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("question", "opa", "opb"), ("question", "choices"),
+                  ("question", "options", "realidx"))
     fast = True
     options = {"cop_base": "0 or 1: the base of `cop` / `answer` indices, when a file cannot "
                            "decide it itself"}

@@ -18,7 +18,7 @@ import hashlib
 import re
 from typing import Any
 
-from meddata.convert import Converter, as_record, require
+from meddata.convert import Converter, Reject, as_record, require
 from meddata.readers import RawRecord
 from meddata.text import clean, normalize_key
 
@@ -33,6 +33,8 @@ class MedQA(Converter):
     license = "mit"
     license_url = "https://github.com/jind11/MedQA/blob/master/LICENSE"
     default_subset = "us"
+    #: fields a record of this source has (all of one group)
+    signatures = (("question", "options"), ("Question", "options"))
 
     def infer_subset(self, file: str) -> str | None:
         for part in reversed(re.split(r"[\\/_.\-\s]+", file.lower())):
@@ -45,6 +47,8 @@ class MedQA(Converter):
         question = require(r, "question", "Question")
         options = _mcq.parse_options(r)
         label = _mcq.resolve(options, letter=r.get("answer_idx"), text=r.get("answer"))
+        if label is None:  # every MedQA split is labelled: a record without one is no MedQA
+            raise Reject("missing_field:answer", "no answer_idx or answer")
         key = normalize_key(question + "\n" + "\n".join(o["text"] for o in options))
         source_id = clean(r.get("realidx")) or clean(r.get("id")) or hashlib.sha1(
             key.encode()).hexdigest()[:16]

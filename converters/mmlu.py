@@ -78,6 +78,8 @@ class MMLU(Converter):
     license = "mit"
     license_url = "https://github.com/hendrycks/test/blob/master/LICENSE"
     default_subset = "unknown"
+    #: fields a record of this source has (all of one group)
+    signatures = (("question", "choices"), ("question", "A", "B"))
 
     def prepare(self, files: list[Path]) -> list[Path]:
         wanted = _subjects.wanted(self.source, self.subset, CATEGORIES, MEDICAL)
@@ -117,6 +119,8 @@ class MMLU(Converter):
         else:
             options = _mcq.parse_options({"options": {k: r.get(k) for k in "ABCD"}})
             label = _mcq.resolve(options, letter=r.get("answer"))
+            if label is None:  # every MMLU split is labelled
+                raise Reject("missing_field:answer", "no answer letter")
             subject = subject_split(rec.file)[0]
         if not subject:
             raise Reject("missing_field:subject", "no subject in the row or the file name")

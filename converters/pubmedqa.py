@@ -64,6 +64,8 @@ class PubMedQA(Converter):
     license = "mit"
     license_url = "https://github.com/pubmedqa/pubmedqa/blob/master/LICENSE"
     default_subset = "labeled"
+    #: fields a record of this source has (all of one group)
+    signatures = (("QUESTION",), ("pubid",), ("final_decision",))
 
     def prepare(self, files: list[Path]) -> list[Path]:
         self.truth: dict[str, str] = {}

@@ -62,6 +62,8 @@ class ShareGPT(Converter):
     # of what you convert)
     license = "unknown"
     default_subset = "default"
+    #: fields a record of this source has (all of one group)
+    signatures = (("conversations",), ("messages",))
 
     def row(self, rec):
         r = as_record(rec)

@@ -17,6 +17,8 @@ class ShenNong(Converter):
     license = "research-only"
     license_url = "https://github.com/michael-wzhu/ShenNong-TCM-LLM#免责声明"
     default_subset = "tcm"
+    #: fields a record of this source has (all of one group)
+    signatures = (("query", "response"), ("instruction", "output"))
 
     def row(self, rec):
         return instruction_row(rec, ("query", "instruction"), ("response", "output"))

@@ -648,8 +648,18 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         click.echo(f"kto: {k['desirable']} desirable / {k['undesirable']} undesirable "
                    f"(ratio {k['desirable_ratio']})")
     for name, rep in (version.this_run or m).get("rejected", {}).items():
-        click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the cache, "
-                   f"{rep['new_tokens']} new tokens ({rep['cache']})")
+        if name == "check":  # rejected answers against the chosen's format and language
+            click.echo(f"rejected check: {rep['matched']} of {rep['pairs_checked']} pairs "
+                       "match the chosen's format and language; dropped: "
+                       f"{rep['rejected_format_mismatch']} format, "
+                       f"{rep['rejected_lang_mismatch']} language, "
+                       f"{rep['no_matching_rejected']} with no partner of the same language, "
+                       "task and format"
+                       + (f"; {rep['kept_mismatched']} weak-model answers differ in form "
+                          "(kept)" if rep.get("kept_mismatched") else ""))
+        elif "generated" in rep:  # a weak model's counts
+            click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the "
+                       f"cache, {rep['new_tokens']} new tokens ({rep['cache']})")
     val = m["validation"]
     click.echo(f"validation: {'passed' if val['success'] else 'FAILED'} "
                f"({len(val['checks'])} checks on {val['rows_checked']} rows)"

@@ -59,6 +59,10 @@ class Converter:
     license_url: str | None = None
     #: options a converter accepts beyond subset and split: name -> help text
     options: dict[str, str] = {}
+    #: the fields that make a record one of this source's: a record has every field of at
+    #: least one group. A file whose sampled records mostly lack them while they have
+    #: another source's is refused, naming that source (`check_looks_like`).
+    signatures: tuple[tuple[str, ...], ...] = ()
 
     def __init__(self, subset: str | None = None, split: str | None = None, **options: Any):
         unknown = set(options) - set(self.options)
@@ -188,6 +192,43 @@ def _finish(row: dict[str, Any], conv: Converter, rec: RawRecord) -> dict[str, A
     if out["task"] in ("instruction", "reasoning", "open_qa", "dialogue") and not out["response"]:
         raise Reject("missing_field:response", "empty response")
     return out
+
+
+LOOKS_LIKE_SAMPLE = 20
+
+
+def _looks(record: Any, signatures) -> bool:
+    return isinstance(record, dict) and any(all(f in record for f in group)
+                                            for group in signatures)
+
+
+def check_looks_like(conv: Converter, files: list[Path]) -> None:
+    """Refuse, in one line, a file given to the wrong converter: when fewer than half of its
+    first LOOKS_LIKE_SAMPLE records have this source's fields (`signatures`) and more than
+    half have another source's, name that source."""
+    import itertools
+
+    from meddata.converters import REGISTRY, get
+
+    if not conv.signatures:
+        return
+    others = {name: get(name).signatures for name in REGISTRY if name != conv.source}
+    for f in files:
+        sample = [rec.record for rec in itertools.islice(conv.read(f), LOOKS_LIKE_SAMPLE)
+                  if not rec.error]
+        if not sample or 2 * sum(_looks(r, conv.signatures) for r in sample) >= len(sample):
+            continue
+        fits = sorted(((sum(_looks(r, sigs) for r in sample), name)
+                       for name, sigs in others.items() if sigs), reverse=True)
+        fits = [(n, name) for n, name in fits if 2 * n > len(sample)]
+        if not fits:
+            continue
+        n, name = fits[0]
+        fields = " / ".join(", ".join(g) for g in conv.signatures)
+        raise ConversionError(
+            f"{conv.source}: {f} does not look like {conv.source} records ({n} of the first "
+            f"{len(sample)} have {name}'s fields, {conv.source} needs {fields}); it looks "
+            f"like {' or '.join(nm for _, nm in fits)}: meddata convert {name} {f}")
 
 
 class ConversionResult:
@@ -359,7 +400,8 @@ class _FastChunk:
 
 
 def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
-    """JSON Lines for a converter's vectorized path, in chunks of whole lines. Yields a
+    """JSON Lines for a converter's vectorized path, in chunks of whole lines (a line longer
+    than `chunk_bytes` is read on to its end and goes with its chunk). Yields a
     `_FastChunk` for a chunk `frame` can take, else the list of the chunk's RawRecords (a
     blank line, malformed JSON, bytes that are not UTF-8, a field of another type or layout:
     the careful path handles and quarantines them)."""
@@ -379,6 +421,9 @@ def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
                 rest = b""
             else:
                 cut = data.rfind(b"\n") + 1
+                if cut == 0:  # a line longer than the block: read on to its end
+                    rest = data
+                    continue
                 data, rest = data[:cut], data[cut:]
             if not data:
                 break
@@ -519,6 +564,7 @@ def publish(conv: Converter, inputs: list[str], store: Store, name: str | None =
                 f"every input file is empty ({', '.join(map(str, empty))})") +
                 "; nothing to convert")
         files = conv.prepare([f for f in files if f not in empty])
+        check_looks_like(conv, files)
         empty_files = [str(f) for f in empty]
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
         files = None

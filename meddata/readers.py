@@ -6,14 +6,13 @@ raw text. A record that cannot be parsed is yielded with `error` set, so the cal
 quarantine it: nothing is lost and nothing stops the stream.
 
 Formats: JSON Lines (`.jsonl`, `.ndjson`, and `.json` files that hold one object per line),
-a JSON array, a JSON object keyed by id (streamed with ijson), Parquet, CSV (UTF-8, or
-GB18030 where the file is not UTF-8), plain text (one document per file), and any of these
-compressed with gzip (`.gz`). A folder is read file by file in sorted order.
+a JSON array, a JSON object keyed by id (streamed with ijson), Parquet, CSV and plain text
+(one document per file; both decoded line by line: UTF-8, GB18030 or cp1252, whichever
+reads cleanly, see `decode_line`), and any of these compressed with gzip (`.gz`). A folder is read file by file in sorted order.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import gzip
 import io
@@ -70,22 +69,75 @@ def list_files(paths: list[str | Path]) -> list[Path]:
 
 
 BOM = b"\xef\xbb\xbf"
-UTF16_32_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
-                 (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
-_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # the place after a CR that ends a line by itself
+
+
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+              (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def _undecodable(error: UnicodeDecodeError) -> tuple[str, int]:
+    """Bytes of a wide-encoded file that do not decode: a lone surrogate, which becomes
+    bytes that are not UTF-8, so the record holding them is rejected, never stored."""
+    return "\udcff", error.end
+
+
+class _Transcoded(io.RawIOBase):
+    """A UTF-16 or UTF-32 file (one with a byte order mark) read as UTF-8 bytes, streamed:
+    the readers split lines and parse JSON on UTF-8 bytes, where a newline byte inside a
+    wide character would cut a record in two."""
+
+    def __init__(self, f: BinaryIO, encoding: str, skip: int):
+        import codecs
+
+        self.f, self.encoding, self.skip = f, encoding, skip
+        codecs.register_error("meddata-undecodable", _undecodable)
+        self._decoder = codecs.getincrementaldecoder(encoding)("meddata-undecodable")
+        self._pending = b""
+        self.seek(0)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        raise io.UnsupportedOperation("a transcoded file has no byte offsets")
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise io.UnsupportedOperation("a transcoded file seeks only to its start")
+        self.f.seek(self.skip)
+        self._decoder.reset()
+        self._pending = b""
+        return 0
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            raw = self.f.read(1 << 16)
+            self._pending = self._decoder.decode(raw, final=not raw).encode(
+                "utf-8", "surrogatepass")
+            if not raw:
+                break
+        n = min(len(buffer), len(self._pending))
+        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
 
 
 def _open(path: Path) -> BinaryIO:
     """The file's bytes (gunzipped for .gz), after a UTF-8 byte order mark if it has one:
-    a BOM is not data."""
+    a BOM is not data. A file with a UTF-16 or UTF-32 byte order mark is read as UTF-8
+    (bytes that do not decode stay bytes that are not UTF-8: their record is a reject)."""
     f = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
     head = f.read(4)
-    f.seek(0)
-    for mark, encoding in UTF16_32_BOMS:  # UTF-16/32 (Excel's "Unicode text"): read as UTF-8
-        if head.startswith(mark):
-            return codecs.EncodedFile(f, "utf-8", encoding)
-    if head[:3] == BOM:
-        f.read(3)
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            return io.BufferedReader(_Transcoded(f, encoding, len(bom)))
+    f.seek(3 if head.startswith(BOM) else 0)
     return f
 
 
@@ -98,24 +150,59 @@ def is_empty(path: Path) -> bool:
     return True
 
 
+_KEYED_BY_ID = re.compile(r'^\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\{')
+
+
+def _first_line(f: BinaryIO, head: bytes) -> tuple[bytes, bytes]:
+    """(the first line's bytes, up to 64 KB of it, and the next lines' bytes after it in
+    `head`): reads on past the head while the first line has no end, keeping none of it."""
+    end = head.find(b"\n")
+    if end >= 0:
+        return head[:end], head[end + 1:]
+    while block := f.read(1 << 20):  # a first line longer than the head: find its end
+        end = block.find(b"\n")
+        if end >= 0:
+            return head, block[end + 1:end + 1 + (1 << 16)]
+    return head, b""
+
+
 def sniff_json(path: Path) -> str:
-    """`jsonl`, `array` or `object` for a .json file, from its first bytes."""
+    """`jsonl`, `array` or `object` for a .json file, from its first bytes and the shape of
+    its first lines, never from whether the first record parses: a broken, deeply nested or
+    very long first line of a JSON Lines file costs that line, not the file.
+
+    `[` starts an array. A file of several lines whose second line starts with `{` holds
+    one record per line; one whose second line starts with a key (`"...":`) or `}` is a
+    pretty-printed object. A single line is parsed when it is short: an object of
+    objects is keyed by id, anything else is one record; a long or broken single line is
+    keyed by id when its first member's value is an object."""
     with _open(path) as f:
         head = f.read(1 << 16)
-    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    if text.startswith("["):
-        return "array"
-    first_line, _, rest = text.partition("\n")
-    try:
-        first = json.loads(first_line)
-    except (ValueError, RecursionError):
-        return "object"  # a pretty-printed object (or a broken file: the reader says where)
-    if rest.strip():
-        return "jsonl"  # a whole object on the first line and more lines: one record per line
-    # a single line: an object of objects is keyed by id, anything else is one record
-    if isinstance(first, dict) and first and all(isinstance(v, dict) for v in first.values()):
+        text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+        if text.startswith(b"["):
+            return "array"
+        first, after = _first_line(f, text)
+    second = next((ln.strip() for ln in after.split(b"\n") if ln.strip()), None)
+    if second is not None:
+        if second.startswith((b'"', b"}", b"]")) or not first.strip().startswith(b"{"):
+            return "object"  # a pretty-printed object (or a broken file: the reader says where)
+        if second.startswith(b"{") or first.rstrip().endswith(b"}"):
+            return "jsonl"
         return "object"
-    return "jsonl"
+    line = first.decode("utf-8", errors="replace").strip()
+    if len(first) < (1 << 16):
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            value = None
+        else:  # a single line: an object of objects is keyed by id, anything else one record
+            if isinstance(value, dict) and value and all(isinstance(v, dict)
+                                                         for v in value.values()):
+                return "object"
+            return "jsonl"
+    if not line.startswith("{"):
+        return "object"  # not JSON at all: the object reader rejects it whole, saying why
+    return "object" if _KEYED_BY_ID.match(line) else "jsonl"
 
 
 def read_file(path: Path) -> Iterator[RawRecord]:
@@ -314,42 +401,96 @@ def read_parquet(path: Path) -> Iterator[RawRecord]:
 
 
 ENCODING_SAMPLE_BYTES = 4 << 20
-CSV_RECORD_LINES = 1_000     # a quoted field may run over at most this many lines
-CSV_RECORD_BYTES = 1 << 20   # ... and this many bytes; past that its first line is broken
+CSV_RECORD_BYTES = 64 << 20  # a record, its quoted fields over any number of lines included
+CSV_RESYNC_LINES = 1_000     # after a broken record, a quoted field may run over this many
+CSV_RESYNC_BYTES = 1 << 20   # lines and bytes before its first line is taken for broken too
+_FALLBACK = "cp1252"         # Latin text (Windows-1252 / Latin-1), for lines in neither
+
+
+def _gb_clean(text: str) -> bool:
+    """Whether a line decoded as GB18030 reads as Chinese: at least three quarters of its
+    non-ASCII characters are GB2312 characters. Latin-1 or cp1252 bytes decoded as GB18030
+    pair with the next byte into rare characters outside GB2312 (mojibake)."""
+    n = len(text) - len(text.encode("ascii", errors="ignore"))
+    if not n:
+        return True
+    rare = text.encode("gb2312", errors="replace").count(b"?") - text.count("?")
+    return rare * 4 <= n
+
+
+_NON_ASCII_PAIR = re.compile(r"[^\x00-\x7f]{2}")
+_DOUBLE_ENCODED = re.compile(r"[\u00c2-\u00f4][\u0080-\u00bf\u0152-\u2122]")
+
+
+def _latin_clean(text: str) -> bool:
+    """Whether a line decoded as cp1252 reads as Latin text: its non-ASCII characters stand
+    alone ("café", "don’t"); UTF-8 or GB18030 bytes read as cp1252 come in runs."""
+    return _NON_ASCII_PAIR.search(text) is None
+
+
+def _double_encoded(text: str) -> bool:
+    """Whether UTF-8 text is UTF-8 read as cp1252 once before ("cafÃ©"): the round trip
+    back through cp1252 gives valid UTF-8."""
+    if _DOUBLE_ENCODED.search(text) is None:
+        return False
+    try:
+        text.encode(_FALLBACK).decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def detect_encoding(path: Path) -> str:
-    """The encoding of a text file, decided by its lines, so that a stray byte cannot flip a
-    file: `utf-8` unless most of the non-ASCII lines in the first 4 MB fail to decode as
-    UTF-8, then `gb18030` (Chinese CSV releases). Lines that do not decode in the chosen
-    encoding are rejected one by one; nothing is replaced silently."""
+    """The file's first-choice encoding, from its lines, so that a stray byte cannot flip a
+    file: `gb18030` when more non-ASCII lines in the first 4 MB read as Chinese in GB18030
+    (and fail as UTF-8) than decode as UTF-8, else `utf-8`. Each line is then decoded on its
+    own (`decode_line`): the first choice, the other of the two, then cp1252 for Latin text;
+    a line that reads cleanly in none of them is rejected, never stored garbled."""
     with _open(path) as f:
         data = f.read(ENCODING_SAMPLE_BYTES)
         if f.read(1):
             data = data[:data.rfind(b"\n") + 1] or data  # whole lines only
-    good = bad = 0
+    good = gb = 0
     for line in data.split(b"\n"):
         if line.isascii():
             continue
         try:
             line.decode("utf-8")
             good += 1
-        except UnicodeDecodeError as e:
-            if e.start >= len(line) - 3 and len(data) >= ENCODING_SAMPLE_BYTES - 3:
-                continue  # a character cut by the sample boundary
-            bad += 1
-    return "utf-8" if good >= bad else "gb18030"
-
-
-def _text_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
-    """(line number, text, None or why the line does not decode) for each physical line;
-    an undecodable line's text is decoded with replacement characters, for the reject."""
-    with _open(path) as f:
-        for lineno, line in enumerate(_cr_lines(f), 1):
+        except UnicodeDecodeError:
             try:
-                yield lineno, line.decode(encoding), None
-            except UnicodeDecodeError as e:
-                yield lineno, line.decode(encoding, errors="replace"), f"not {encoding}: {e}"
+                gb += _gb_clean(line.decode("gb18030"))
+            except UnicodeDecodeError:
+                pass
+    return "gb18030" if gb > good else "utf-8"
+
+
+def decode_line(line: bytes, encoding: str) -> tuple[str, str | None]:
+    """(text, None), or (text with replacement characters, why) for a line that reads
+    cleanly in none of `encoding`, the other of UTF-8 / GB18030, and cp1252. UTF-8 text
+    that a round trip shows was double-encoded ("cafÃ©") is not clean either."""
+    if line.isascii():
+        return line.decode("ascii"), None
+    order = (encoding, "gb18030" if encoding == "utf-8" else "utf-8", _FALLBACK)
+    for enc in order:
+        try:
+            text = line.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if enc == "utf-8" and not _double_encoded(text) or \
+                enc == "gb18030" and _gb_clean(text) or enc == _FALLBACK and _latin_clean(text):
+            return text, None
+    text = line.decode(encoding, errors="replace")
+    try:
+        line.decode(encoding)
+        why = "decodes only to garbled text (mojibake)"
+    except UnicodeDecodeError as e:
+        why = f"{e.reason} at byte {e.start}"
+    return text, (f"not {encoding}: {why}; nor readable as "
+                  f"{' or '.join(order[1:])}")
+
+
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # the place after a CR that ends a line by itself
 
 
 def _cr_lines(f: BinaryIO) -> Iterator[bytes]:
@@ -361,90 +502,206 @@ def _cr_lines(f: BinaryIO) -> Iterator[bytes]:
             yield line
 
 
-def _csv_fields(text: str) -> tuple[list[str] | None, bool]:
-    """(fields, complete): complete is False while `text` ends inside a quoted field."""
+class _Lines:
+    """(line number, text, None or why the line does not decode) for each physical line,
+    decoded line by line (`decode_line`); `restart(lineno)` reads again from a line."""
+
+    def __init__(self, path: Path, encoding: str):
+        self.path, self.encoding = path, encoding
+        self._it = self._read(1)
+
+    def _read(self, start: int) -> Iterator[tuple[int, str, str | None]]:
+        with _open(self.path) as f:
+            for lineno, line in enumerate(_cr_lines(f), 1):
+                if lineno >= start:
+                    yield (lineno, *decode_line(line, self.encoding))
+
+    def restart(self, lineno: int) -> None:
+        self._it.close()
+        self._it = self._read(lineno)
+
+    def next(self):
+        return next(self._it, None)
+
+
+def _csv_fields(text: str) -> tuple[list[str] | None, bool, bool]:
+    """(fields, complete, strict): complete is False while `text` ends inside a quoted
+    field; strict is False when only a lenient reading parses it (a stray quote inside a
+    field), or none does (then the text is one field)."""
     try:
         rows = list(csv.reader(io.StringIO(text), strict=True))
     except csv.Error as e:
         if "unexpected end of data" in str(e):
-            return None, False
+            return None, False, False
         try:
             rows = list(csv.reader(io.StringIO(text)))  # lenient, as CSV readers are
-        except csv.Error:
-            return None, True  # not CSV even leniently: the caller rejects the line
-    return (rows[0] if rows else []), True
+        except csv.Error:  # (a carriage return alone inside a field)
+            return [text], True, False
+        return (rows[0] if rows else []), True, False
+    return (rows[0] if rows else []), True, True
+
+
+def _stray_quote(text: str) -> bool:
+    """Whether a quote stands inside an unquoted field (`E 输血",C,...`: the last line of a
+    quoted field, read on its own). CSV readers take such a quote literally; a record that
+    needs that leniency does not end a broken record's recovery."""
+    in_quotes, start, i, n = False, True, 0, len(text)
+    while i < n:
+        c = text[i]
+        if in_quotes:
+            if c == '"':
+                if i + 1 < n and text[i + 1] == '"':
+                    i += 2
+                    continue
+                in_quotes = False
+        elif c == '"':
+            if not start:
+                return True
+            in_quotes = True
+        start = not in_quotes and c in ",\r\n"
+        i += 1
+    return False
 
 
 def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]:
     """CSV records as dicts keyed by the header row (or by `fields`, for files without a
-    header). A quoted field may span lines, up to CSV_RECORD_LINES lines and
-    CSV_RECORD_BYTES bytes; a quote that never closes within that bound, or a record whose
-    field count is wrong, costs only its first line: the following lines are read again as
-    records of their own. A record that does not decode is a reject with its text."""
+    header). A quoted field may span any number of lines, up to CSV_RECORD_BYTES; one
+    longer than that, that closes further on, is one reject (its text cut at the bound),
+    and reading goes on after it.
+
+    A record that is broken (a quote that never closes, or the wrong number of fields)
+    costs one reject: its first line, and then the lines that do not form a record of
+    their own either (a broken record's other lines); the first line that starts a whole
+    record with the header's fields ends it. So a file never yields more records than it
+    has record starts. While recovering, a quoted field may run over at most
+    CSV_RESYNC_LINES lines and CSV_RESYNC_BYTES bytes. A record that does not decode is a
+    reject with its text."""
     import sys
 
     csv.field_size_limit(min(sys.maxsize, (1 << 31) - 1))
     name = str(path)
-    encoding = detect_encoding(path)
-    source = _text_lines(path, encoding)
+    source = _Lines(path, detect_encoding(path))
     again: deque[tuple[int, str, str | None]] = deque()
     header = list(fields) if fields is not None else None
+    broken: list | None = None  # [position, raw parts, bytes, error, lines absorbed]
 
     def next_line():
-        return again.popleft() if again else next(source, None)
+        return again.popleft() if again else source.next()
 
-    def broken(lines, error: str) -> RawRecord:
-        """The first line alone is rejected; the rest is read again."""
-        again.extendleft(reversed(lines[1:]))
-        return RawRecord(name, lines[0][0], lines[0][1].rstrip("\r\n"), error=error)
-
-    while (first := next_line()) is not None:
+    def record(first, max_bytes: int, max_lines: int | None):
+        """(lines, row, complete, overflow): a record from line `first` on; overflow is
+        None, or (lines, bytes) of a quoted field that went past `max_bytes` and closed."""
         lines, size = [first], len(first[1])
-        row, complete = _csv_fields(first[1])
-        while not complete and len(lines) < CSV_RECORD_LINES and size < CSV_RECORD_BYTES:
+        quotes = first[1].count('"')
+        row, complete, strict = _csv_fields(first[1])
+        while not complete and size < max_bytes and (max_lines is None or
+                                                     len(lines) < max_lines):
             nxt = next_line()
             if nxt is None:
-                break
+                return lines, row, False, None
             lines.append(nxt)
             size += len(nxt[1])
-            row, complete = _csv_fields("".join(t for _, t, _ in lines))
-        raw_text = "".join(t for _, t, _ in lines).rstrip("\r\n")
-        if not complete:
-            yield broken(lines, "CSV error: a quoted field does not close within "
-                         f"{len(lines)} lines")
+            quotes += nxt[1].count('"')
+            n = len(lines)
+            if quotes % 2 == 0 or n & (n - 1) == 0:  # (parse again when it may be whole)
+                row, complete, strict = _csv_fields("".join(t for _, t, _ in lines))
+        if complete or max_lines is not None:
+            if max_lines is not None and complete and (
+                    not strict or _stray_quote("".join(t for _, t, _ in lines))):
+                complete = False  # recovering: only a clean record starts again
+            return lines, row, complete, None
+        # over the bound: count on (keeping nothing) to where the quote closes
+        count, extra = len(lines), 0
+        while quotes % 2:
+            nxt = next_line()
+            if nxt is None:  # it never closes: the first line alone is broken
+                again.extend(lines[1:])
+                source.restart(lines[-1][0] + 1)
+                return lines[:1], row, False, None
+            count, extra, quotes = count + 1, extra + len(nxt[1]), quotes + nxt[1].count('"')
+        return lines, row, False, (count, size + extra)
+
+    def flush_broken():
+        nonlocal broken
+        if broken is None:
+            return None
+        position, parts, _, error, absorbed = broken
+        broken = None
+        if absorbed:
+            error += f"; the {absorbed} line(s) after it do not form records either"
+        return RawRecord(name, position, "".join(parts).rstrip("\r\n"), error=error)
+
+    def absorb(lines, error: str):
+        """A broken record: its first line joins (or starts) the current reject; the rest
+        is read again."""
+        nonlocal broken
+        again.extendleft(reversed(lines[1:]))
+        text = lines[0][1]
+        if broken is None:
+            broken = [lines[0][0], [text], len(text), error, 0]
+        elif broken[2] < CSV_RECORD_BYTES:
+            broken[1].append(text)
+            broken[2] += len(text)
+            broken[4] += 1
+        else:
+            broken[4] += 1
+
+    while (first := next_line()) is not None:
+        resync = broken is not None
+        lines, row, complete, overflow = record(
+            first, CSV_RESYNC_BYTES if resync else CSV_RECORD_BYTES,
+            CSV_RESYNC_LINES if resync else None)
+        if overflow is not None:
+            if (rec := flush_broken()) is not None:
+                yield rec
+            count, size = overflow
+            yield RawRecord(name, first[0], "".join(t for _, t, _ in lines).rstrip("\r\n"),
+                            error=f"CSV error: a quoted field runs over {count} lines "
+                                  f"({size} bytes), more than a record may hold "
+                                  f"({CSV_RECORD_BYTES} bytes); the text is cut")
             continue
-        if row is None:
-            yield broken(lines, "CSV error: the line does not parse as CSV")
+        if not complete:
+            absorb(lines, "CSV error: a quoted field opened on this line does not close "
+                          "before the file ends" if not resync else
+                   "CSV error: a line that does not start a clean record")
             continue
         if len(lines) == 1 and not any(cell.strip() for cell in row):
             continue  # a blank line
+        raw_text = "".join(t for _, t, _ in lines).rstrip("\r\n")
         undecodable = next((err for _, _, err in lines if err), None)
         if header is None:  # (an undecodable header keeps its replacement characters: the
             header = [h.strip() for h in row]  # rows then miss fields and say so)
             continue
         if len(row) != len(header):
-            error = f"CSV row has {len(row)} fields, header has {len(header)}"
-            yield broken(lines, error) if len(lines) > 1 else RawRecord(
-                name, first[0], raw_text, error=error)
+            absorb(lines, f"CSV row has {len(row)} fields, header has {len(header)}")
             continue
+        if (rec := flush_broken()) is not None:
+            yield rec
         if undecodable:
             yield RawRecord(name, first[0], raw_text, error=undecodable)
             continue
         yield RawRecord(name, first[0], ",".join(row), dict(zip(header, row)))
+    if (rec := flush_broken()) is not None:
+        yield rec
 
 
 def read_text(path: Path) -> Iterator[RawRecord]:
-    """The whole file as one document, in the encoding `detect_encoding` decides; a file
-    that does not decode in it is one reject."""
+    """The whole file as one document, each line decoded as `decode_line` decides (so a
+    Latin-1 document reads as Latin text, and a UTF-8 one stays UTF-8); a file with a line
+    that reads cleanly in no candidate encoding is one reject."""
     encoding = detect_encoding(path)
     with _open(path) as f:
         data = f.read()
     name = str(path)
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as e:
-        yield RawRecord(name, 1, data.decode(encoding, errors="replace"),
-                        error=f"not {encoding}: {e}")
+    parts, error = [], None
+    for lineno, line in enumerate(data.splitlines(keepends=True), 1):
+        text, why = decode_line(line, encoding)
+        parts.append(text)
+        if why and error is None:
+            error = f"line {lineno}: {why}"
+    text = "".join(parts)
+    if error:
+        yield RawRecord(name, 1, text, error=error)
         return
     title = Path(name[:-3] if name.endswith(".gz") else name).stem
     yield RawRecord(name, 1, text, {"title": title, "text": text})

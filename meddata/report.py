@@ -491,6 +491,16 @@ def summary_section(version: Version, store: Store | None) -> str:
             *([["tags", ", ".join(tags)]] if tags else []), ["rows", f"{m['rows']:,}"],
             ["created", m.get("created_at")], ["meddata", m.get("meddata_version")],
             ["rejected input rows", f"{m['rejects']['rows']:,}"]]
+    check = (m.get("rejected") or {}).get("check")
+    if check:  # preference: rejected answers against the chosen's format and language
+        rows.append(["rejected check", f"{check['matched']:,} of {check['pairs_checked']:,} "
+                     "pairs match the chosen answer's format (think block, answer line) and "
+                     f"language; dropped: {check['rejected_format_mismatch']:,} format, "
+                     f"{check['rejected_lang_mismatch']:,} language, "
+                     f"{check['no_matching_rejected']:,} with no partner of the same "
+                     "language, task and format"
+                     + (f"; {check['kept_mismatched']:,} weak-model answers differ in form "
+                        "(kept)" if check.get("kept_mismatched") else "")])
     val = m.get("validation")
     if val:
         rows.append(["validation", ("passed" if val["success"] else "FAILED")

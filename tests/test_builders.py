@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import EXAMPLES
 from meddata import recipe as recipe_mod
 from meddata.builders import export, pipeline, render
-from meddata.builders.rejected import CrossSample, Distractor
+from meddata.builders.rejected import CrossSample, Distractor, NoRejected
 from meddata.cli import cli
 
 MSGS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -139,14 +139,73 @@ def test_cross_sample_prefers_same_subject_and_drops_near_equal():
     out = CrossSample(recipe).rejected(rows, chosen)
     assert sorted(out[:2]) == ["c0", "c1"] and out[0] != "c0"
     assert sorted(out[2:]) == ["c2", "c3"]
-    lonely = CrossSample(recipe).rejected(rows[:1], chosen[:1])
-    assert lonely == [None]
+    [lonely] = CrossSample(recipe).rejected(rows[:1], chosen[:1])
+    assert isinstance(lonely, NoRejected) and lonely.reason == "no_matching_rejected"
     same = [{"id": f"d{i}", "source": "s", "lang": "en", "task": "instruction", "split": "train",
              "question": f"Question {i}?", "context": None, "response": "Identical answer text "
              "for every row here.", "rationale": None, "meta": "{}", "options": []}
             for i in range(3)]
     pairs, dropped = pipeline.run_rows("preference", same, recipe)
     assert pairs == [] and dropped == {"rejected_near_chosen": 3}
+
+
+def test_preference_pairs_do_not_give_themselves_away(built):
+    """Every pair of the examples: a <think> block in both answers or in neither, the answer
+    line in both or neither, one language; the build's check says so (issue 32 item 7)."""
+    from meddata.builders.preference import Pair
+    from meddata.text import detect_lang
+
+    version = built[1]["preference"]
+    rows = version.to_table().to_pylist()
+    canon = {}
+    for r in rows:
+        chosen, rejected = r["chosen"][0]["content"], r["rejected"][0]["content"]
+        assert chosen.startswith("<think>") == rejected.startswith("<think>"), r["id"]
+        assert detect_lang(chosen) == detect_lang(rejected), r["id"]
+        canon[r["id"]] = r
+    check = version.manifest["rejected"]["check"]
+    assert check["matched"] == len(rows) == check["pairs_checked"] - \
+        check["rejected_format_mismatch"] - check["rejected_lang_mismatch"]
+    assert check["kept_mismatched"] == 0
+    from meddata.report import summary_section
+
+    assert "rejected check" in summary_section(version, built[0]) and \
+        f"{len(rows)} of {check['pairs_checked']} pairs match" in summary_section(version, None)
+    assert Pair.mismatch({"task": "mcq", "lang": "en"}, "The answer is A. x",
+                         "<think>\nwhy\n</think>\n\nThe answer is B. y") == \
+        "rejected_format_mismatch"
+    assert Pair.mismatch({"task": "open_qa", "lang": "en"}, "Drink less salt.",
+                         "少吃盐，多运动。") == "rejected_lang_mismatch"
+
+
+def test_distractor_follows_the_chosen_format():
+    recipe = examples()  # reasoning: think
+    opts = [{"label": c, "text": t} for c, t in zip("ABCD", ("Aspirin", "Heparin", "Warfarin",
+                                                              "Insulin"))]
+    base = {"id": "q", "task": "mcq", "lang": "en", "options": opts, "answer_label": "B",
+            "answer": "Heparin", "rationale": None, "response": None}
+    plain = Distractor(recipe).one(base)
+    assert not plain.startswith("<think>") and plain.startswith("The answer is ")
+    assert "\n" not in plain  # the chosen is one answer line, so is the rejected
+    thought = Distractor(recipe).one({**base, "rationale": "Heparin acts at once."})
+    assert thought.startswith("<think>\n") and "\n</think>\n\nThe answer is " in thought
+    written = Distractor(recipe).one({**base, "response": "Give heparin now."})
+    assert not written.startswith("<think>") and written.count("\n\n") == 1
+    yes_no = {"id": "p", "task": "yes_no", "lang": "zh", "answer": "yes", "answer_label": "yes",
+              "rationale": "研究显示有效。"}
+    assert Distractor(recipe).one(yes_no).startswith("<think>\n研究")
+
+
+def test_cross_sample_partners_share_language_task_and_format():
+    recipe = examples()
+    rows = [{"id": f"r{i}", "source": "s", "task": "open_qa" if i < 4 else "instruction",
+             "lang": "en" if i % 2 else "zh", "meta": "{}"} for i in range(6)]
+    chosen = [f"answer {i}" if i % 2 else f"回答{i}" for i in range(6)]
+    chosen[5] = "<think>\nx\n</think>\n\nanswer 5"
+    out = CrossSample(recipe).rejected(rows, chosen)
+    assert out[0] == chosen[2] and out[2] == chosen[0]  # zh open_qa with zh open_qa
+    assert out[1] == chosen[3] and out[3] == chosen[1]  # en open_qa with en open_qa
+    assert all(isinstance(o, NoRejected) for o in out[4:])  # alone in their group
 
 
 def test_yes_no_distractor_flips_the_decision():
@@ -250,6 +309,39 @@ def test_export_llamafactory_and_jsonl(built, tmp_path):
     assert first["messages"][0]["role"] == "user"
 
 
+def lf_alpaca_messages(example: dict, columns: dict) -> list[dict]:
+    """What LLaMA-Factory's alpaca converter (data/converter.py, AlpacaDatasetConverter)
+    reads from one record: the history pairs as user/assistant turns, then prompt and
+    query joined by a newline as the user turn, then the response."""
+    out = [{"role": "system", "content": example[columns["system"]]}] if \
+        columns.get("system") and example.get(columns["system"]) else []
+    if columns.get("history") and isinstance(example[columns["history"]], list):
+        for old_prompt, old_response in example[columns["history"]]:
+            out += [{"role": "user", "content": old_prompt},
+                    {"role": "assistant", "content": old_response}]
+    query = [example[columns[k]] for k in ("prompt", "query") if example[columns[k]]]
+    return out + [{"role": "user", "content": "\n".join(query)},
+                  {"role": "assistant", "content": example[columns["response"]]}]
+
+
+def test_export_alpaca_keeps_every_turn_in_history(built, tmp_path):
+    version = built[1]["sft"]
+    out = tmp_path / "lf"
+    export.export(version, out, "llamafactory", layout="alpaca")
+    info = json.loads((out / "dataset_info.json").read_text())
+    seen_multi = 0
+    for split in version.splits:
+        entry = info[f"sft_examples_{split}"]
+        assert entry["columns"]["history"] == "history"
+        data = json.loads((out / entry["file_name"]).read_text())
+        rows = [r for b in version.iter_batches(split=split) for r in b.to_pylist()]
+        assert len(data) == len(rows)
+        for rec, row in zip(data, rows):
+            assert lf_alpaca_messages(rec, entry["columns"]) == row["messages"]
+            seen_multi += len(rec["history"]) > 0
+    assert seen_multi  # the ShareGPT example dialogues have several turns
+
+
 def test_cli_default_build_from_a_fresh_store(tmp_path):
     runner = CliRunner()
     out = runner.invoke(cli, ["--store", str(tmp_path / "fresh"), "build", "preference",
@@ -292,9 +384,10 @@ def _reference_cross(rows, chosen, seed):
     groups: dict = {}
     for i, row in enumerate(rows):
         subject = json.loads(row["meta"]).get("subject")
-        groups.setdefault(("src", row["source"]), []).append(i)
+        group = (row["source"], row["lang"], row["task"], chosen[i].startswith("<think>"))
+        groups.setdefault(("src", group), []).append(i)
         if subject:
-            groups.setdefault(("sub", row["source"], subject), []).append(i)
+            groups.setdefault(("sub", group, subject), []).append(i)
     partner: dict = {}
     for kind in ("src", "sub"):  # subject groups override source groups
         for key, idx in groups.items():
@@ -322,7 +415,7 @@ def test_cross_sample_streams_in_order_past_duckdbs_memory(tmp_path):
     cross.finish(Path(tmp_path), memory_limit="64MB")
     got = []
     while len(got) < len(rows):
-        got += cross.take(1000)
+        got += [None if isinstance(t, NoRejected) else t for t in cross.take(1000)]
     assert got == _reference_cross(rows, chosen, recipe.seed)
 
 

@@ -226,6 +226,49 @@ def test_medqa_rejects(store, tmp_path, record, reason):
     check_conservation(res)
 
 
+def test_medqa_two_options_with_the_same_text_keep_the_lettered_one(store, tmp_path):
+    rec = {"question": "Which drug?", "options": {"A": "Aspirin", "B": "Heparin",
+                                                 "C": "Aspirin", "D": "Warfarin"},
+           "answer_idx": "C", "answer": "aspirin"}
+    wrong = {**rec, "question": "Which other drug?", "answer_idx": "B"}
+    textonly = {**rec, "question": "Which third drug?", "answer_idx": None}
+    res = run(store, "medqa", [write_jsonl(tmp_path / "test.jsonl", [rec, wrong, textonly])],
+              max_reject_rate=1.0)
+    [row] = rows_of(res).values()
+    assert row["answer_label"] == "C" and row["answer"] == "Aspirin"
+    assert res.rejects == {"answer_mismatch": 1, "answer_not_in_options": 1}
+
+
+def test_wrong_converter_fails_in_one_line_naming_the_source(tmp_path):
+    out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "convert", "medqa",
+                                   str(EXAMPLES / "medmcqa" / "dev.json")])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    [line] = out.output.strip().splitlines()
+    assert "does not look like medqa" in line and "looks like medmcqa" in line
+    assert not (tmp_path / "s" / "canonical" / "medqa").exists()
+
+
+@pytest.mark.parametrize("source", ["medqa", "cmexam", "cmb"])
+def test_labelled_split_record_without_an_answer_is_a_reject(store, tmp_path, source):
+    answered = {"question": "Which drug?", "options": {"A": "alpha", "B": "beta"},
+                "answer": "A"}
+    bare = {**answered, "question": "Which other drug?", "answer": None}
+    if source == "cmexam":
+        path = tmp_path / "val.csv"
+        path.write_text('Question,Options,Answer\n"Which drug?","A alpha\nB beta",A\n'
+                        '"Which other drug?","A alpha\nB beta",\n', encoding="utf-8")
+    elif source == "cmb":
+        path = write_jsonl(tmp_path / "CMB-val.jsonl", [
+            {"question": r["question"], "option": r["options"], "answer": r["answer"],
+             "question_type": "单项选择题"} for r in (answered, bare)])
+    else:
+        path = write_jsonl(tmp_path / "test.jsonl", [
+            {"question": r["question"], "options": r["options"], "answer_idx": r["answer"]}
+            for r in (answered, bare)])
+    res = run(store, source, [path], max_reject_rate=1.0)
+    assert res.rows_out == 1 and res.rejects == {"missing_field:answer": 1}
+
+
 def test_medqa_full_width_and_five_options(store, tmp_path):
     rec = {"question": "下列哪项正确？", "options": {"A": "甲", "B": "ＡＢＣ药", "C": "丙", "D": "丁",
                                                 "E": "戊", "F": "己"},
@@ -386,7 +429,8 @@ def test_random_malformed_records_never_crash(tmp_path_factory, source, recs):
         res = run(store, source, [path], max_reject_rate=1.0, cop_base=0) if source == "medmcqa" \
             else run(store, source, [path], max_reject_rate=1.0)
     except convert.ConversionError as e:  # only the documented stops
-        assert "holds no records" in str(e) or "cop" in str(e)
+        assert "holds no records" in str(e) or "cop" in str(e) or \
+            "does not look like" in str(e)  # another source's records (issue 32 item 6)
         return
     check_conservation(res)
     assert res.rows_in == len(recs) + 1

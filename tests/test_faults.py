@@ -4,6 +4,7 @@ CSV, text); both MedMCQA paths reject the same records."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -171,8 +172,10 @@ def test_csv_multiline_field_still_works_and_wrong_field_count_resyncs(store, tm
     result = run(store, "chinese_medical_dialogue", [path])
     asks = {r["question"] for r in result.version.to_table(columns=["question"]).to_pylist()}
     assert "第一行\n第二行" in asks
-    assert [r["reason"] for r in rejects(result)] == ["unparseable", "unparseable"]
-    assert all(r["raw"] for r in rejects(result))
+    # one broken record (two lines) is one reject, never one per line (issue 32 item 12)
+    [rej] = rejects(result)
+    assert rej["reason"] == "unparseable" and rej["raw"] == '内科,"a\nb",only three'
+    assert result.rows_in == 6
 
 
 def test_csv_huge_field_reject_keeps_its_raw(store, tmp_path):
@@ -226,3 +229,178 @@ def test_real_pubmedqa_sample_with_a_latin1_byte(store, tmp_path, samples):
     assert result.rows_in == len(records) == 200 and result.rows_out == 199
     [rej] = rejects(result)
     assert rej["position"] == 20 and key in rej["raw"]
+
+
+# ---- JSON Lines layout and long lines (issue 32) ---------------------------------------------------
+def test_jsonl_first_record_unparseable_costs_only_that_line(store, tmp_path):
+    good = [{"instruction": f"What lowers blood pressure {i}?", "output": f"Less salt {i}."}
+            for i in range(100)]
+    deep = '{"instruction": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    broken = '{"instruction": "What raises it?", "outp'
+    for first in (deep, broken):
+        path = tmp_path / "hwtcm.json"  # .json holding JSON Lines, as real releases do
+        path.write_text(first + "\n" + "".join(json.dumps(r) + "\n" for r in good))
+        result = run(store, "hwt_cm", [path], name=f"first-{len(first)}")
+        assert result.rows_in == 101 and result.rows_out == 100
+        [rej] = rejects(result)
+        assert rej["position"] == 1 and rej["reason"] == "unparseable"
+
+
+def medmcqa_lines(n: int, long_at: int | None = None, long_bytes: int = 0) -> bytes:
+    lines = []
+    for i in range(n):
+        rec = {**MM, "id": f"q{i}", "cop": i % 4}
+        if i == long_at:
+            rec["exp"] = "Vitamin C. " * (long_bytes // 11)
+        lines.append(json.dumps(rec))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_jsonl_line_longer_than_the_block_loses_nothing(store, tmp_path, monkeypatch, suffix):
+    import functools
+
+    path = tmp_path / f"train{suffix}"
+    path.write_bytes(medmcqa_lines(1000, long_at=500, long_bytes=200_000))
+    monkeypatch.setattr(convert, "_fast_chunks",
+                        functools.partial(convert._fast_chunks, chunk_bytes=64 << 10))
+    result = run(store, "medmcqa", [path], name=f"long{suffix[1:]}")
+    assert result.rows_in == 1000 and result.rows_out == 1000 and not result.rejects
+    ids = {r["id"] for r in result.version.to_table(columns=["id"]).to_pylist()}
+    assert "medmcqa/default/train/q500" in ids and "medmcqa/default/train/q999" in ids
+
+
+def test_json_lines_file_with_a_long_first_line(store, tmp_path):
+    data = medmcqa_lines(50, long_at=0, long_bytes=100_000)  # first line over 64 KB
+    path = tmp_path / "dev.json"
+    path.write_bytes(data)
+    result = run(store, "medmcqa", [path])
+    assert result.rows_out == 50 and not result.rejects
+    path.write_bytes(b'{"id": "q0", "question": "Which vit' + data[data.index(b"\n"):])
+    result = run(store, "medmcqa", [path], name="broken-first")
+    assert result.rows_in == 50 and result.rows_out == 49
+    assert [r["position"] for r in rejects(result)] == [1]
+
+
+# ---- encodings decided line by line (issue 32 item 11) -----------------------------------------------
+def mmlu_csv(n: int) -> list[str]:
+    return [f'"Which nerve supplies muscle {i}?",Radial,Ulnar,Median,Axillary,{"ABCD"[i % 4]}'
+            for i in range(n)]
+
+
+def test_csv_stray_cp1252_bytes_do_not_flip_a_file(store, tmp_path):
+    lines = [ln.encode() for ln in mmlu_csv(40)]
+    lines[3] = b'"Which nerve doesn\x92t supply muscle 3?",Radial,Ulnar,Median,Axillary,D'
+    lines[9] = b'"Which caf\xe9 nerve is it 9?",Radial,Ulnar,Median,Axillary,B'
+    lines[20] = '"Which nerve supplies the muscle of Müller 20?",Radial,Ulnar,Median,Axillary,A'\
+        .encode()
+    path = tmp_path / "anatomy_test.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = run(store, "mmlu", [path])
+    assert result.rows_in == 40 and result.rows_out == 40 and not result.rejects
+    questions = {r["question"] for r in result.version.to_table(columns=["question"]).to_pylist()}
+    assert "Which nerve supplies the muscle of Müller 20?" in questions  # UTF-8 stays UTF-8
+    assert "Which nerve doesn\u2019t supply muscle 3?" in questions      # cp1252 read as cp1252
+    assert "Which café nerve is it 9?" in questions
+    assert not any("\u4e00" <= c <= "\u9fff" or c == "\ufffd" for q in questions for c in q)
+
+
+def test_csv_line_readable_in_no_encoding_is_a_reject(store, tmp_path):
+    data = dialogue_csv(30).encode("gb18030")
+    bad = "第5个回答".encode("gb18030")
+    data = data.replace(bad, "第5个".encode() + "回答".encode("gb18030"))  # mixed bytes
+    path = tmp_path / "dialogue.csv"
+    path.write_bytes(data)
+    result = run(store, "chinese_medical_dialogue", [path])
+    assert result.rows_in == 30 and result.rows_out == 29
+    [rej] = rejects(result)
+    assert rej["position"] == 7 and "not gb18030" in rej["detail"]
+    answers = {r["response"] for r in result.version.to_table(columns=["response"]).to_pylist()}
+    assert "第6个回答：可以适量饮用淡茶。" in answers
+
+
+def test_latin1_text_document_is_not_stored_as_mojibake(store, tmp_path):
+    text = "Hypertension in the café society.\nPatients reported naïve beliefs about salt.\n"
+    path = tmp_path / "notes.txt"
+    path.write_bytes(text.encode("latin-1"))
+    result = run(store, "corpus", [path])
+    [row] = result.version.to_table(columns=["context"]).to_pylist()
+    assert row["context"] == text.strip()
+    path.write_bytes("Café.\n".encode() + "Cafè.\n".encode().decode(
+        "latin-1").encode("utf-8"))  # a line of double-encoded UTF-8 ("CafÃ¨")
+    result = run(store, "corpus", [path], name="double")
+    assert result.rows_out == 0 and "garbled" in rejects(result)[0]["detail"]
+
+
+# ---- CSV recovery never invents records (issue 32 item 12) -------------------------------------------
+def test_csv_long_multiline_field_is_one_record(store, tmp_path):
+    lines = mmlu_csv(100)
+    field = "Radial,Ulnar,Median,Axillary,C\n" * 70_000  # 2 MB of lines that look like rows
+    lines[50] = f'"Which nerve? {field}",Radial,Ulnar,Median,Axillary,A'
+    path = tmp_path / "anatomy_test.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run(store, "mmlu", [path])
+    assert result.rows_in == 100 and result.rows_out == 100
+
+
+def test_csv_field_over_the_record_bound_is_one_reject(store, tmp_path, monkeypatch):
+    from meddata import readers
+
+    monkeypatch.setattr(readers, "CSV_RECORD_BYTES", 50_000)
+    lines = mmlu_csv(100)
+    lines[50] = '"Which nerve? ' + "Radial,Ulnar,Median,Axillary,C\n" * 5_000 + \
+        '",Radial,Ulnar,Median,Axillary,A'
+    path = tmp_path / "anatomy_test.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run(store, "mmlu", [path])
+    assert result.rows_in == 100 and result.rows_out == 99
+    [rej] = rejects(result)
+    assert rej["position"] == 51 and "more than a record may hold" in rej["detail"]
+
+
+def test_csv_broken_multiline_record_is_one_reject(store, tmp_path):
+    rows = ["Question,Options,Answer,Explanation"]
+    rows += [f'题{i},"A 甲\nB 乙\nC 丙\nD 丁",{"ABCD"[i % 4]},解析{i}' for i in range(40)]
+    rows[11] = '题10,"A 甲\nB 乙\nC 丙\nD 丁,A,解析10'  # the quote never closes
+    path = tmp_path / "val.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = convert.publish(get("cmexam")(), [str(path)], store, progress=False)  # default limit
+    assert result.rows_in == 40 and result.rows_out == 39
+    [rej] = rejects(result)
+    assert rej["position"] == 42 and rej["raw"].startswith('题10,"A 甲\nB 乙')
+
+
+# ---- the fault-injection kit over every converter's examples (issue 32 item 13) --------------------
+def _example_files():
+    from meddata.converters import REGISTRY
+    from meddata.readers import SUFFIXES, base_suffix
+
+    for source in sorted(REGISTRY):
+        for path in sorted((EXAMPLES / source).rglob("*")):
+            if path.is_file() and base_suffix(path) in SUFFIXES:
+                yield pytest.param(source, path, id=f"{source}/{path.name}")
+
+
+@pytest.mark.parametrize("source,example", list(_example_files()))
+def test_fault_kit(source, example, tmp_path):
+    """Seeded mutations of every bundled example file (tests/faults_kit.py): no traceback,
+    conservation, no invented rows, nothing lost that was whole, no mojibake stored."""
+    import faults_kit
+
+    problems = faults_kit.check(source, example, example.relative_to(EXAMPLES / source),
+                                tmp_path, seed=0)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MEDDATA_SLOW_TESTS"),
+                    reason="the long fault-kit run: set MEDDATA_SLOW_TESTS=1")
+@pytest.mark.parametrize("seed", range(1, 6))
+@pytest.mark.parametrize("source,example", list(_example_files()))
+def test_fault_kit_more_seeds(source, example, seed, tmp_path):
+    """The same kit with five more seeds (other bytes flipped, other cuts and places)."""
+    import faults_kit
+
+    problems = faults_kit.check(source, example, example.relative_to(EXAMPLES / source),
+                                tmp_path, seed=seed)
+    assert not problems, "\n".join(problems)

@@ -302,3 +302,73 @@ def test_engine_ray_without_ray_says_what_to_install(store, monkeypatch):
         'error: --engine ray needs Ray Data: pip install -e ".[ray]" (or pip install '
         '"meddata[ray]")')
     assert not list(store.versions("sft"))
+
+
+# ---- a lost worker or tally is retried (issue 32 item 9) ------------------------------------------
+def crash_once(marker_dir: str) -> None:
+    """In a Ray task, once per marker folder: kill the tally actor (Ray may restart it) and
+    then this worker process, as a machine under load loses them."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from ray._private import state  # (the actors' pids; a test-only look inside Ray)
+
+    marker = Path(marker_dir) / "crashed"
+    if marker.exists():
+        return
+    marker.write_text("1")
+    for actor in state.actors().values():
+        if actor["ActorClassName"] == "_Tally" and actor["State"] == "ALIVE":
+            os.kill(actor["Pid"], signal.SIGKILL)
+    os._exit(1)
+
+
+def _crashing_hwtcm(marker_dir: str):
+    from meddata.converters.hwt_cm import HWTCM
+
+    class Crashing(HWTCM):
+        def row(self, rec):
+            crash_once(marker_dir)
+            return super().row(rec)
+
+    return Crashing
+
+
+def test_a_lost_worker_and_tally_are_retried(local_ray, store, tmp_path):
+    from meddata import convert, runner
+    from meddata.steps.render import Render
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k in range(2):
+        (raw / f"part{k}.jsonl").write_text("".join(
+            json.dumps({"instruction": f"Question {k}-{i}?", "output": f"Answer {i}."}) + "\n"
+            for i in range(50)) + "{not json\n")
+    (tmp_path / "c0").mkdir()
+    (tmp_path / "c0" / "crashed").write_text("1")  # the local engine must not crash
+    (tmp_path / "c1").mkdir()
+    versions = []
+    for n, engine in enumerate((LOCAL, RAY)):
+        conv = _crashing_hwtcm(str(tmp_path / f"c{n}"))()
+        versions.append(convert.publish(conv, [str(raw)], store, name=f"conv-{engine.name}",
+                                    progress=False, engine=engine, max_reject_rate=1.0))
+    assert versions[1].version.id == versions[0].version.id
+    assert versions[1].rejects == versions[0].rejects == {"unparseable": 2}
+    assert (tmp_path / "c1" / "crashed").exists()  # it did crash
+
+    v = publish_rows(store, "gen", generated(300, "k", 7))
+    marker = tmp_path / "build"
+    marker.mkdir()
+
+    def render(row):
+        crash_once(str(marker))
+        return {"id": row["id"]}
+
+    schema = pa.schema([("id", pa.string())])
+    built = [runner.publish(store, "canonical", f"b-{e.name}", schema,
+                            runner.read_versions([v]), [Render("render", render, schema)],
+                            manifest={}, engine=e)
+             for e in (RAY, LOCAL)]
+    assert built[0].id == built[1].id and (marker / "crashed").exists()

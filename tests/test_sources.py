@@ -94,6 +94,65 @@ def test_cmexam_csv_options_string_and_several_answers(store, tmp_path):
     assert next(iter(rows(res).values()))["answer_label"] == "AB"
 
 
+def test_cmexam_labels_only_when_unambiguous(store, tmp_path):
+    path = tmp_path / "val.csv"
+    path.write_text("Question,Options,Answer,Explanation\n"
+                    "题一,\"A 甲\nB 乙\nC 丙\nD 丁\",Bad,\n"   # a word, not the set ABD
+                    "题二,\"A 甲\nB 乙\nC 丙\nD 丁\nE 戊\nF-type reaction\",E,\n"
+                    "题三,\"A 甲\nB 乙\nC丙\",AC,\n", encoding="utf-8")
+    res = run(store, "cmexam", [path])
+    assert res.rejects == {"bad_answer": 1}
+    got = {r["question"]: r for r in rows(res).values()}
+    wrapped = got["题二"]
+    assert [o["label"] for o in wrapped["options"]] == list("ABCDE")  # no sixth option F
+    assert wrapped["options"][4]["text"] == "戊\nF-type reaction"
+    assert got["题三"]["answer_label"] == "AC" and got["题三"]["options"][2]["text"] == "丙"
+
+
+def test_cmb_answer_as_a_list_of_letters(store, tmp_path):
+    records = json.loads((EXAMPLES / "cmb" / "CMB-val-merge.json").read_text())
+    multi = next(r for r in records if r["question_type"] == "多项选择题")
+    single = next(r for r in records if r["question_type"] == "单项选择题")
+    recs = [{**multi, "answer": list(multi["answer"])},
+            {**single, "answer": ["A", "C"]},                    # one answer expected: a reject
+            {**single, "question": single["question"] + "？", "answer": [{"x": 1}]}]
+    path = tmp_path / "CMB-val.json"
+    path.write_text(json.dumps(recs, ensure_ascii=False))
+    res = run(store, "cmb", [path])
+    [row] = rows(res).values()
+    assert row["answer_label"] == multi["answer"] and len(row["answer_label"]) > 1
+    assert res.rejects == {"answer_mismatch": 1, "wrong_type": 1}
+
+
+def test_cmb_test_answer_key_joined_by_id(store, tmp_path):
+    records = json.loads((EXAMPLES / "cmb" / "CMB-val-merge.json").read_text())
+    questions = [{**{k: v for k, v in r.items() if k not in ("answer", "explanation")},
+                  "id": i} for i, r in enumerate(records)]
+    key = [{"id": i, **{k: r[k] for k in ("exam_type", "exam_class", "exam_subject",
+                                          "question_type", "answer")}}
+           for i, r in enumerate(records[:-1])]  # the last question has no answer in the key
+    key.append({**key[0], "id": 999})                # an answer without a question
+    folder = tmp_path / "CMB-test"
+    folder.mkdir()
+    (folder / "CMB-test-choice-question-merge.json").write_text(
+        json.dumps(questions, ensure_ascii=False))
+    (folder / "CMB-test-choice-answer.json").write_text(json.dumps(key, ensure_ascii=False))
+    res = run(store, "cmb", [folder], max_reject_rate=0.0)
+    got = {r["id"]: r for r in rows(res).values()}
+    assert len(got) == len(records) and not res.rejects  # the key is not rows
+    for i, r in enumerate(records[:-1]):
+        assert got[f"cmb/exam/test/{i}"]["answer_label"] == r["answer"]
+    assert got[f"cmb/exam/test/{len(records) - 1}"]["answer_label"] is None
+    assert res.version.manifest["convert_report"] == {
+        "answer_key_labels": len(records), "answer_key_joined": len(records) - 1,
+        "answers_without_question": 1}
+    questions[0]["answer"] = "E" if records[0]["answer"] != "E" else "D"
+    (folder / "CMB-test-choice-question-merge.json").write_text(
+        json.dumps(questions, ensure_ascii=False))
+    res = run(store, "cmb", [folder], name="conflict")
+    assert res.rejects == {"answer_conflict": 1}
+
+
 # ---- CMB -------------------------------------------------------------------------------------------
 def test_cmb_exam_and_clin(store, tmp_path):
     res = run(store, "cmb", [EXAMPLES / "cmb"])

@@ -500,9 +500,9 @@ def test_load_returns_splits_and_the_name_folder_reads_latest_only(store):
 # ---- a command that started a local Ray stops it when it is stopped ---------------------------
 RAY_SCRIPT = """
 import sys, time
-from meddata.ray_engine import session
+from meddata.engines.ray import RayEngine
 print("starting", flush=True)
-with session(cpus=1):
+with RayEngine(cpus=1).session():
     print("started", flush=True)
     time.sleep(120)
 """

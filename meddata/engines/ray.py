@@ -46,6 +46,14 @@ from meddata.steps.base import BATCH_ROWS, Books, Ledger, Step, StepError
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1",
               "FASTOKENS_BPE_THREADS": "1", "POLARS_MAX_THREADS": "1"}
 POLL_SECONDS = 0.5  # how often the driver asks the tally for rows read (progress bar)
+# Ray Data's map tasks already run again when their worker dies or their input is lost
+# (max_retries -1, retry_exceptions only RaySystemError; lost blocks are rebuilt from their
+# lineage); an exception the task's own code raises is deterministic and fails the run at
+# once. Passing these again per map_batches call would be Ray's deprecated ray_remote_args
+# (and a ray_remote_args_fn stops Ray from fusing the steps into one task per block).
+# The tally actor restarts when its worker dies and reloads its books from its folder;
+# calls to it are retried meanwhile.
+TALLY_OPTIONS = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1}
 
 
 class RayNotInstalled(RuntimeError):
@@ -154,10 +162,19 @@ def first_error(error: BaseException) -> BaseException:
 def _task_errors() -> Iterator[None]:
     """A failed task fails the command with the error the task raised (not Ray's wrapper
     with the worker's traceback)."""
+    ray = _ray()
+    lost = (ray.exceptions.RaySystemError, ray.exceptions.ObjectLostError,
+            ray.exceptions.WorkerCrashedError, ray.exceptions.RayActorError,
+            ray.exceptions.NodeDiedError)
     try:
         yield
     except Exception as e:
         error = first_error(e)
+        if isinstance(error, lost):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise RuntimeError(f"Ray lost a worker or its data and could not recover it "
+                               f"after retrying ({type(error).__name__}: {first[:200]}); "
+                               "nothing was published: run the command again") from None
         if error is e:
             raise
         raise error from None
@@ -287,20 +304,29 @@ class _Tally:
     """Books of the tasks, per (step, read unit): counts, facts, report state, and the
     dropped rows in a file of their own under `folder` (rewritten if a task runs again)."""
 
-    def __init__(self, folder: str | None):
+    def __init__(self, folder: str):
+        import pickle
+
         self.folder = folder
         self.books: dict[tuple[int, int], dict[str, Any]] = {}
+        for path in sorted(Path(folder).glob("books-*.pkl")):  # restarted: what it had
+            self.books[tuple(map(int, path.stem.split("-")[1:]))] = pickle.loads(
+                path.read_bytes())
 
     def add(self, k: int, unit: int, rows_in: int, rows_out: int, dropped: dict[str, int],
             info: dict[str, Any], state: Any, rejects: list[dict[str, Any]],
             edited: dict[str, int] | None = None, rows_changed: int = 0) -> None:
         import os
+        import pickle
 
         from meddata.schema import REJECTS
 
-        self.books[(k, unit)] = {"rows_in": rows_in, "rows_out": rows_out,
-                                 "dropped": dropped, "info": info, "state": state,
-                                 "edited": edited or {}, "rows_changed": rows_changed}
+        book = {"rows_in": rows_in, "rows_out": rows_out, "dropped": dropped, "info": info,
+                "state": state, "edited": edited or {}, "rows_changed": rows_changed}
+        path = Path(self.folder) / f"books-{k:04d}-{unit:09d}.pkl"  # (kept for a restart)
+        path.with_suffix(".tmp").write_bytes(pickle.dumps(book))
+        os.replace(path.with_suffix(".tmp"), path)
+        self.books[(k, unit)] = book
         if rejects:
             path = Path(self.folder) / f"rejects-{k:04d}-{unit:09d}.arrow"
             tmp = path.with_suffix(".tmp")
@@ -327,7 +353,7 @@ def _run_steps(read, steps: list[Step], ledger: Ledger,
         ahead += 1
     on_ray, after = steps[:ahead], steps[ahead:]
     books = [ledger.open(step.name) for step in on_ray]
-    tally = ray.remote(num_cpus=0)(_Tally).remote(str(spill_dir))
+    tally = ray.remote(**TALLY_OPTIONS)(_Tally).remote(str(spill_dir))
     boxes: list[list] = []  # each step in the object store, once it has its plan
 
     def chain(ds, start: int, end: int, report: bool):
@@ -399,18 +425,26 @@ def _convert_files(convert_file, conv, files: list[Path]) -> Iterator[tuple]:
     task with `convert_file(conv, path)`. The converter has seen every file (`prepare`)
     here first; what its copies in the tasks gather for its report (`take_state`) is merged
     back into it. Call inside a session."""
+    import shutil
+    import tempfile
+
     ray = _ray()
-    tally = ray.remote(num_cpus=0)(_Tally).remote(None)
-    ds = ray.data.from_items([{"index": n, "path": str(f)} for n, f in enumerate(files)],
-                             override_num_blocks=max(len(files), 1))
-    ds = ds.map_batches(_convert_task, fn_args=(convert_file, [ray.put(conv)], tally),
-                        batch_size=1, batch_format="pyarrow")
-    with _task_errors():
-        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            yield from _parts(table)
-    for _, t in sorted(ray.get(tally.result.remote()).items()):
-        if t["state"] is not None:
-            conv.merge_state(t["state"])
+    folder = tempfile.mkdtemp(prefix="meddata-convert-tally-")
+    try:
+        tally = ray.remote(**TALLY_OPTIONS)(_Tally).remote(folder)
+        ds = ray.data.from_items([{"index": n, "path": str(f)} for n, f in enumerate(files)],
+                                 override_num_blocks=max(len(files), 1))
+        ds = ds.map_batches(_convert_task, fn_args=(convert_file, [ray.put(conv)], tally),
+                            batch_size=1, batch_format="pyarrow")
+        with _task_errors():
+            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                yield from _parts(table)
+            books = ray.get(tally.result.remote())
+        for _, t in sorted(books.items()):
+            if t["state"] is not None:
+                conv.merge_state(t["state"])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _part_schema() -> pa.Schema:
