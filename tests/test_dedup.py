@@ -264,7 +264,9 @@ def test_cli_dedup_against_an_earlier_version_saves_and_reuses_its_index(tmp_pat
     assert out.exit_code == 0, out.output
     assert "duplicates of earlier versions  1" in out.output
     old = store.resolve("canonical/old")
-    (saved,) = (old.path / "indexes").glob("dedup-*.parquet")
+    (saved,) = (store.root / ".cache" / "dedup-indexes" / "canonical" / old.name / old.id
+                ).glob("dedup-*.parquet")
+    assert not (old.path / "indexes").exists()  # the published version is not touched
     v = store.resolve("canonical/new-dedup")
     assert v.rows == 1 and v.manifest["stages"][0]["indexes"][0]["reused"] is False
     rej = v.rejects().to_pylist()

@@ -9,7 +9,8 @@ exact and verified near pairs; each keeps one survivor by `survivor_key` (source
 has an answer, longest rationale, longest text, lowest content hash, id).
 
 `against` earlier versions: each keeps a saved index of the same state (exact keys, band
-hashes, shingles) in its version folder (`indexes/dedup-<settings>.parquet`), built once
+hashes, shingles) in the store's cache (`.cache/dedup-indexes/<kind>/<name>/<id>/
+dedup-<settings>.parquet`, not inside the immutable version), built once
 and reused while the version and the settings are unchanged; rows of the new version that
 duplicate a row of an earlier one are dropped as `duplicate_of_earlier`, without
 re-clustering the earlier versions.
@@ -237,14 +238,16 @@ class Plan:
 
 # ---- the index of an earlier version ------------------------------------------------------------------
 class DedupIndex:
-    """The dedup state of a published version, saved in its folder and reused while the
-    version (immutable) and the fingerprint settings are unchanged."""
+    """The dedup state of a published version, saved in the store's cache
+    (`.cache/dedup-indexes/<kind>/<name>/<id>/`, never inside the immutable version) and
+    reused while the version and the fingerprint settings are unchanged."""
 
     def __init__(self, version, config: DedupConfig):
         self.version, self.ref = version, version.ref
         settings = config.fingerprint_settings()
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-        self.path = version.path / "indexes" / f"dedup-{digest}.parquet"
+        self.path = version.path.parents[2] / ".cache" / "dedup-indexes" / version.kind / \
+            version.name / version.id / f"dedup-{digest}.parquet"
         self.built = False
         if not self.path.exists():
             self._build(config, settings)
@@ -255,7 +258,7 @@ class DedupIndex:
 
         store_root = self.version.path.parents[2]
         folder = self.path.parent
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         if store_root.resolve() not in folder.resolve().parents:
             raise ValueError(f"{folder} leads outside the store")
         tmp = folder / f".{self.path.name}.tmp"
