@@ -611,6 +611,61 @@ def decontam_section(matches: list[dict[str, Any]]) -> str:
     return _section("decontam", "Decontamination matches", "".join(body))
 
 
+# steps with their own section, and the kinds' own steps: not listed under "Steps"
+_OWN_SECTIONS = {"select", "dedup", "decontam", "convert"}
+
+
+def steps_section(version: Version) -> str:
+    """Each named step of the version (curation, de-identification, retrieval, mix): rows
+    dropped by rule and changed, the settings it ran with (its thresholds), and a few
+    examples, before and after for edits, the rule and value for drops. Only what the
+    step's report holds is shown: a de-identified version's examples carry placeholders,
+    never an original value."""
+    m = version.manifest
+    stages = [s for s in m.get("stages", []) if s["stage"] not in _OWN_SECTIONS and (
+        s.get("edited") or s.get("rows_changed") or isinstance(m.get(s["stage"]), dict))]
+    if not stages:
+        return _section("steps", "Steps", "<p>No named step changed or dropped rows.</p>")
+    head = ["step", "rows in", "rows out", "dropped by rule", "rows changed", "edits"]
+    body = [_table(head, [[s["stage"], s["rows_in"], s["rows_out"],
+                           ", ".join(f"{k}: {v:,}" for k, v in s["dropped"].items()) or "-",
+                           s.get("rows_changed", 0),
+                           ", ".join(f"{k}: {v:,}" for k, v in (s.get("edited") or {}).items())
+                           or "-"] for s in stages], {1, 2, 4})]
+    for s in stages:
+        found = m.get(s["stage"])
+        if not isinstance(found, dict):
+            continue
+        body.append(f"<h3>{_e(s['stage'])}</h3>")
+        settings = found.get("settings")
+        if isinstance(settings, dict) and settings:
+            body.append(_table(["setting", "value"], [[k, json.dumps(v, ensure_ascii=False)]
+                                                      for k, v in settings.items()]))
+        examples = found.get("examples")
+        if isinstance(examples, dict):  # {"dropped": [...], "edited": [...]}
+            dropped = examples.get("dropped") or []
+            if dropped:
+                body.append("<p>dropped, e.g.:</p>" + _table(
+                    ["id", "rule", "value", "limit", "text"],
+                    [[d.get("id"), d.get("rule"), d.get("value"), d.get("limit"),
+                      _clip(d.get("text"))] for d in dropped]))
+            edited = examples.get("edited") or []
+            if edited:
+                body.append("<p>edited, e.g.:</p>" + _table(
+                    ["id", "column", "fix", "before", "after"],
+                    [[e.get("id"), e.get("column"), e.get("fix"), _clip(e.get("before")),
+                      _clip(e.get("after"))] for e in edited]))
+        elif isinstance(examples, list) and examples:  # de-identification: redacted only
+            body.append("<p>examples (with placeholders):</p>" + _table(
+                ["entities", "text"], [[", ".join(x.get("entities") or []), _clip(x.get("text"))]
+                                       for x in examples if isinstance(x, dict)]))
+        counts = {k: v for k, v in found.items() if k in ("entities", "languages")
+                  and isinstance(v, dict)}
+        for key, value in counts.items():
+            body.append(_table([key, "count"], [[k, v] for k, v in value.items()], {1}))
+    return _section("steps", "Steps", "".join(body))
+
+
 def rejects_section(summary: dict[str, Any]) -> str:
     if not summary["counts"]:
         return _section("rejects", "Rejects", "<p>Nothing was rejected.</p>")
@@ -664,12 +719,13 @@ def render(version: Version, store: Store | None = None, against: Version | None
     sections = [summary_section(version, store), plots_section(facts, other)]
     if against is not None:
         sections.append(against_section(facts, other))
-    sections += [dedup_section(dedup_clusters(version, verify), version.kind),
+    sections += [steps_section(version),
+                 dedup_section(dedup_clusters(version, verify), version.kind),
                  decontam_section(decontam_matches(version, store)),
                  rejects_section(rejects_summary(version)), samples_section(facts)]
     nav = "".join(f"<a href='#{a}'>{t}</a>" for a, t in (
         ("summary", "Summary"), ("plots", "Plots"), ("against", "Against"),
-        ("dedup", "Dedup"), ("decontam", "Decontamination"), ("rejects", "Rejects"),
+        ("steps", "Steps"), ("dedup", "Dedup"), ("decontam", "Decontamination"), ("rejects", "Rejects"),
         ("samples", "Samples")) if a != "against" or against is not None)
     title = f"{version.kind}/{version.name} @ {version.id}"
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -146,6 +146,12 @@ def test_a_step_registered_in_the_tests_runs_in_curate_and_in_a_recipe(shout, st
     assert json.loads(rejects[0]["detail"]) == {"rule": "min_chars", "value": 5}
     assert all(r["question"].isupper() for r in v.to_table().to_pylist())
     assert "rows changed" in out.output and "upper:question: 36" in out.output
+    from meddata import report
+
+    page = report.render(v, store)
+    steps = page[page.index("<section id='steps'>"):]
+    assert "<td>shout</td>" in steps and "upper:question: 36" in steps \
+        and "short_question: 4" in steps
     # the same list in a recipe runs before the kind's steps, with the same result
     recipe = recipe_mod.from_dict({"kind": "sft", "sources": [{"ref": "canonical/toy"}],
                                    "curate": [{"shout": {"min_chars": 5}}]})
