@@ -55,7 +55,7 @@ def run(rows: int, work: Path) -> dict:
         from meddata import convert
         from meddata.converters import get
         from meddata.store import Store
-        res = convert.run(get("medmcqa")(), [{str(data)!r}],
+        res = convert.publish(get("medmcqa")(), [{str(data)!r}],
                           Store({str(work / ("store-" + str(rows)))!r}), progress=False)
         result = {{"rows": res.rows_out}}
     """)

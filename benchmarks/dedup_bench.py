@@ -140,8 +140,9 @@ MEDDATA = """
 import json, tempfile, time
 from pathlib import Path
 import pyarrow.parquet as pq
-from meddata.dedup import DedupConfig, DedupStep
-from meddata.steps import Ledger, run
+from meddata.steps.dedup import DedupConfig, DedupStep
+from meddata.engines.local import chain as run
+from meddata.steps import Ledger
 removed = []
 def sink(rejects):
     removed.extend(json.loads(r["raw"])["id"] for r in rejects)
@@ -163,7 +164,7 @@ import pyarrow.parquet as pq
 from rensa import RMinHash, RMinHashLSH
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from meddata.dedup import item_frame
+from meddata.minhash import item_frame
 import polars as pl
 df = pl.from_arrow(pq.read_table({data!r}))
 ids = df["id"].to_list()
@@ -220,7 +221,7 @@ from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 from datatrove.utils.hashing import HashConfig
 import polars as pl
-from meddata.dedup import item_frame
+from meddata.minhash import item_frame
 df = pl.from_arrow(pq.read_table({data!r}))
 texts = item_frame(df)["key"].to_list()
 docs = [Document(text=t, id=i) for t, i in zip(texts, df["id"].to_list())]
@@ -255,8 +256,9 @@ import tempfile, time
 from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
-from meddata.dedup import DecontamConfig, DecontamStep
-from meddata.steps import Ledger, run
+from meddata.steps.decontam import DecontamConfig, DecontamStep
+from meddata.engines.local import chain as run
+from meddata.steps import Ledger
 class Bench:
     ref = "bench"
     def iter_batches(self, verify="full"):

@@ -36,7 +36,7 @@ def prepare(store, args) -> tuple[str, str]:
     else:
         src = SAMPLES / "medqa" / "US" / "4_options" if SAMPLES.exists() else \
             ROOT / "examples" / "medqa"
-        bench = convert.run(get("medqa")(split="test"), [str(src)], store, name="e2e-bench",
+        bench = convert.publish(get("medqa")(split="test"), [str(src)], store, name="e2e-bench",
                             progress=False).version.ref
     if args.sft:
         return bench, store.resolve(args.sft).ref
@@ -46,7 +46,7 @@ def prepare(store, args) -> tuple[str, str]:
         "sources": [{"source": "medmcqa", "paths": [str(mm)], "name": "e2e-medmcqa",
                      "split": ["dev", "train"]}],
         "decontam": {"against": [bench]}})
-    version = pipeline.run("sft", data, store, progress=False)
+    version = pipeline.build("sft", data, store, progress=False)
     return bench, version.ref
 
 

@@ -19,12 +19,13 @@ import pyarrow.compute as pc
 from meddata.length import joined
 from meddata.schema import MESSAGES
 from meddata.steps import DUCKDB_MEMORY, Books, Source, Step, seeded_array
+from meddata.steps.length import Length
+from meddata.steps.split import Split
 from meddata.validation import suites
 
 from . import preference
 from .common import SHAREGPT_TAGS, schema, split_system, with_system
 from .registry import Kind
-from .steps import Length, Split
 
 SCHEMA = schema(("prompt", MESSAGES), ("completion", MESSAGES), ("label", pa.bool_()),
                 ("rejected_by", pa.string()))

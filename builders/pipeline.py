@@ -3,8 +3,10 @@ published, validated version.
 
     select    the recipe's canonical sources (converted first when it names raw files), by
               split (default: every split but `test`), subset, weight and limit
+    curate    (recipe `curate`) the named curation steps, in the recipe's order
     dedup     (recipe `dedup`) exact and near duplicates removed, survivors by rule
     decontam  (recipe `decontam`) rows overlapping the benchmark versions removed
+    retrieve  (recipe `retrieve`) passages of an index added to each row's context
     ...       the kind's own steps, from its module: render (or pair), length, split, and
               for some kinds more (kto: unpair; pretrain with `pack: true`: pack)
 
@@ -23,15 +25,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from meddata import convert, runner
+from meddata import canonical, convert, engines, runner
 from meddata.converters import get as get_converter
-from meddata.dedup import DecontamConfig, DecontamStep, DedupConfig, DedupStep
+from meddata.engines.base import Engine
 from meddata.length import Measure
 from meddata.recipe import Recipe, load
+from meddata.steps.registry import Context as StepContext
+from meddata.steps.select import SPEC, Select
 from meddata.store import Store, Version
 
 from . import registry
-from .steps import SPEC, Select
 
 
 def examples_dir() -> Path:
@@ -63,52 +66,27 @@ class ValidationFailed(ValueError):
         self.result = result
 
 
-def source_version(spec, store: Store, progress: bool,
-                   engine: runner.Engine | None = None) -> Version:
+def source_version(spec, store: Store, progress: bool, engine: Engine) -> Version:
     if spec.ref:
         return store.resolve(spec.ref)
     conv = get_converter(spec.source)()
-    return convert.run(conv, spec.paths, store, name=spec.name or spec.source,
-                       progress=progress, engine=engine).version
+    return convert.publish(conv, spec.paths, store, name=spec.name or spec.source,
+                           progress=progress, engine=engine).version
 
 
-def clean_up(recipe: Recipe, store: Store) -> tuple[list, list[dict[str, Any]]]:
-    """The recipe's dedup, decontam and retrieve steps, and the versions they read (as
-    parents)."""
-    steps, parents = [], []
-    if recipe.dedup is not None:
-        settings = {k: v for k, v in recipe.dedup.items() if k != "against"}
-        earlier = [store.resolve(r) for r in recipe.dedup.get("against") or []]
-        parents += [v.as_parent(role="dedup_against") for v in earlier]
-        steps.append(DedupStep(DedupConfig(**settings), against=earlier))
-    if recipe.decontam is not None:
-        settings = {k: v for k, v in recipe.decontam.items() if k != "against"}
-        benches = [store.resolve(ref) for ref in recipe.decontam["against"]]
-        parents += [b.as_parent(role="benchmark") for b in benches]
-        steps.append(DecontamStep(benches, DecontamConfig(**settings)))
-    if recipe.retrieve is not None:
-        from meddata.retrieval import Index, Retrieve
-
-        index = Index(store.resolve(recipe.retrieve["index"]))
-        parents.append(index.version.as_parent(role="retrieval_index"))
-        steps.append(Retrieve(index, recipe.retrieve.get("k", 3),
-                              recipe.retrieve.get("tokens", 512)))
-    return steps, parents
-
-
-def run(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
-        progress: bool = True, allow_invalid: bool = False, report: bool = True,
-        engine: runner.Engine | None = None) -> Version:
+def build(kind_name: str, recipe: Recipe, store: Store, name: str | None = None,
+          progress: bool = True, allow_invalid: bool = False, report: bool = True,
+          engine: Engine | None = None) -> Version:
     """Build `kind_name` from `recipe`, validate it, and publish `<kind>/<name>` (with its
     report.html unless `report` is False). `engine` (default: the recipe's `engine`, else
     MEDDATA_ENGINE, else local) says where the steps run."""
-    engine = engine or runner.Engine.choose(recipe_engine=recipe.engine)
-    with runner.session(engine):  # one Ray for the conversions and the build
-        return _run(kind_name, recipe, store, name, progress, allow_invalid, report, engine)
+    engine = engine or engines.choose(recipe_engine=recipe.engine)
+    with engine.session():  # one Ray for the conversions and the build
+        return _build(kind_name, recipe, store, name, progress, allow_invalid, report, engine)
 
 
-def _run(kind_name: str, recipe: Recipe, store: Store, name: str | None, progress: bool,
-         allow_invalid: bool, report: bool, engine: runner.Engine) -> Version:
+def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progress: bool,
+           allow_invalid: bool, report: bool, engine: Engine) -> Version:
     from meddata.validation.run import Checker
     from meddata.validation.suites import Bounds
 
@@ -133,7 +111,8 @@ def _run(kind_name: str, recipe: Recipe, store: Store, name: str | None, progres
         parents = [v.as_parent() for v in inputs]
         read = runner.read_versions(inputs, tag=lambda i, b: b.append_column(
             SPEC, pa.array([i] * b.num_rows, pa.int32())))
-        cleaning, more = clean_up(recipe, store)
+        cleaning, more = canonical.build_steps(
+            recipe.canonical_steps(), StepContext(store, recipe.seed, measure, progress))
         parents += more
         steps = [Select(recipe.sources, recipe.seed), *cleaning, *kind.steps(recipe, ctx)]
         name = name or recipe.name or "default"
@@ -161,7 +140,7 @@ def _run(kind_name: str, recipe: Recipe, store: Store, name: str | None, progres
                           manifest={"inputs": [{"ref": p["ref"]} for p in parents],
                                     "recipe": recipe.to_dict(), "parents": parents,
                                     "steps": [_describe(s) for s in steps]},
-                          check=checker.feed, finish=finish, report=report, engine=engine)
+                          engine=engine, check=checker.feed, finish=finish, report=report)
 
 
 def _describe(step) -> dict[str, Any]:
@@ -175,19 +154,14 @@ def run_rows(kind_name: str, rows: list[dict[str, Any]], recipe: Recipe,
     rows, drops by reason)."""
     import tempfile
 
+    from meddata.engines.local import run_rows
     from meddata.schema import CANONICAL
-    from meddata.steps import Ledger
-    from meddata.steps import run as run_steps
 
     kind = registry.get(kind_name)
     with tempfile.TemporaryDirectory() as tmp:
         store = store or Store(Path(tmp) / "store")
         ctx = Context(store, Measure(recipe.tokenizer), progress=False)
-        batches = pa.Table.from_pylist(rows, schema=CANONICAL).to_batches()
-        ledger = Ledger()
-        out = [r for b in run_steps(lambda replay: iter(batches), kind.steps(recipe, ctx),
-                                    ledger, Path(tmp))
-               for r in b.to_pylist()]
+        out, ledger = run_rows(kind.steps(recipe, ctx), rows, CANONICAL, Path(tmp))
     dropped: dict[str, int] = {}
     for stage in ledger.stages():
         for reason, n in stage["dropped"].items():

@@ -16,17 +16,18 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from meddata.dedup import near_equal_many
 from meddata.length import joined
+from meddata.minhash import near_equal_many
 from meddata.schema import MESSAGES
 from meddata.steps import Books, Source, Step
+from meddata.steps.length import Length
+from meddata.steps.split import Split
 from meddata.validation import suites
 
 from . import render
 from .common import SHAREGPT_TAGS, answer, lineage, schema, split_system, with_system
 from .registry import Kind
 from .rejected import NoRejected, strategy
-from .steps import Length, Split
 
 SCHEMA = schema(("prompt", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES),
                 ("rejected_by", pa.string()))

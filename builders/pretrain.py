@@ -24,12 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from meddata.steps import Books, Source, Step
+from meddata.steps.length import IDS, Length
+from meddata.steps.render import Render
+from meddata.steps.split import Split
 from meddata.validation import suites
 
 from . import render
 from .common import LINEAGE_NAMES, lineage, schema
 from .registry import Kind
-from .steps import IDS, Length, Render, Split
 
 SCHEMA = schema(("text", pa.string()))
 PACKED_SCHEMA = schema(("text", pa.string()), ("input_ids", pa.list_(pa.int32())))

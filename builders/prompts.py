@@ -14,12 +14,14 @@ import polars as pl
 import pyarrow as pa
 
 from meddata.schema import MESSAGES, OPTIONS
+from meddata.steps.length import Length
+from meddata.steps.render import Render
+from meddata.steps.split import Split
 from meddata.validation import suites
 
 from . import render
 from .common import lineage, schema, split_system, with_system
 from .registry import Kind
-from .steps import Length, Render, Split
 
 SCHEMA = schema(("prompt", MESSAGES), ("answer", pa.string()), ("answer_label", pa.string()),
                 ("options", OPTIONS))

@@ -12,12 +12,14 @@ from typing import Any
 import polars as pl
 
 from meddata.schema import MESSAGES
+from meddata.steps.length import Length
+from meddata.steps.render import Render
+from meddata.steps.split import Split
 from meddata.validation import suites
 
 from . import render
 from .common import SHAREGPT_TAGS, answer, lineage, schema, split_system, with_system
 from .registry import Kind
-from .steps import Length, Render, Split
 
 SCHEMA = schema(("messages", MESSAGES))
 

@@ -13,8 +13,6 @@ import click
 
 from meddata import __version__
 
-DEDUP_THRESHOLD = 0.65  # meddata.dedup.DedupConfig's default (not imported: --help stays fast)
-
 
 class Failure(click.ClickException):
     """A one-line reason on stderr and exit status 1."""
@@ -63,10 +61,11 @@ def engine_options(fn):
 
 
 def _engine(name: str | None, address: str | None, recipe_engine: str | None = None):
-    from meddata.runner import Engine
+    """The command's one engine (meddata.engines.choose), or a one-line failure."""
+    from meddata.engines import choose as choose_engine
 
     try:
-        return Engine.choose(name, address, recipe_engine)
+        return choose_engine(name, address, recipe_engine)
     except ValueError as e:
         raise Failure(str(e)) from e
 
@@ -327,7 +326,7 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
         raise Failure(f"--cop-base does not apply to {source}")
     try:
         conv = cls(subset=subset, split=split, **options)
-        result = conv_mod.run(conv, list(inputs), _store(ctx), name=name,
+        result = conv_mod.publish(conv, list(inputs), _store(ctx), name=name,
                               max_reject_rate=max_reject_rate, hub_config=hub_config,
                               progress=not quiet, engine=_engine(engine, ray_address))
     except (conv_mod.ConversionError, FileNotFoundError, ValueError, RuntimeError,
@@ -351,8 +350,8 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
                    "rows are dropped too, from a saved index of it (built once, reused).")
 @click.option("--name", help="Publish as canonical/NAME (default: <name>-dedup).")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
-              default=DEDUP_THRESHOLD, show_default=True,
-              help="Exact Jaccard of 3-token shingles for a near duplicate.")
+              help="Exact Jaccard of 3-token shingles for a near duplicate (default: the "
+                   "dedup step's, 0.65; `meddata curate --help` lists every setting).")
 @click.option("--priority", help="Comma-separated sources, best first: whose row survives.")
 @engine_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -360,14 +359,16 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
 def dedup_cmd(ctx, ref, against, name, threshold, priority, engine, ray_address, quiet) -> None:
     """Remove exact and near duplicates from canonical version REF (MinHash, candidates
     from grouped band hashes, each verified by exact Jaccard and gold answers)."""
-    from meddata.dedup import DedupConfig, run_dedup
+    from meddata import canonical
     from meddata.tables import table
 
-    config = DedupConfig(threshold=threshold,
-                         source_priority=[p for p in (priority or "").split(",") if p])
+    settings = {"source_priority": [p for p in (priority or "").split(",") if p],
+                "against": list(against)}
+    if threshold is not None:
+        settings["threshold"] = threshold
     try:
-        v = run_dedup(_store(ctx), ref, name, config, against=list(against),
-                      progress=not quiet, engine=_engine(engine, ray_address))
+        v = canonical.dedup(_store(ctx), ref, name, settings, progress=not quiet,
+                            engine=_engine(engine, ray_address))
     except (ValueError, RuntimeError, _store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["dedup"]["summary"]
@@ -393,13 +394,13 @@ def dedup_cmd(ctx, ref, against, name, threshold, priority, engine, ray_address,
 def decontam_cmd(ctx, ref, against, name, threshold, engine, ray_address, quiet) -> None:
     """Drop rows of canonical version REF that overlap benchmark versions (n-grams, MinHash,
     PubMedQA PMID and title); the manifest names the benchmark row each one matched."""
-    from meddata.dedup import DecontamConfig, run_decontam
+    from meddata import canonical
     from meddata.tables import table
 
     try:
-        v = run_decontam(_store(ctx), ref, list(against), name,
-                         DecontamConfig(threshold=threshold), progress=not quiet,
-                         engine=_engine(engine, ray_address))
+        v = canonical.decontam(_store(ctx), ref, {"against": list(against),
+                                                  "threshold": threshold}, name,
+                               progress=not quiet, engine=_engine(engine, ray_address))
     except (ValueError, RuntimeError, _store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["decontam"]["summary"]
@@ -409,6 +410,57 @@ def decontam_cmd(ctx, ref, against, name, threshold, engine, ray_address, quiet)
                      ["", "count"]))
     for d in v.manifest["decontam"]["dropped"][:5]:
         click.echo(f"  {d['id']}  matched {d['matched']} ({d['method']})")
+
+
+class StepsHelp(click.Command):
+    """`meddata curate --help`: the steps and their settings, from the step registry."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        from meddata.steps import registry
+
+        with formatter.section("Steps (name: what it does; settings with defaults)"):
+            for name in registry.names():
+                try:
+                    text = registry.help_text(name)
+                except (ImportError, registry.SettingsError):
+                    continue  # a step whose module is not installed here
+                formatter.write_text(text.replace("\n", "\n\n"))
+
+
+@cli.command("curate", cls=StepsHelp)
+@click.argument("ref")
+@click.option("--steps", "steps_file", required=True, type=click.Path(dir_okay=False),
+              help="A YAML list of steps in order, e.g. `- normalize: {}` then "
+                   "`- quality: {}` (the same list as a recipe's `curate:`).")
+@click.option("--name", help="Publish as canonical/NAME (default: <name>-curated).")
+@engine_options
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def curate_cmd(ctx, ref, steps_file, name, engine, ray_address, quiet) -> None:
+    """Run named steps over canonical version REF and publish canonical/NAME.
+
+    Each dropped row goes to the version's rejects with the step, the rule and the value;
+    edits are counted per step in the manifest and the data report.
+    """
+    import yaml
+
+    from meddata import canonical
+    from meddata.steps.registry import SettingsError
+    from meddata.tables import stages_table
+
+    try:
+        steps = yaml.safe_load(open(steps_file, encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise Failure(f"{steps_file}: {e}") from e
+    try:
+        v = canonical.curate(_store(ctx), ref, steps, name, progress=not quiet,
+                             engine=_engine(engine, ray_address))
+    except SettingsError as e:
+        raise Failure(f"{steps_file}: {e}") from e
+    except (ValueError, RuntimeError, OSError, _store_errors()) as e:
+        raise Failure(str(e)) from e
+    _published(v)
+    click.echo("\n" + stages_table(v.manifest["stages"]))
 
 
 # ---- building ------------------------------------------------------------------------------
@@ -491,36 +543,29 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
     from meddata.models import ModelNotFound
     from meddata.tables import stages_table, table
 
-    overrides = {"seed": seed, "reasoning": reasoning, "prompt_style": prompt_style,
-                 "system_prompt": system_prompt, "validation_ratio": validation_ratio,
-                 "max_tokens": max_tokens, "tokenizer": tokenizer, "pack": pack,
-                 "from_ref": from_ref}
+    rejected = {"strategy": "weak_model", "model": rejected_model} if rejected_model else {}
+    if rejected_strategy:
+        rejected["strategy"] = rejected_strategy
+    if rejected_backend:
+        rejected["backend"] = rejected_backend
     try:
         if recipe_path:
-            base = recipe_mod.load(recipe_path).to_dict()
-        elif refs:
-            base = {"name": name or "default", "sources": []}
-        elif from_ref:
-            base = {"name": name, "sources": []}  # default: the parent's name
+            base = recipe_mod.load(recipe_path)
+        elif refs or from_ref:
+            base = None  # no recipe: the refs (or the parent) are the inputs
         else:
-            base = pipeline.examples_recipe().to_dict()
-        base["sources"] = base.get("sources", []) + [{"ref": r} for r in refs]
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        rejected = base.setdefault("rejected", {})
-        if rejected_model:
-            rejected.update(strategy="weak_model", model=rejected_model)
-        if rejected_strategy:
-            rejected["strategy"] = rejected_strategy
-        if rejected_backend:
-            rejected["backend"] = rejected_backend
-        if retrieve_index:
-            base["retrieve"] = {**(base.get("retrieve") or {}), "index": retrieve_index,
-                                "k": retrieve_k}
-        base["kind"] = kind
-        recipe = recipe_mod.from_dict(base)
-        version = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
-                               allow_invalid=allow_invalid, report=not no_report,
-                               engine=_engine(engine, ray_address, recipe.engine))
+            base = pipeline.examples_recipe()
+        data = base.to_dict() if base else {"name": name or ("default" if refs else None),
+                                            "sources": []}
+        recipe = recipe_mod.from_dict(data, check_sources=False).with_overrides(
+            refs, kind=kind, seed=seed, reasoning=reasoning, prompt_style=prompt_style,
+            system_prompt=system_prompt, validation_ratio=validation_ratio,
+            max_tokens=max_tokens, tokenizer=tokenizer, pack=pack, from_ref=from_ref,
+            rejected=rejected,
+            retrieve={"index": retrieve_index, "k": retrieve_k} if retrieve_index else None)
+        version = pipeline.build(kind, recipe, _store(ctx), name=name, progress=not quiet,
+                                 allow_invalid=allow_invalid, report=not no_report,
+                                 engine=_engine(engine, ray_address, recipe.engine))
     except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError, OSError,
             RuntimeError, ModelNotFound, _store_errors()) as e:
         raise Failure(str(e)) from e

@@ -22,13 +22,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from meddata.engines.base import Engine
+from meddata.engines.local import LocalEngine
 from meddata.readers import RawRecord, is_empty, jsonl_record, list_files, read_file
 from meddata.schema import CANONICAL, LANGS, TASKS
-from meddata.steps import SeenKeys
+from meddata.steps.keys import SeenKeys
 from meddata.store import Store, Version, sha256_file
 from meddata.text import clean, detect_lang
 
-BATCH_ROWS = 5_000
+ROWS_PER_PART = 5_000  # canonical rows gathered into one part (one Arrow batch)
 SPLIT_WORDS = {"train", "dev", "validation", "valid", "val", "test"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -204,10 +206,10 @@ def hub_records(hub_id: str, config: str | None, split: str | None) -> Iterator[
 
 class _Converting:
     """Turns raw records (`record`) and vectorized chunks (`frame`) into parts, in input
-    order: `("rows", rows, origin)`, canonical rows (a polars frame, up to BATCH_ROWS) with
-    the file, position and raw text of each, and `("reject", file, position, raw, reason,
-    detail)`. It runs wherever the records are read: in this process, or in the Ray task
-    of one input file (meddata/ray_engine.py)."""
+    order: `("rows", rows, origin)`, canonical rows (a polars frame, up to ROWS_PER_PART)
+    with the file, position and raw text of each, and `("reject", file, position, raw,
+    reason, detail)`. It runs wherever the records are read: in this process, or in an
+    engine's worker (`convert_file`)."""
 
     def __init__(self, conv: Converter):
         self.conv = conv
@@ -226,7 +228,7 @@ class _Converting:
             return
         self.batch.append(row)
         self.origin.append((rec.file, rec.position, rec.raw))
-        if len(self.batch) >= BATCH_ROWS:
+        if len(self.batch) >= ROWS_PER_PART:
             yield from self.flush()
 
     def flush(self) -> Iterator[tuple]:
@@ -311,7 +313,7 @@ class _Sink:
         self.pending.append({"stage": "convert", "source": self.conv.source, "file": file,
                              "position": position, "raw": raw, "reason": reason,
                              "detail": detail})
-        if len(self.pending) >= BATCH_ROWS:
+        if len(self.pending) >= ROWS_PER_PART:
             self.pub.reject(self.pending)
             self.pending = []
 
@@ -465,16 +467,25 @@ def _file_items(conv: Converter, path: Path):
         yield from conv.read(path)
 
 
-def run(conv: Converter, inputs: list[str], store: Store, name: str | None = None,
-        max_reject_rate: float = 0.05, hub_config: str | None = None,
-        progress: bool = True, engine=None) -> ConversionResult:
-    """Convert `inputs` (files, folders, or one hub id) and publish canonical/<name>. On
-    the Ray engine (a meddata.runner.Engine) each file is converted by its own task, and
-    the rows come back in file order: the same version as on the local engine."""
-    from meddata.progress import bar
-    from meddata.runner import Engine, session
+def convert_file(conv: Converter, path: Path) -> Iterator[tuple]:
+    """The parts (see `_Converting`) of one raw file, in order: what an engine runs for
+    each input file, here or in a worker."""
+    converting = _Converting(conv)
+    try:
+        yield from converting.items(_file_items(conv, path))
+    finally:
+        converting.close()
 
-    engine = engine or Engine.choose()
+
+def publish(conv: Converter, inputs: list[str], store: Store, name: str | None = None,
+            max_reject_rate: float = 0.05, hub_config: str | None = None,
+            progress: bool = True, engine: Engine | None = None) -> ConversionResult:
+    """Convert `inputs` (files, folders, or one hub id) and publish canonical/<name>. The
+    engine (default local) converts each file, on the Ray engine as a task of its own; the
+    rows come back in file order: the same version on every engine."""
+    from meddata.progress import bar
+
+    engine = engine or LocalEngine()
     name = name or conv.source
     local = [p for p in inputs if Path(p).exists()]
     if len(local) == len(inputs):
@@ -491,12 +502,12 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
                 f"every input file is empty ({', '.join(map(str, empty))})") +
                 "; nothing to convert")
         files = conv.prepare([f for f in files if f not in empty])
-        stream = (item for f in files for item in _file_items(conv, f))
         empty_files = [str(f) for f in empty]
     elif len(inputs) == 1 and _HUB_ID.match(inputs[0]):
-        if engine.name == "ray":
-            raise ConversionError("--engine ray converts files (one task each); a hub "
-                                  "dataset is read by the local engine")
+        if not isinstance(engine, LocalEngine):
+            raise ConversionError(f"--engine {engine.name} converts files (one task each); "
+                                  "a hub dataset is read by the local engine")
+        files = None
         stream = hub_records(inputs[0], hub_config, conv.split)
         input_info = [{"hub_id": inputs[0], "config": hub_config, "split": conv.split}]
         digests, empty_files = None, []
@@ -506,22 +517,23 @@ def run(conv: Converter, inputs: list[str], store: Store, name: str | None = Non
                               "(a hub id must be the only input)")
 
     with store.publisher("canonical", name, CANONICAL, inputs=input_info,
-                         recipe={"convert": conv.describe(), "engine": engine.name}) as pub:
+                         recipe={"convert": conv.describe(), "engine": engine.describe()}
+                         ) as pub, engine.session():
         sink = _Sink(conv, pub)
         with bar(f"convert {conv.source}", unit=" rec", enabled=progress) as b:
-            if engine.name == "ray":
-                from meddata import ray_engine
-
-                with session(engine):
-                    for part in ray_engine.convert(conv, files):
-                        b.update(sink.take(part))
-            else:
+            if files is None:  # a hub dataset, read here
                 converting = _Converting(conv)
-                try:
-                    for part in converting.items(stream):
-                        b.update(sink.take(part))
-                finally:
-                    stream.close()  # stops a prefetch thread at once when conversion fails
+                parts = converting.items(stream)
+            else:
+                parts = engine.convert_files(convert_file, conv, files)
+            try:
+                for part in parts:
+                    b.update(sink.take(part))
+            finally:
+                close = getattr(parts, "close", None)
+                if close is not None:
+                    close()  # stops a prefetch thread at once when conversion fails
+                if files is None:
                     converting.close()
         sink.close()
         rows_in, rows_out, rejects = sink.rows_in, sink.rows_out, sink.rejects

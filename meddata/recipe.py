@@ -8,16 +8,20 @@ recipe and inputs give the same version id. See docs/recipes.md for every key.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meddata.steps import registry
+from meddata.steps.decontam import DecontamSettings
+from meddata.steps.dedup import DedupSettings
+from meddata.steps.registry import SettingsError, StepSpec
+from meddata.steps.retrieve import RetrieveSettings
+
 STRATEGIES = ("auto", "distractor", "cross_sample", "weak_model")
 
 
-class RecipeError(ValueError):
+class RecipeError(SettingsError):
     """A recipe that cannot be used: unknown key, wrong type, value out of range."""
 
 
@@ -97,77 +101,74 @@ class Recipe:
     tokenizer: str | None = None    # local tokenizer folder for counting (and packing)
     pack: bool = False              # pretrain: also pack input_ids (needs tokenizer, max_tokens)
     rejected: RejectedSpec = field(default_factory=RejectedSpec)
-    dedup: dict[str, Any] | None = None     # DedupConfig keys (+ against); {} for the defaults
-    decontam: dict[str, Any] | None = None  # {against: [refs], ...DecontamConfig keys}
-    retrieve: dict[str, Any] | None = None  # {index: index/NAME, k: 3, tokens: 512}
+    # canonical-stage steps, in this order: the curation list, then dedup, decontam and
+    # retrieve (each step's typed settings: meddata/steps/<name>.py; docs/steps.md)
+    curate: list[StepSpec] = field(default_factory=list)  # [{step: {settings}}, ...]
+    dedup: DedupSettings | None = None        # {} for the defaults
+    decontam: DecontamSettings | None = None  # {against: [benchmark refs], ...}
+    retrieve: RetrieveSettings | None = None  # {index: index/NAME, k: 3, tokens: 512}
     from_ref: str | None = None     # build from an existing version (kto: a preference one)
     engine: str | None = None       # local | ray: where the steps run (the same version)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+               for k, v in out.items()}
+        out["sources"] = [dataclasses.asdict(s) for s in self.sources]
+        out["curate"] = [spec.to_dict() for spec in self.curate]
+        return out
+
+    def canonical_steps(self) -> list[StepSpec]:
+        """The canonical-stage steps a build runs after selecting its sources, in order."""
+        specs = list(self.curate)
+        for key in ("dedup", "decontam", "retrieve"):
+            settings = getattr(self, key)
+            if settings is not None:
+                specs.append(StepSpec(key, settings))
+        return specs
+
+    def with_overrides(self, refs: tuple[str, ...] = (), **overrides: Any) -> Recipe:
+        """A copy with command-line overrides applied: `refs` become more sources, a value
+        of None leaves the recipe's; `rejected` and `retrieve` are merged key by key."""
+        data = self.to_dict()
+        data["sources"] = data["sources"] + [{"ref": r} for r in refs]
+        for key in ("rejected", "retrieve"):
+            more = overrides.pop(key, None) or {}
+            if more:
+                data[key] = {**(data.get(key) or {}), **more}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return from_dict(data)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, where)
-    if origin is list:
-        if isinstance(value, str) and args and args[0] is str:
-            value = [value]
-        if not isinstance(value, list):
-            raise RecipeError(f"{where}: expected a list, got {type(value).__name__}")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise RecipeError(f"{where}: expected text, got {value!r}")
-        return str(value)
-    return value
-
-
-def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: "
-                          f"{', '.join(names)}")
-    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
-
-
-def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Recipe:
+def from_dict(data: dict[str, Any], base_dir: Path | None = None,
+              check_sources: bool = True) -> Recipe:
+    """A checked recipe from a mapping; paths relative to `base_dir` (the recipe file's
+    folder). `check_sources=False` allows a recipe without sources (a base that command
+    line arguments complete, see `with_overrides`)."""
     if not isinstance(data, dict):
         raise RecipeError(f"recipe: expected a mapping at the top, got {type(data).__name__}")
-    recipe = _build(Recipe, data, "recipe")
+    data = dict(data)
+    curate = data.pop("curate", None)
+    try:
+        recipe = registry.build(Recipe, data, "recipe")
+        recipe.curate = registry.parse_list(curate, "recipe.curate")
+        for key in ("dedup", "decontam", "retrieve"):
+            settings = getattr(recipe, key)
+            if settings is not None:
+                try:
+                    settings.check()
+                except SettingsError as e:
+                    raise RecipeError(f"recipe.{key}: {e}") from None
+    except RecipeError:
+        raise
+    except SettingsError as e:
+        raise RecipeError(str(e)) from None
     if recipe.kind is not None:
-        from meddata.builders import registry  # the kinds, looked up by name
+        from meddata.builders import registry as kinds  # the kinds, looked up by name
 
-        if recipe.kind not in registry.names():
+        if recipe.kind not in kinds.names():
             raise RecipeError(f"recipe.kind: {recipe.kind!r} is not one of "
-                              f"{', '.join(registry.names())}")
+                              f"{', '.join(kinds.names())}")
     if not 0 <= recipe.validation_ratio < 1:
         raise RecipeError("recipe.validation_ratio: must be in [0, 1), got "
                           f"{recipe.validation_ratio}")
@@ -189,56 +190,9 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Recipe:
     recipe.rejected.check("recipe.rejected")
     if recipe.engine not in (None, "local", "ray"):
         raise RecipeError(f"recipe.engine: {recipe.engine!r} is not local or ray")
-    _check_stage_config(recipe)
-    if not recipe.sources and not recipe.from_ref:
+    if check_sources and not recipe.sources and not recipe.from_ref:
         raise RecipeError("recipe.sources: give at least one source (or from_ref for kto)")
     return recipe
-
-
-def _check_stage_config(recipe: Recipe) -> None:
-    from meddata.dedup import DecontamConfig, DedupConfig
-
-    for key, cls, extra in (("dedup", DedupConfig, ("against",)),
-                            ("decontam", DecontamConfig, ("against",))):
-        value = getattr(recipe, key)
-        if value is None:
-            continue
-        allowed = [f.name for f in dataclasses.fields(cls)] + list(extra)
-        unknown = [k for k in value if k not in allowed]
-        if unknown:
-            raise RecipeError(f"recipe.{key}: unknown key(s) {', '.join(unknown)}; allowed: "
-                              f"{', '.join(allowed)}")
-        try:
-            config = cls(**{k: v for k, v in value.items() if k not in extra})
-            if hasattr(config, "check"):
-                config.check()
-        except (TypeError, ValueError) as e:
-            raise RecipeError(f"recipe.{key}: {e}") from None
-    if recipe.dedup is not None and recipe.dedup.get("against") is not None:
-        earlier = recipe.dedup["against"]
-        if isinstance(earlier, str):
-            recipe.dedup["against"] = earlier = [earlier]
-        if not isinstance(earlier, list) or not all(isinstance(a, str) for a in earlier):
-            raise RecipeError("recipe.dedup.against: give earlier canonical versions, for "
-                              "example [canonical/medqa-v1@latest]")
-    if recipe.retrieve is not None:
-        r = recipe.retrieve
-        unknown = [k for k in r if k not in ("index", "k", "tokens")]
-        if unknown or not isinstance(r.get("index"), str):
-            raise RecipeError("recipe.retrieve: give {index: index/NAME, k: 3, tokens: 512} "
-                              "(k and tokens optional)")
-        if not isinstance(r.get("k", 3), int) or r.get("k", 3) < 1 or \
-                (r.get("tokens") is not None and (not isinstance(r["tokens"], int)
-                                                  or r["tokens"] < 16)):
-            raise RecipeError("recipe.retrieve: k must be a positive integer and tokens an "
-                              "integer of at least 16 (or null for no limit)")
-    if recipe.decontam is not None:
-        against = recipe.decontam.get("against")
-        if isinstance(against, str):
-            recipe.decontam["against"] = against = [against]
-        if not against or not all(isinstance(a, str) for a in against):
-            raise RecipeError("recipe.decontam.against: give the benchmark versions, for "
-                              "example [canonical/medqa-test@latest]")
 
 
 def load(path: str | Path) -> Recipe:

@@ -260,7 +260,8 @@ def build(store: Store, ref: str, settings: IndexSettings, name: str | None = No
           benchmarks: list[str] = (), progress: bool = True) -> Version:
     """Publish index/<name> over a canonical version's rows."""
     from meddata import runner
-    from meddata.dedup import DecontamConfig, DecontamStep
+    from meddata.engines.local import LocalEngine
+    from meddata.steps.decontam import DecontamConfig, DecontamStep
 
     settings.check()
     corpus = store.resolve(ref)
@@ -286,7 +287,7 @@ def build(store: Store, ref: str, settings: IndexSettings, name: str | None = No
                           manifest={"inputs": [{"ref": corpus.ref}], "parents": parents,
                                     "recipe": {"index": asdict(settings), "corpus": corpus.ref,
                                                "decontam": [b.ref for b in benches]}},
-                          attach=attach)
+                          engine=LocalEngine(), attach=attach)
 
 
 # ---- searching ---------------------------------------------------------------------------------------
@@ -402,36 +403,6 @@ def passages_block(hits: list[Hit], lang: str | None, budget: int | None = None,
             used.append(h.row.get("id"))
         break
     return (block(parts), used) if parts else ("", [])
-
-
-# ---- retrieval in builds ---------------------------------------------------------------------------
-class Retrieve(Step):
-    """Adds the top-k passages of an index to each canonical row's `context` (before any
-    context it has), for retrieval-augmented training data."""
-
-    name = "retrieve"
-    needs = ("id", "question", "options", "context", "lang")
-    adds = ("context",)
-
-    def __init__(self, index: Index, k: int = 3, tokens_budget: int | None = 512):
-        self.index, self.k, self.budget = index, k, tokens_budget
-        self.rows_with_passages = 0
-
-    def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch:
-        self.check_columns(batch)
-        rows = batch.select(list(self.needs)).to_pylist()
-        hits = self.index.query([query_text(r) for r in rows], self.k)
-        contexts = []
-        for row, found in zip(rows, hits):
-            block, used = passages_block(found, row["lang"], self.budget)
-            self.rows_with_passages += bool(used)
-            contexts.append((block + (row["context"] or "")).strip() or None)
-        i = batch.schema.get_field_index("context")
-        return batch.set_column(i, "context", pa.array(contexts, pa.string()))
-
-    def report(self) -> dict[str, Any]:
-        return {"index": self.index.version.ref, "k": self.k, "tokens": self.budget,
-                "rows_with_passages": self.rows_with_passages}
 
 
 def describe(version: Version) -> dict[str, Any]:

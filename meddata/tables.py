@@ -27,4 +27,10 @@ def human_bytes(n: int) -> str:
 def stages_table(stages: list[dict[str, Any]]) -> str:
     rows = [(s["stage"], s["rows_in"], s["rows_out"],
              ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-") for s in stages]
-    return table(rows, ["stage", "rows in", "rows out", "dropped by reason"])
+    if not any(s.get("edited") for s in stages):
+        return table(rows, ["stage", "rows in", "rows out", "dropped by reason"])
+    rows = [(*r, s.get("rows_changed", 0),
+             ", ".join(f"{k}: {v}" for k, v in (s.get("edited") or {}).items()) or "-")
+            for r, s in zip(rows, stages)]
+    return table(rows, ["stage", "rows in", "rows out", "dropped by reason", "rows changed",
+                        "edits"])

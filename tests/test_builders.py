@@ -42,7 +42,7 @@ def built(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("b") / "store")
     out = {}
     for kind in EXPECTED:
-        out[kind] = pipeline.run(kind, examples(), store, progress=False)
+        out[kind] = pipeline.build(kind, examples(), store, progress=False)
     return store, out
 
 
@@ -162,7 +162,7 @@ def test_kto_interleaves_both_labels_and_unpairs_a_version(built):
     assert labels[:4] == [True, False, True, False]
     assert versions["kto"].manifest["stats"]["kto"]["desirable_ratio"] == 0.5
     assert all(r["rejected_by"] for r in rows if not r["label"])
-    v = pipeline.run("kto", recipe_mod.from_dict(
+    v = pipeline.build("kto", recipe_mod.from_dict(
         {"from_ref": versions["preference"].ref, "name": "unpaired"}), store, progress=False)
     assert v.rows == 2 * versions["preference"].rows
     assert v.manifest["parents"][0]["id"] == versions["preference"].id
@@ -171,9 +171,9 @@ def test_kto_interleaves_both_labels_and_unpairs_a_version(built):
 def test_same_recipe_same_id_and_seed_changes_it(tmp_path):
     from meddata.store import Store
 
-    a = pipeline.run("preference", examples(), Store(tmp_path / "a"), progress=False)
-    b = pipeline.run("preference", examples(), Store(tmp_path / "b"), progress=False)
-    c = pipeline.run("preference", examples(seed=7), Store(tmp_path / "c"), progress=False)
+    a = pipeline.build("preference", examples(), Store(tmp_path / "a"), progress=False)
+    b = pipeline.build("preference", examples(), Store(tmp_path / "b"), progress=False)
+    c = pipeline.build("preference", examples(seed=7), Store(tmp_path / "c"), progress=False)
     assert a.id == b.id and c.id != a.id
 
 
@@ -181,13 +181,13 @@ def test_max_tokens_with_tokenizer_and_packing(tmp_path, tokenizer):
     from meddata.store import Store
 
     store = Store(tmp_path / "s")
-    v = pipeline.run("sft", examples(max_tokens=150, tokenizer=str(tokenizer[0])), store,
+    v = pipeline.build("sft", examples(max_tokens=150, tokenizer=str(tokenizer[0])), store,
                         progress=False)
     length = next(s for s in v.manifest["stages"] if s["stage"] == "length")
     assert length["dropped"]["too_long"] > 0 and length["counter"] == "tokenizer"
     assert v.manifest["stats"]["length_tokens"]["max"] <= 150
     assert v.manifest["stats"]["tokenizer"]["tokenizer_sha256"]
-    p = pipeline.run("pretrain", examples(max_tokens=64, tokenizer=str(tokenizer[0]),
+    p = pipeline.build("pretrain", examples(max_tokens=64, tokenizer=str(tokenizer[0]),
                                              pack=True), store, progress=False)
     rows = p.to_table().to_pylist()
     for split in ("train", "validation"):  # every sequence but each group's last is full
@@ -208,7 +208,7 @@ def test_select_filters_conserve_rows(tmp_path):
     data["sources"] = [{"source": "medmcqa", "paths": [str(EXAMPLES / "medmcqa")],
                         "limit": 3}, {"source": "pubmedqa", "paths": [str(EXAMPLES / "pubmedqa")],
                                       "split": ["test"]}]
-    v = pipeline.run("sft", recipe_mod.from_dict(data), Store(tmp_path / "s"), progress=False)
+    v = pipeline.build("sft", recipe_mod.from_dict(data), Store(tmp_path / "s"), progress=False)
     select = v.manifest["stages"][0]
     assert select["rows_out"] == 3 + 2
     assert select["dropped"] == {"over_limit": 7, "split_not_selected": 4}
@@ -264,7 +264,7 @@ def test_recipe_errors_are_clear(tmp_path):
     out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "build", "sft",
                                    "--recipe", str(bad)])
     assert out.exit_code == 1
-    assert "recipe.sources[0]: unknown key(s) wieght" in out.output
+    assert "recipe.sources[0]: unknown key 'wieght' (did you mean 'weight'?)" in out.output
     bad.write_text("reasoning: sometimes\nsources: [{ref: canonical/x}]\n")
     out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "build", "sft",
                                    "--recipe", str(bad)])
@@ -322,7 +322,8 @@ def test_unpair_interleaves_in_seeded_order_at_scale(tmp_path, monkeypatch):
     from pathlib import Path
 
     from meddata.builders import kto, preference
-    from meddata.steps import Ledger, run, seeded
+    from meddata.engines.local import chain as run
+    from meddata.steps import Ledger, seeded
 
     monkeypatch.setattr(kto, "DUCKDB_MEMORY", "64MB")  # make DuckDB sort out of core
     n = 30_000
@@ -367,9 +368,10 @@ def test_token_ids_are_computed_one_batch_ahead_in_order(tmp_path, tokenizer):
     import polars as pl
 
     from meddata.builders import pretrain
-    from meddata.builders.steps import IDS, Length
+    from meddata.engines.local import chain as run
     from meddata.length import Measure
-    from meddata.steps import Ledger, run
+    from meddata.steps import Ledger
+    from meddata.steps.length import IDS, Length
 
     texts = [f"document {i} " + "word " * (i % 13) + "病人发热" * (i % 3) for i in range(50)]
     table = pa.table({"text": texts})

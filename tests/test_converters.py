@@ -21,7 +21,7 @@ from meddata.steps import SeenKeys
 def run(store, source, paths, **kw):
     opts = {k: kw.pop(k) for k in list(kw) if k in ("cop_base",)}
     conv = get(source)(subset=kw.pop("subset", None), split=kw.pop("split", None), **opts)
-    return convert.run(conv, [str(p) for p in paths], store, progress=False, **kw)
+    return convert.publish(conv, [str(p) for p in paths], store, progress=False, **kw)
 
 
 def rows_of(result):
@@ -397,7 +397,7 @@ def _both_paths(store, path, **opts):
     for fast in (True, False):
         conv = get("medmcqa")(**opts)
         conv.fast = fast
-        results.append(convert.run(conv, [str(path)], store, name=f"fast-{fast}",
+        results.append(convert.publish(conv, [str(path)], store, name=f"fast-{fast}",
                                    max_reject_rate=1.0, progress=False))
     return results
 
@@ -494,7 +494,7 @@ def test_failure_mid_conversion_stops_the_prefetch_thread(store, tmp_path, monke
 
     monkeypatch.setattr(convert._Converting, "frame", broken)
     with pytest.raises(OSError, match="disk full"):
-        convert.run(get("medmcqa")(), [str(path)], store, progress=False)
+        convert.publish(get("medmcqa")(), [str(path)], store, progress=False)
     assert not [t for t in threading.enumerate() if t.name.startswith("meddata-prefetch")]
     assert store.versions() == [] and list((store.root / ".tmp").iterdir()) == []
 

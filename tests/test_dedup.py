@@ -10,7 +10,9 @@ from conftest import EXAMPLES
 from meddata import recipe as recipe_mod
 from meddata.builders import pipeline
 from meddata.cli import cli
-from meddata.dedup import DecontamConfig, DedupConfig, decontaminate, dedup
+from meddata.steps.decontam import DecontamConfig
+from meddata.steps.decontam import decontaminate
+from meddata.steps.dedup import DedupConfig, dedup
 from meddata.text import normalize_key, tokens
 
 BASE = {"source": "medqa", "subset": "us", "split": "train", "task": "mcq", "lang": "en",
@@ -142,12 +144,12 @@ def test_recipe_dedup_and_decontam_stages(tmp_path, store):
     from meddata import convert
     from meddata.converters import get
 
-    convert.run(get("medmcqa")(), [str(EXAMPLES / "medmcqa")], store, name="bench",
+    convert.publish(get("medmcqa")(), [str(EXAMPLES / "medmcqa")], store, name="bench",
                 progress=False)
     data = pipeline.examples_recipe().to_dict()
     data["dedup"] = {"threshold": 0.9}
     data["decontam"] = {"against": ["canonical/bench"]}
-    v = pipeline.run("sft", recipe_mod.from_dict(data), store, progress=False)
+    v = pipeline.build("sft", recipe_mod.from_dict(data), store, progress=False)
     stages = {s["stage"]: s for s in v.manifest["stages"]}
     assert stages["decontam"]["dropped"]["contaminated"] == 10  # every MedMCQA example row
     assert all(p["id"] for p in v.manifest["parents"])
@@ -163,7 +165,7 @@ def test_recipe_dedup_and_decontam_stages(tmp_path, store):
     try:
         recipe_mod.from_dict(bad)
     except recipe_mod.RecipeError as e:
-        assert "recipe.dedup: unknown key(s) treshold" in str(e)
+        assert "recipe.dedup: unknown key 'treshold' (did you mean 'threshold'?)" in str(e)
     else:
         raise AssertionError("unknown dedup key accepted")
 
@@ -174,7 +176,7 @@ def test_grouped_band_candidates_equal_datasketch_lsh():
     import numpy as np
     from datasketch import LeanMinHash, MinHashLSH
 
-    from meddata.dedup import band_hashes, candidate_pairs
+    from meddata.minhash import band_hashes, candidate_pairs
 
     rng = np.random.default_rng(3)
     sig = rng.integers(0, 2**32, size=(300, 128), dtype=np.uint32)
@@ -202,7 +204,7 @@ def test_grouped_band_candidates_equal_datasketch_lsh():
 def test_vectorized_jaccard_is_exact(pairs):
     import numpy as np
 
-    from meddata.dedup import jaccard_pairs
+    from meddata.minhash import jaccard_pairs
 
     def packed(sets):
         # hashes spread over the whole 64-bit range, as real shingle hashes are
@@ -232,17 +234,14 @@ def test_decontam_minhash_catches_a_near_copy():
     assert 0.8 <= dropped[0]["similarity"] < 1
 
 
-def test_results_do_not_depend_on_batch_size(monkeypatch):
-    import meddata.dedup as dedup_mod
-
+def test_results_do_not_depend_on_batch_size():
     rows = [mcq(f"r{i}", question=Q.replace("three", f"{i % 7} or {i % 5}")) for i in range(40)]
     rows += [mcq(f"s{i}", question=f"Which nerve supplies muscle number {i} of the forearm "
                                    f"in adults {i * 7}", answer="Aspirin") for i in range(20)]
     bench = [mcq("b1", question=Q.replace("three", "1 or 1")), rows[45]]
     expected = dedup(rows), decontaminate(rows, bench)
     assert expected[0][1] and expected[1][1]  # both found something
-    monkeypatch.setattr(dedup_mod, "LIST_BATCH_ROWS", 7)
-    assert (dedup(rows), decontaminate(rows, bench)) == expected
+    assert (dedup(rows, batch_rows=7), decontaminate(rows, bench, batch_rows=7)) == expected
 
 
 def test_cli_dedup_against_an_earlier_version_saves_and_reuses_its_index(tmp_path, store):

@@ -16,7 +16,7 @@ from meddata.readers import json_elements
 def run(store, source, paths, **kw):
     conv = get(source)(subset=kw.pop("subset", None), split=kw.pop("split", None),
                        **{k: kw.pop(k) for k in list(kw) if k == "cop_base"})
-    return convert.run(conv, [str(p) for p in paths], store, progress=False,
+    return convert.publish(conv, [str(p) for p in paths], store, progress=False,
                        max_reject_rate=kw.pop("max_reject_rate", 1.0), **kw)
 
 
@@ -204,7 +204,7 @@ def test_answer_indices_outside_the_options_are_rejects(store, tmp_path):
     for fast in (True, False):
         conv = get("medmcqa")()
         conv.fast = fast
-        result = convert.run(conv, [str(path)], store, name=f"idx-{fast}", max_reject_rate=1.0,
+        result = convert.publish(conv, [str(path)], store, name=f"idx-{fast}", max_reject_rate=1.0,
                              progress=False)
         rows = {r["id"].rsplit("/", 1)[1]: r["answer_label"]
                 for r in result.version.to_table(columns=["id", "answer_label"]).to_pylist()}

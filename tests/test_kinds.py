@@ -14,9 +14,12 @@ from click.testing import CliRunner
 
 from meddata.builders import registry
 from meddata.builders.common import lineage, schema
-from meddata.builders.steps import Length, Render, Split
 from meddata.cli import cli
-from meddata.steps import Books, Ledger, Source, Step, StepError, run
+from meddata.engines.local import chain as run
+from meddata.steps import Books, Ledger, Source, Step, StepError
+from meddata.steps.length import Length
+from meddata.steps.render import Render
+from meddata.steps.split import Split
 from meddata.validation import suites
 
 QA = schema(("question", pa.string()), ("answer", pa.string()))

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from meddata import recipe as recipe_mod
 from meddata.builders import pipeline
 from meddata.cli import cli
-from meddata.runner import Engine
+from meddata.engines import LocalEngine, choose
+from meddata.engines.ray import RayEngine
 from meddata.schema import CANONICAL
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -26,7 +27,7 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 if importlib.util.find_spec("ray") is not None:
     import ray
 
-LOCAL, RAY = Engine("local"), Engine("ray")
+LOCAL, RAY = LocalEngine(), RayEngine()
 WORDS = ("patient fever cough chest pain hypertension diabetes renal failure cirrhosis anemia "
          "vitamin deficiency nerve artery vein muscle fracture infection treatment diagnosis "
          "management chronic acute syndrome clinical trial outcome risk therapy dose").split()
@@ -107,7 +108,7 @@ def test_examples_build_the_same_version_on_ray(local_ray, store, kind, settings
     data = pipeline.examples_recipe().to_dict()
     data.update(settings, kind=kind)
     recipe = recipe_mod.from_dict(data)
-    same(store, lambda engine, tag: pipeline.run(kind, recipe, store, name=f"{kind}-{tag}",
+    same(store, lambda engine, tag: pipeline.build(kind, recipe, store, name=f"{kind}-{tag}",
                                                  progress=False, report=False, engine=engine))
 
 
@@ -119,7 +120,7 @@ def test_packed_pretrain_with_a_tokenizer_is_the_same_on_ray(local_ray, store, t
     data.update(kind="pretrain", tokenizer=str(tmp_path / "tok"), max_tokens=64, pack=True,
                 validation_ratio=0.1)
     recipe = recipe_mod.from_dict(data)
-    v = same(store, lambda engine, tag: pipeline.run(
+    v = same(store, lambda engine, tag: pipeline.build(
         "pretrain", recipe, store, name=f"pretrain-{tag}", progress=False, report=False,
         engine=engine))
     length, cache = v.manifest["stats"]["length_tokens"], v.manifest["stats"]["token_cache"]
@@ -136,7 +137,8 @@ def test_generated_sources_in_several_blocks(local_ray, store):
     bench = [dict(r, id=r["id"].replace("gen/", "bench/")) for r in a[100:160]]
     va, vb = publish_rows(store, "gen-a", a), publish_rows(store, "gen-b", b)
     publish_rows(store, "bench", bench)
-    from meddata import ray_engine, runner
+    from meddata import runner
+    from meddata.engines import ray as ray_engine
 
     blocks = ray_engine._dataset(ray, runner.read_versions([va, vb])).materialize()
     assert blocks.num_blocks() >= 4 and blocks.count() == 21_000  # a row group each
@@ -144,7 +146,7 @@ def test_generated_sources_in_several_blocks(local_ray, store):
         "kind": "sft", "sources": [{"ref": "canonical/gen-a", "limit": 8000},
                                    {"ref": "canonical/gen-b", "weight": 0.7}],
         "dedup": {}, "decontam": {"against": ["canonical/bench"]}, "validation_ratio": 0.1})
-    v = same(store, lambda engine, tag: pipeline.run(
+    v = same(store, lambda engine, tag: pipeline.build(
         "sft", recipe, store, name=f"gen-{tag}", progress=False, report=False, engine=engine))
     stages = {s["stage"]: s for s in v.manifest["stages"]}
     assert {"test_split", "duplicate_id", "weight_sampled_out", "over_limit"} <= set(
@@ -193,7 +195,7 @@ def test_cli_build_on_ray_from_the_environment(local_ray, store, monkeypatch):
 
 def test_a_failing_task_fails_the_run_and_publishes_nothing(local_ray, store):
     from meddata import runner
-    from meddata.builders.steps import Render
+    from meddata.steps.render import Render
 
     v = publish_rows(store, "corpus", generated(300, "f", 4))
     # json.loads of a row (a dict) raises TypeError inside the Ray task
@@ -214,7 +216,7 @@ def test_convert_on_ray_is_the_same_version(local_ray, store, source):
     from meddata import convert
     from meddata.converters import get
 
-    results = [convert.run(get(source)(), [str(EXAMPLES / source)], store,
+    results = [convert.publish(get(source)(), [str(EXAMPLES / source)], store,
                            name=f"{source}-{engine.name}", progress=False, engine=engine)
                for engine in (LOCAL, RAY)]
     local, on_ray = results
@@ -241,7 +243,7 @@ def test_convert_on_ray_rejects_and_duplicates_across_files(local_ray, store, tm
                  for i in range(400)]
         lines.insert(17, "{not json")
         (raw / f"part{k}.jsonl").write_text("\n".join(lines) + "\n")
-    results = [convert.run(get("medmcqa")(), [str(raw)], store, name=engine.name,
+    results = [convert.publish(get("medmcqa")(), [str(raw)], store, name=engine.name,
                            progress=False, engine=engine) for engine in (LOCAL, RAY)]
     assert results[1].version.id == results[0].version.id
     assert results[1].rejects == results[0].rejects == {"unparseable": 3, "duplicate_id": 2}
@@ -261,10 +263,10 @@ def test_two_node_cluster(store):
         publish_rows(store, "gen-a", generated(5000, "a", 5))
         recipe = recipe_mod.from_dict({"kind": "sft", "sources": [{"ref": "canonical/gen-a"}],
                                        "dedup": {}, "validation_ratio": 0.1})
-        local = pipeline.run("sft", recipe, store, name="local", progress=False, report=False,
+        local = pipeline.build("sft", recipe, store, name="local", progress=False, report=False,
                              engine=LOCAL)
-        on_ray = pipeline.run("sft", recipe, store, name="ray", progress=False, report=False,
-                              engine=Engine("ray", address=cluster.address))
+        on_ray = pipeline.build("sft", recipe, store, name="ray", progress=False, report=False,
+                              engine=RayEngine(address=cluster.address))
         assert on_ray.id == local.id
         assert on_ray.manifest["stages"] == local.manifest["stages"]
         assert not ray.is_initialized()  # the command joined the cluster and left it
@@ -277,17 +279,18 @@ def test_two_node_cluster(store):
 def test_engine_choice(monkeypatch):
     monkeypatch.delenv("MEDDATA_ENGINE", raising=False)
     monkeypatch.delenv("MEDDATA_RAY_ADDRESS", raising=False)
-    assert Engine.choose() == Engine("local")
+    assert isinstance(choose(), LocalEngine)
     monkeypatch.setenv("MEDDATA_RAY_ADDRESS", "head:6379")
-    assert Engine.choose() == Engine("local")  # an address alone does not choose Ray
+    assert isinstance(choose(), LocalEngine)  # an address alone does not choose Ray
     monkeypatch.setenv("MEDDATA_ENGINE", "ray")
-    assert Engine.choose() == Engine("ray", "head:6379")
-    assert Engine.choose("local") == Engine("local")
-    assert Engine.choose(recipe_engine="ray").name == "ray"
+    chosen = choose()
+    assert isinstance(chosen, RayEngine) and chosen.address == "head:6379"
+    assert isinstance(choose("local"), LocalEngine)
+    assert choose(recipe_engine="ray").name == "ray"
     with pytest.raises(ValueError, match="--ray-address needs --engine ray"):
-        Engine.choose("local", "ray://head:10001")
+        choose("local", "ray://head:10001")
     with pytest.raises(ValueError, match="unknown engine"):
-        Engine.choose("spark")
+        choose("spark")
 
 
 def test_engine_ray_without_ray_says_what_to_install(store, monkeypatch):

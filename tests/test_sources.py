@@ -20,7 +20,7 @@ from meddata.converters import get
 
 def run(store, source, paths, **kw):
     conv = get(source)(subset=kw.pop("subset", None), split=kw.pop("split", None))
-    return convert.run(conv, [str(p) for p in paths], store, progress=False,
+    return convert.publish(conv, [str(p) for p in paths], store, progress=False,
                        max_reject_rate=kw.pop("max_reject_rate", 1.0), **kw)
 
 
@@ -185,7 +185,7 @@ def recipe_for(*sources, **over):
 
 
 def test_sft_keeps_whole_dialogues_and_names_every_correct_letter(store):
-    v = pipeline.run("sft", recipe_for("sharegpt", "cmexam"), store, progress=False)
+    v = pipeline.build("sft", recipe_for("sharegpt", "cmexam"), store, progress=False)
     got = {r["id"]: r for r in v.to_table().to_pylist()}
     d1 = got["sharegpt/default/train/d1"]["messages"]
     assert [m["role"] for m in d1] == ["system", "user", "assistant", "user", "assistant"]
@@ -199,7 +199,7 @@ def test_sft_keeps_whole_dialogues_and_names_every_correct_letter(store):
 
 
 def test_prompts_keep_the_answer_set_and_the_dialogue(store):
-    v = pipeline.run("prompts", recipe_for("sharegpt", "cmb"), store, progress=False)
+    v = pipeline.build("prompts", recipe_for("sharegpt", "cmb"), store, progress=False)
     got = {r["id"]: r for r in v.to_table().to_pylist()}
     acei = next(r for r in got.values() if "转换酶" in r["prompt"][-1]["content"])
     assert acei["answer_label"] == "AC"
@@ -221,7 +221,7 @@ def test_distractor_for_several_answers_is_a_wrong_set():
 
 
 def test_preference_from_dialogues_uses_cross_sample(store):
-    v = pipeline.run("preference", recipe_for("sharegpt"), store, progress=False)
+    v = pipeline.build("preference", recipe_for("sharegpt"), store, progress=False)
     got = v.to_table().to_pylist()
     assert {r["rejected_by"] for r in got} == {"cross_sample"}
     assert all(r["prompt"][-1]["role"] == "user" for r in got)

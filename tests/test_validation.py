@@ -149,12 +149,12 @@ def test_builds_validate_before_publishing(store):
     data["system_prompt"] = "   "  # an empty system turn breaks prompt_contents_non_empty
     recipe = recipe_mod.from_dict(data)
     with pytest.raises(pipeline.ValidationFailed, match="prompt_contents_non_empty"):
-        pipeline.run("preference", recipe, store, progress=False)
+        pipeline.build("preference", recipe, store, progress=False)
     assert store.versions(kind="preference") == []
-    v = pipeline.run("preference", recipe, store, progress=False, allow_invalid=True)
+    v = pipeline.build("preference", recipe, store, progress=False, allow_invalid=True)
     assert v.manifest["validation"]["allow_invalid"] is True
     assert not v.manifest["validation"]["success"]
-    good = pipeline.run("preference", pipeline.examples_recipe(), store, name="ok",
+    good = pipeline.build("preference", pipeline.examples_recipe(), store, name="ok",
                            progress=False)
     assert good.manifest["validation"]["success"]
     out = CliRunner().invoke(cli, ["--store", str(store.root), "build", "preference",
@@ -176,7 +176,7 @@ def test_an_english_system_prompt_over_chinese_rows_validates(store, kind):
         "name the classical formula and its main herbs, state when a licensed practitioner "
         "must be consulted first, and never recommend stopping a prescribed medicine. Keep "
         "answers short, concrete and safe, and say plainly when the evidence is weak.")
-    v = pipeline.run(kind, recipe_mod.from_dict(data), store, progress=False)
+    v = pipeline.build(kind, recipe_mod.from_dict(data), store, progress=False)
     assert v.manifest["validation"]["success"]
     rows = v.to_table().to_pylist()
     first = rows[0]["messages" if kind == "sft" else "prompt"][0]

@@ -24,7 +24,7 @@ def recipe(model: str, **rejected):
 
 
 def test_generates_rejected_responses_end_to_end(store, tiny):
-    v = pipeline.run("preference", recipe(tiny), store, progress=False)
+    v = pipeline.build("preference", recipe(tiny), store, progress=False)
     rows = v.to_table().to_pylist()
     assert len(rows) == 9 + 4  # MedMCQA rows with an answer, and every ShenNong row
     assert {r["rejected_by"] for r in rows} == {f"weak_model:{tiny}"}
@@ -32,7 +32,7 @@ def test_generates_rejected_responses_end_to_end(store, tiny):
                for r in rows)
     rep = v.manifest["rejected"]["weak_model"]
     assert rep["generated"] == 13 and rep["from_cache"] == 0 and rep["new_tokens"] > 0
-    again = pipeline.run("preference", recipe(tiny), store, progress=False)
+    again = pipeline.build("preference", recipe(tiny), store, progress=False)
     assert again.id == v.id  # the cache gives the same rows, so the same version
     assert again.this_run["rejected"]["weak_model"]["from_cache"] == 13
 
@@ -50,7 +50,7 @@ def test_a_killed_build_resumes_with_only_the_missing_rows(store, tiny, monkeypa
 
     monkeypatch.setitem(weak_model.BACKENDS, "transformers", Dies)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run("preference", recipe(tiny), store, progress=False)
+        pipeline.build("preference", recipe(tiny), store, progress=False)
     assert store.versions(kind="preference") == []
     assert calls == [4, 4]  # the first batch was generated and cached, the second killed
 
@@ -61,7 +61,7 @@ def test_a_killed_build_resumes_with_only_the_missing_rows(store, tiny, monkeypa
 
     calls.clear()
     monkeypatch.setitem(weak_model.BACKENDS, "transformers", Counts)
-    v = pipeline.run("preference", recipe(tiny), store, progress=False)
+    v = pipeline.build("preference", recipe(tiny), store, progress=False)
     assert sum(calls) == 13 - 4  # only what the first run did not finish
     assert v.this_run["rejected"]["weak_model"]["from_cache"] == 4
 
@@ -93,7 +93,7 @@ def test_filters_drop_with_reasons(store, monkeypatch):
     monkeypatch.setitem(weak_model.BACKENDS, "transformers", lambda spec: Scripted(answer))
     r = recipe("scripted", drop_unfinished=True)
     r.reasoning = "none"
-    v = pipeline.run("preference", r, store, progress=False)
+    v = pipeline.build("preference", r, store, progress=False)
     stage = next(s for s in v.manifest["stages"] if s["stage"] == "preference")
     assert stage["dropped"]["empty_generation"] == 1
     assert stage["dropped"]["unfinished_generation"] == 1

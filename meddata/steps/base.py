@@ -3,10 +3,11 @@
 In the spirit of datatrove's pipeline steps and NeMo Curator's stages:
 
 - A `Step` reads batches from its `Source`, yields batches, says which columns it `needs`
-  and `adds`, and reports drops by reason to its `Books` (one stage of the `Ledger`).
-  Rows in and rows out are counted by the runner, not by the step; `Ledger.stages()` checks
-  `rows_in == rows_out + sum(dropped)` for every stage, and the dropped rows a step hands
-  over become the version's rejects.
+  and `adds`, and reports drops by reason (and edits by rule) to its `Books` (one stage of
+  the `Ledger`). Rows in and out are counted by the engine; a step whose output rows are
+  not its input rows (KTO unpairing, packing, chunking) sets `books.count_out = False` and
+  books its own. `Ledger.stages()` checks `rows_in == rows_out + sum(dropped)` for every
+  stage, and the dropped rows a step hands over become the version's rejects.
 - A step that needs global knowledge (dedup, the preference pairs of cross_sample, KTO
   interleaving) sets `passes = 2`: it may iterate its source twice, keeping only compact
   per-row state (hashes, ids, lengths, signatures) between the passes, never the rows. The
@@ -20,15 +21,13 @@ In the spirit of datatrove's pipeline steps and NeMo Curator's stages:
   `map`s. Report state a parallel step gathers per batch (lengths, counts, examples) is
   handed over by `take_state` and summed up by `merge_state`, and `close(books)` writes its
   final facts into its books when the stream ends.
-- `run(read, steps, ledger, spill_dir)` chains the steps and returns the last one's
-  batches; nothing holds more than a batch of rows, plus each step's compact state. It is
-  the local engine; meddata/ray_engine.py runs the same steps on Ray Data.
+- Engines (meddata/engines/) chain the steps: nothing holds more than a batch of rows,
+  plus each step's compact state. Named steps, their typed settings and the registry that
+  finds them by name are in meddata/steps/registry.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import uuid
 from collections import Counter
@@ -36,10 +35,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-BATCH_ROWS = 8_192
+BATCH_ROWS = 8_192  # rows per batch through the steps
 DUCKDB_MEMORY = "128MB"  # what a step's DuckDB query may hold before it spills to disk
 
 
@@ -57,6 +55,8 @@ class Books:
         self.rows_in = 0
         self.rows_out = 0
         self.dropped: Counter[str] = Counter()
+        self.edited: Counter[str] = Counter()  # text changed in place, by rule (or entity)
+        self.rows_changed = 0                  # rows with any text changed
         self.info: dict[str, Any] = {}
         self.count_out = True  # False for steps whose output rows are not input rows
         self._sink = sink
@@ -92,9 +92,16 @@ class Books:
                          d, ensure_ascii=False, default=str)}
                     for src, raw, d in zip(sources, raws, details)])
 
+    def edit(self, rule: str, n: int = 1) -> None:
+        """Count `n` edits made by `rule` (text changed in place; the row stays)."""
+        if n:
+            self.edited[rule] += n
+
     def record(self) -> dict[str, Any]:
+        edits = {"edited": {k: v for k, v in self.edited.items() if v},
+                 "rows_changed": self.rows_changed} if self.edited or self.rows_changed else {}
         return {"stage": self.name, "rows_in": self.rows_in, "rows_out": self.rows_out,
-                "dropped": {k: v for k, v in self.dropped.items() if v}, **self.info}
+                "dropped": {k: v for k, v in self.dropped.items() if v}, **edits, **self.info}
 
 
 class Ledger:
@@ -182,9 +189,18 @@ def _read_spill(path: Path | None) -> Iterator[pa.RecordBatch]:
 
 class Step:
     """A stage of a pipeline. Subclasses set `name`, `needs`, `adds` and implement `run`
-    (or `map`, for a step that turns each batch into one batch)."""
+    (or `map`, for a step that turns each batch into one batch).
+
+    A named step (one a recipe or `meddata curate` lists) also sets `settings_class`, its
+    typed settings (meddata.steps.registry.Settings), and is built with
+    `from_settings(settings, context)`. Heavy state (a tokenizer, a model, benchmark sets)
+    is built by `setup()` in each worker, once, before the step's first scan or map; the
+    attributes it sets are named in `worker_state`, which are left out when the step is
+    shipped to a worker, so they are never built on the driver and sent."""
 
     name: str = ""
+    settings_class: type | None = None  # the typed settings of a named step
+    worker_state: tuple[str, ...] = ()  # attributes `setup` builds (not shipped)
     needs: tuple[str, ...] = ()      # columns it reads
     adds: tuple[str, ...] = ()       # columns it adds (a step that replaces the columns,
     #                                  like a kind's render step, lists what it outputs)
@@ -195,7 +211,31 @@ class Step:
     stats_key: str | None = None     # ... or a key inside the manifest's stats
     scan_rows: int = BATCH_ROWS      # rows per `scan` call (text work may like more)
 
+    @classmethod
+    def from_settings(cls, settings: Any, context: Any) -> Step:
+        """The step for its typed settings; `context` (meddata.steps.registry.Context) gives
+        the store, the recipe's tokenizer measure and the seed. Steps built another way
+        (a kind's own steps) do not need it."""
+        raise NotImplementedError(f"step {cls.name} is not built from settings")
+
+    def setup(self) -> None:
+        """Per-worker heavy state: called once in each process that runs the step, before
+        its first `scan` or `map`."""
+
+    def ready(self) -> None:
+        """`setup()`, once per copy of the step (engines call it before scan and map)."""
+        if not self.__dict__.get("_ready"):
+            self.setup()
+            self._ready = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in (*self.worker_state, "_ready"):
+            state.pop(name, None)
+        return state
+
     def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+        self.ready()
         if self.passes == 2:
             self.plan(self._scanned(source.batches()), source.spill_dir)
         for batch in source.batches():
@@ -250,85 +290,3 @@ class Step:
     def report(self) -> dict[str, Any]:
         """What the step found, for the manifest (under the step's name); {} for nothing."""
         return {}
-
-
-def run(read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[Step], ledger: Ledger,
-        spill_dir: Path, replayable: bool = True) -> Iterator[pa.RecordBatch]:
-    """Chain `steps` after `read(replay)` (which yields the input batches; `replay` is True
-    when it is read again; `replayable` says whether reading again is cheap) and return the
-    last step's batches."""
-    make = read
-    for step in steps:
-        make = _stage(step, make, replayable, ledger.open(step.name), spill_dir)
-        replayable = replayable and step.replayable
-    return make(False)
-
-
-def _stage(step: Step, upstream, replayable: bool, books: Books, spill_dir: Path):
-    def make(replay: bool) -> Iterator[pa.RecordBatch]:
-        own = Books(step.name) if replay else books  # a replay's counts are not the stage's
-        source = Source(upstream, replayable, spill_dir, own, step.passes, replay)
-        return _counted(step.run(source, own), own)
-    return make
-
-
-def _counted(it: Iterator[pa.RecordBatch], books: Books) -> Iterator[pa.RecordBatch]:
-    with contextlib.closing(it) if hasattr(it, "close") else contextlib.nullcontext():
-        for batch in it:
-            if books.count_out:
-                books.rows_out += batch.num_rows
-            yield batch
-
-
-# ---- compact per-row state --------------------------------------------------------------------------
-def seeded(seed: int, *parts: str) -> int:
-    """A deterministic 64-bit number from a seed and strings (no Python hash randomization)."""
-    digest = hashlib.blake2b("\x1f".join((str(seed), *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def seeded_array(seed: int, tag: str, values: list[str]) -> np.ndarray:
-    """`seeded(seed, tag, v)` for each value, as uint64."""
-    prefix = f"{seed}\x1f{tag}\x1f"
-    blake = hashlib.blake2b
-    return np.fromiter((int.from_bytes(blake((prefix + v).encode(), digest_size=8).digest(),
-                                       "big") for v in values),
-                       dtype=np.uint64, count=len(values))
-
-
-class SeenKeys:
-    """A set of uint64 keys kept as sorted numpy runs, merged like a binary counter: 8 bytes
-    a key, O(log n) runs to probe, O(n log n) in all."""
-
-    def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []  # sorted uint64 arrays, longest first
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        hit = np.zeros(len(keys), dtype=bool)
-        for run_ in self.runs:
-            pos = np.minimum(np.searchsorted(run_, keys), len(run_) - 1)
-            hit |= run_[pos] == keys
-        return hit
-
-    def add(self, keys: np.ndarray) -> None:
-        run_ = np.sort(keys)
-        while self.runs and len(self.runs[-1]) <= len(run_):
-            run_ = np.sort(np.concatenate([self.runs.pop(), run_]), kind="stable")
-        if len(run_):
-            self.runs.append(run_)
-
-
-def key_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """64-bit hashes of string values (polars' hash, stable within a run)."""
-    import polars as pl
-
-    return pl.Series(values).hash().to_numpy()
-
-
-def first_seen(keys: np.ndarray, seen: SeenKeys) -> np.ndarray:
-    """For each key: True where it was not in `seen` nor earlier in `keys`; adds them all."""
-    import polars as pl
-
-    fresh = ~seen.contains(keys) & pl.Series(keys).is_first_distinct().to_numpy()
-    seen.add(keys[fresh])
-    return fresh

@@ -1,4 +1,4 @@
-"""The Ray engine: the same steps as meddata.steps.run, on Ray Data, from a laptop to a
+"""The Ray engine: the same steps as the local engine, on Ray Data, from a laptop to a
 cluster (`--engine ray`, `--ray-address`).
 
 How a run maps onto Ray Data:
@@ -37,7 +37,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from meddata import steps as steps_mod
+from meddata.engines.base import Engine, ProgressReader
+from meddata.engines.local import chain as chain_locally
+from meddata.steps.base import BATCH_ROWS, Books, Ledger, Step, StepError
 
 # one Ray CPU, one thread: tokenizers and polars would otherwise each start a thread per
 # core in every task, and a worker's CPU count would mean nothing
@@ -60,7 +62,7 @@ def _ray():
 
 
 @contextlib.contextmanager
-def session(address: str | None = None, cpus: int | None = None) -> Iterator[None]:
+def _session(address: str | None = None, cpus: int | None = None) -> Iterator[None]:
     """Ray for one command: join the cluster at `address`, or start a local Ray with `cpus`
     CPUs (default: all) and shut it down after. An already initialized Ray (a notebook, a
     test) is used as it is."""
@@ -125,6 +127,43 @@ def _task_errors() -> Iterator[None]:
         raise error from None
 
 
+class RayEngine(Engine):
+    """Ray Data: a cluster at `address`, or a local Ray with `cpus` CPUs (default: all)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus: int | None = None):
+        self.address, self.cpus = address, cpus
+        self._depth = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"address": self.address, "cpus": self.cpus, "_depth": 0}
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[RayEngine]:
+        """Ray for one command, started (or joined) by the outermost session only."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        with _session(self.address, self.cpus):
+            self._depth = 1
+            try:
+                yield self
+            finally:
+                self._depth = 0
+
+    def run_steps(self, read, steps: list[Step], ledger: Ledger,
+                  spill_dir: Path) -> Iterator[pa.RecordBatch]:
+        return _run_steps(read, steps, ledger, spill_dir)
+
+    def convert_files(self, convert_file, conv, files: list[Path]) -> Iterator[tuple]:
+        return _convert_files(convert_file, conv, files)
+
+
 # ---- what runs in the tasks ---------------------------------------------------------------------
 _UNBOXED: dict[str, Any] = {}  # object id -> what it holds (a step, a converter), per process
 
@@ -164,13 +203,14 @@ def _unit_of(table: pa.Table) -> tuple[int, pa.Table]:
     units = table.column(UNIT)
     unit = units[0].as_py()
     if pc.count_distinct(units).as_py() != 1:
-        raise steps_mod.StepError("a Ray block holds rows of several read units; the "
+        raise StepError("a Ray block holds rows of several read units; the "
                                   "engine needs one unit per block")
     return unit, table.drop_columns([UNIT])
 
 
 def _scan(table: pa.Table, box: list) -> pa.Table:
     step = _unbox(box)
+    step.ready()
     if not table.num_rows:  # every row of the block dropped upstream: nothing to scan
         return pa.table({})
     _, table = _unit_of(table)
@@ -183,11 +223,12 @@ def _map(table: pa.Table, box: list, k: int, tally) -> pa.Table:
     that Ray runs again after a failure replaces its report instead of adding to it."""
     ray = _ray()
     step = _unbox(box)
+    step.ready()
     if not table.num_rows:
         return table
     unit, rows = _unit_of(table)
     rejects: list[dict[str, Any]] = []
-    books = steps_mod.Books(step.name, rejects.extend)
+    books = Books(step.name, rejects.extend)
     outs = []
     for batch in _batches(rows):
         step.check_columns(batch)
@@ -198,7 +239,8 @@ def _map(table: pa.Table, box: list, k: int, tally) -> pa.Table:
     state = step.take_state()
     if tally is not None:
         ray.get(tally.add.remote(k, unit, rows.num_rows, out.num_rows if out else 0,
-                                 dict(books.dropped), books.info, state, rejects))
+                                 dict(books.dropped), books.info, state, rejects,
+                                 dict(books.edited), books.rows_changed))
     if out is None:
         return table.slice(0, 0)
     return out.append_column(UNIT, pa.array([unit] * out.num_rows, pa.int64()))
@@ -213,13 +255,15 @@ class _Tally:
         self.books: dict[tuple[int, int], dict[str, Any]] = {}
 
     def add(self, k: int, unit: int, rows_in: int, rows_out: int, dropped: dict[str, int],
-            info: dict[str, Any], state: Any, rejects: list[dict[str, Any]]) -> None:
+            info: dict[str, Any], state: Any, rejects: list[dict[str, Any]],
+            edited: dict[str, int] | None = None, rows_changed: int = 0) -> None:
         import os
 
         from meddata.schema import REJECTS
 
         self.books[(k, unit)] = {"rows_in": rows_in, "rows_out": rows_out,
-                                 "dropped": dropped, "info": info, "state": state}
+                                 "dropped": dropped, "info": info, "state": state,
+                                 "edited": edited or {}, "rows_changed": rows_changed}
         if rejects:
             path = Path(self.folder) / f"rejects-{k:04d}-{unit:09d}.arrow"
             tmp = path.with_suffix(".tmp")
@@ -235,12 +279,10 @@ class _Tally:
 
 
 # ---- the driver ------------------------------------------------------------------------------------
-def run(read, steps: list[steps_mod.Step], ledger: steps_mod.Ledger,
-        spill_dir: Path) -> Iterator[pa.RecordBatch]:
-    """`steps` over `read` (a meddata.runner reader) on Ray; the last step's batches, in
-    the order the local engine gives them. Call inside `session()`."""
-    from meddata.runner import ProgressReader
-
+def _run_steps(read, steps: list[Step], ledger: Ledger,
+               spill_dir: Path) -> Iterator[pa.RecordBatch]:
+    """`steps` over `read` (a VersionReader, maybe in a ProgressReader) on Ray; the last
+    step's batches, in the order the local engine gives them. Call inside a session."""
     ray = _ray()
     reader, bar = (read.reader, read) if isinstance(read, ProgressReader) else (read, None)
     ahead = 0
@@ -293,7 +335,7 @@ def run(read, steps: list[steps_mod.Step], ledger: steps_mod.Ledger,
                 progress.refresh()
         _merge(ray.get(tally.result.remote()), on_ray, books, ledger, spill_dir)
 
-    return steps_mod.run(stream, after, ledger, spill_dir, replayable=False)
+    return chain_locally(stream, after, ledger, spill_dir, replayable=False)
 
 
 def _dataset(ray, reader):
@@ -303,7 +345,7 @@ def _dataset(ray, reader):
     import pyarrow.parquet as pq
 
     if not hasattr(reader, "versions"):
-        raise TypeError("the Ray engine reads store versions (a meddata.runner."
+        raise TypeError("the Ray engine reads store versions (a meddata.engines."
                         "VersionReader), not an arbitrary batch iterator")
     units = [{"version": i, "path": str(path), "row_group": g}
              for i, v in enumerate(reader.versions) for path in v.shard_paths()
@@ -315,17 +357,17 @@ def _dataset(ray, reader):
 
 
 # ---- convert: one task per input file ------------------------------------------------------------
-def convert(conv, files: list[Path]) -> Iterator[tuple]:
-    """The parts of converting `files` (see meddata.convert._Converting), in file order, each
-    file converted by its own Ray task with the converter's reader and vectorized path.
-    The converter has seen every file (`prepare`) here first; what its copies in the tasks
-    gather for its report (`take_state`) is merged back into it. Call inside `session()`."""
+def _convert_files(convert_file, conv, files: list[Path]) -> Iterator[tuple]:
+    """The parts of converting `files`, in file order, each file converted by its own Ray
+    task with `convert_file(conv, path)`. The converter has seen every file (`prepare`)
+    here first; what its copies in the tasks gather for its report (`take_state`) is merged
+    back into it. Call inside a session."""
     ray = _ray()
     tally = ray.remote(num_cpus=0)(_Tally).remote(None)
     ds = ray.data.from_items([{"index": n, "path": str(f)} for n, f in enumerate(files)],
                              override_num_blocks=max(len(files), 1))
-    ds = ds.map_batches(_convert_files, fn_args=([ray.put(conv)], tally), batch_size=1,
-                        batch_format="pyarrow")
+    ds = ds.map_batches(_convert_task, fn_args=(convert_file, [ray.put(conv)], tally),
+                        batch_size=1, batch_format="pyarrow")
     with _task_errors():
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             yield from _parts(table)
@@ -342,28 +384,26 @@ def _part_schema() -> pa.Schema:
         ("_reason", pa.string()), ("_detail", pa.string())])
 
 
-def _convert_files(table: pa.Table, box: list, tally) -> Iterator[pa.Table]:
+def _convert_task(table: pa.Table, convert_file, box: list, tally) -> Iterator[pa.Table]:
     """A task: convert one file, yielding tables of rows and rejects as they fill; what
     the converter gathered for its report goes to the tally, keyed by the file."""
-    from meddata import convert as convert_mod
-
     ray = _ray()
     conv = _unbox(box)
     (index, path), = zip(table.column("index").to_pylist(), table.column("path").to_pylist())
-    converting = convert_mod._Converting(conv)
     pending: list[tuple] = []
     held = 0
+    parts = convert_file(conv, Path(path))
     try:
-        for part in converting.items(convert_mod._file_items(conv, Path(path))):
+        for part in parts:
             pending.append(part)
             held += part[1].height if part[0] == "rows" else 1
-            if held >= steps_mod.BATCH_ROWS:
+            if held >= BATCH_ROWS:
                 yield _part_table(pending)
                 pending, held = [], 0
         if pending:
             yield _part_table(pending)
     finally:
-        converting.close()
+        parts.close()
     ray.get(tally.add.remote(0, index, 0, 0, {}, {}, conv.take_state(), []))
 
 
@@ -411,8 +451,8 @@ def _parts(table: pa.Table) -> Iterator[tuple]:
         yield ("rows", pl.from_arrow(rows.select(CANONICAL.names).cast(CANONICAL)), origin)
 
 
-def _merge(tallied: dict[tuple[int, int], dict[str, Any]], on_ray: list[steps_mod.Step],
-           books: list[steps_mod.Books], ledger: steps_mod.Ledger, spill_dir: Path) -> None:
+def _merge(tallied: dict[tuple[int, int], dict[str, Any]], on_ray: list[Step],
+           books: list[Books], ledger: Ledger, spill_dir: Path) -> None:
     """The tasks' books into the ledger and their report state into the driver's steps, in
     input order (unit by unit); then their dropped rows into the rejects, stage by stage."""
     for (k, _), t in sorted(tallied.items()):
@@ -420,6 +460,8 @@ def _merge(tallied: dict[tuple[int, int], dict[str, Any]], on_ray: list[steps_mo
         b.rows_in += t["rows_in"]
         b.rows_out += t["rows_out"]
         b.dropped.update(t["dropped"])
+        b.edited.update(t["edited"])
+        b.rows_changed += t["rows_changed"]
         b.info.update(t["info"])
         if t["state"] is not None:
             on_ray[k].merge_state(t["state"])

@@ -1,0 +1,92 @@
+"""What every engine implements, and the readers engines run steps over.
+
+An engine runs a list of steps over read units and converts raw files; nothing outside
+meddata/engines/ knows which engine runs. A command chooses one engine (meddata.engines.
+choose: `--engine`, the recipe's `engine`, MEDDATA_ENGINE, else local), opens one
+`with engine.session():` around everything it does, and hands the engine down.
+
+- `run_steps(read, steps, ledger, spill_dir)`: the last step's batches, in input order,
+  with every stage's books in `ledger`. `read` is a `VersionReader` (the input versions'
+  shards, in order), optionally wrapped in a `ProgressReader`.
+- `convert_files(convert_file, conv, files)`: the parts `convert_file(conv, path)` yields
+  for each file, in file order (see meddata.convert), with what the converter gathered
+  for its report merged back into `conv`.
+
+A new engine (Spark, Daft) is one module here implementing these three methods; see
+docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from meddata.progress import bar
+from meddata.steps.base import BATCH_ROWS, Ledger, Step
+
+
+class Engine:
+    """Where the steps run. Subclasses set `name` and implement the methods below."""
+
+    name = ""
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Engine]:
+        """What the engine needs around one command (Ray, started or joined once, however
+        deeply sessions nest); nothing for the local engine."""
+        yield self
+
+    def run_steps(self, read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[Step],
+                  ledger: Ledger, spill_dir: Path) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def convert_files(self, convert_file: Callable[[Any, Path], Iterator[tuple]], conv: Any,
+                      files: list[Path]) -> Iterator[tuple]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The engine's name as the manifest records it."""
+        return self.name
+
+
+class VersionReader:
+    """A reader over versions' shards, in order (verified once, when made): called with
+    `replay`, it yields their batches; `tag(i, batch)` may add columns to the batches of
+    the i-th version. The Ray engine reads the same shards, row group by row group."""
+
+    def __init__(self, versions: list, columns: list[str] | None = None,
+                 batch_rows: int = BATCH_ROWS, tag: Callable | None = None):
+        for v in versions:
+            v.verify("full")
+        self.versions, self.columns, self.batch_rows, self.tag = versions, columns, \
+            batch_rows, tag
+
+    def __call__(self, replay: bool) -> Iterator[pa.RecordBatch]:
+        for i, v in enumerate(self.versions):
+            for batch in v.iter_batches(columns=self.columns, batch_size=self.batch_rows,
+                                        verify="none"):
+                yield self.tag(i, batch) if self.tag else batch
+
+
+class ProgressReader:
+    """A reader counting its rows on a progress bar: one bar per pass over the inputs (the
+    Ray engine draws the bar itself, from the rows its tasks have read)."""
+
+    def __init__(self, reader: VersionReader, desc: str, total: int, enabled: bool):
+        self.reader, self.desc, self.total, self.enabled = reader, desc, total, enabled
+        self.passes = 0
+
+    def bar(self):
+        self.passes += 1
+        label = self.desc if self.passes == 1 else f"{self.desc} (pass {self.passes})"
+        return bar(label, total=self.total, unit=" rows", enabled=self.enabled)
+
+    def __call__(self, replay: bool) -> Iterator[pa.RecordBatch]:
+        with self.bar() as b:
+            for batch in self.reader(replay):
+                b.update(batch.num_rows)
+                yield batch
