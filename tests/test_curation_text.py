@@ -146,7 +146,7 @@ ZH_CASE = ("患者，男，54岁，因胸骨后压榨样疼痛2小时入院，�
 
 def fires(parts, labels=""):
     hit = quality.check(parts, labels, T)
-    return hit[0] if hit else None
+    return hit.rule if hit else None
 
 
 @pytest.mark.parametrize("parts,labels", [
@@ -215,10 +215,11 @@ def test_quality_each_rule_fires_on_its_junk(rule):
 
 def test_quality_rules_and_values():
     assert set(JUNK) <= set(quality.RULES)
-    assert quality.check(["ok"], "", T) == ("too_short", 1.0)
+    assert quality.check(["ok"], "", T) == ("too_short", 1.0, 3, None)
     off = quality.Thresholds(min_words=None)
     assert quality.check(["ok"], "", off) is None
-    rule, value = quality.check(["\n".join(["same line here"] * 6)], "", T)
+    rule, value, limit, _ = quality.check(["\n".join(["same line here"] * 6)], "", T)
+    assert limit == 0.3
     assert rule == "dup_lines" and value == pytest.approx(5 / 6, abs=1e-3)
 
 

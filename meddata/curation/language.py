@@ -18,6 +18,7 @@ called French rather than "English, unsure"), which also keeps lingua fast and s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import regex
@@ -58,15 +59,7 @@ class Identifier:
 
     def __init__(self, candidates: tuple[str, ...] = COMMON, cjk_share: float = 0.3,
                  max_chars: int = 2000, low_accuracy: bool = False):
-        from lingua import LanguageDetectorBuilder
-
-        languages = {lingua_language(c) for c in candidates}
-        if len(languages) < 2:
-            raise ValueError("candidates: lingua needs at least two languages")
-        builder = LanguageDetectorBuilder.from_languages(*languages)
-        if low_accuracy:
-            builder = builder.with_low_accuracy_mode()
-        self._detector = builder.build()
+        self._detector = _detector(tuple(sorted(set(candidates))), low_accuracy)
         self.cjk_share, self.max_chars = cjk_share, max_chars
 
     def identify(self, texts: list[str]) -> list[Verdict]:
@@ -88,6 +81,22 @@ class Identifier:
                 out.append(Verdict(best.language.iso_code_639_1.name.lower(),
                                    float(best.value), script))
         return out
+
+
+@functools.lru_cache(maxsize=4)
+def _detector(candidates: tuple[str, ...], low_accuracy: bool):
+    """One lingua detector per process and set of languages: its models take seconds to
+    load and hundreds of MB, and it is immutable, so every step in a worker shares it."""
+    from lingua import LanguageDetectorBuilder
+
+    languages = [lingua_language(c) for c in candidates]
+    if len(languages) < 2:
+        raise ValueError("candidates: lingua needs at least two languages")
+    builder = LanguageDetectorBuilder.from_languages(*languages)
+    builder = builder.with_preloaded_language_models()
+    if low_accuracy:
+        builder = builder.with_low_accuracy_mode()
+    return builder.build()
 
 
 def decide(verdict: Verdict, keep: tuple[str, ...], min_confidence: float) -> str:

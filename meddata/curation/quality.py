@@ -19,7 +19,8 @@ them, adapted to medical rows:
   their characters, and a line that holds a number (a table row, a lab value, a dose)
   counts as ended: a lab table under a long case is data, a menu is not.
 
-`check(parts, thresholds)` returns the first rule that fires as `(rule, value)`, or None.
+`check(parts, labels, thresholds)` returns the first rule that fires as a `Hit` (rule,
+value, threshold, n), or None.
 The order and the default thresholds are in `RULES` and `Thresholds`.
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import regex
 
@@ -85,6 +87,15 @@ class Thresholds:
     lorem_ipsum: bool = True                  # C4: any "lorem ipsum" drops the row
 
 
+class Hit(NamedTuple):
+    """A rule that fired: its name, the row's value, the threshold it passed and, for the
+    n-gram rules, n."""
+    rule: str
+    value: float
+    limit: float
+    n: int | None = None
+
+
 RULES = ("too_short", "too_long", "lorem_ipsum", "symbol_ratio", "digit_ratio",
          "hash_ellipsis_ratio", "mean_word_length", "bullet_lines", "ellipsis_lines",
          "dup_paragraphs", "dup_paragraph_chars", "dup_lines", "dup_line_chars",
@@ -141,7 +152,7 @@ def _dup_ngram_share(units: list[str], n: int, total_chars: int) -> float:
     return dup_chars / total_chars
 
 
-def check(parts: list[str], labels: str, t: Thresholds) -> tuple[str, float] | None:
+def check(parts: list[str], labels: str, t: Thresholds) -> Hit | None:
     """The first rule that fires on a row and its value, or None. `parts`: its prose (see
     `prose`); `labels`: its options and answer, joined, which count towards its length only."""
     text = "\n".join(parts)
@@ -150,58 +161,60 @@ def check(parts: list[str], labels: str, t: Thresholds) -> tuple[str, float] | N
     if t.min_words is not None:
         short = n + (len(_UNIT.findall(labels)) if labels and n < t.min_words else 0)
         if short < t.min_words:
-            return "too_short", float(short)
+            return Hit("too_short", float(short), t.min_words)
     if t.max_words is not None and n > t.max_words:
-        return "too_long", float(n)
+        return Hit("too_long", float(n), t.max_words)
     if t.lorem_ipsum and _LOREM.search(text):
-        return "lorem_ipsum", 1.0
+        return Hit("lorem_ipsum", 1.0, 1.0)
     chars = len(_NON_SPACE.findall(text))
     if t.max_symbol_ratio is not None:
         ratio = len(_SYMBOL.findall(text)) / chars
         if ratio > t.max_symbol_ratio:
-            return "symbol_ratio", round(ratio, 4)
+            return Hit("symbol_ratio", round(ratio, 4), t.max_symbol_ratio)
     if t.max_digit_ratio is not None:
         ratio = len(_DIGIT.findall(text)) / chars
         if ratio > t.max_digit_ratio:
-            return "digit_ratio", round(ratio, 4)
+            return Hit("digit_ratio", round(ratio, 4), t.max_digit_ratio)
     if t.max_hash_ellipsis_ratio is not None and n >= t.min_doc_words:
         ratio = (text.count("#") + len(_ELLIPSIS.findall(text))) / n
         if ratio > t.max_hash_ellipsis_ratio:
-            return "hash_ellipsis_ratio", round(ratio, 4)
+            return Hit("hash_ellipsis_ratio", round(ratio, 4), t.max_hash_ellipsis_ratio)
     words = _LATIN_WORD.findall(text)
     if len(words) >= t.min_doc_words:
         mean = sum(map(len, words)) / len(words)
         if t.min_mean_word_length is not None and mean < t.min_mean_word_length:
-            return "mean_word_length", round(mean, 4)
+            return Hit("mean_word_length", round(mean, 4), t.min_mean_word_length)
         if t.max_mean_word_length is not None and mean > t.max_mean_word_length:
-            return "mean_word_length", round(mean, 4)
+            return Hit("mean_word_length", round(mean, 4), t.max_mean_word_length)
     lines = [line.strip() for line in text.split("\n")]
     lines = [line for line in lines if line]
     if len(lines) >= t.min_lines:
         if t.max_bullet_lines is not None:
             ratio = sum(1 for line in lines if _BULLET.match(line)) / len(lines)
             if ratio > t.max_bullet_lines:
-                return "bullet_lines", round(ratio, 4)
+                return Hit("bullet_lines", round(ratio, 4), t.max_bullet_lines)
         if t.max_ellipsis_lines is not None:
             ratio = sum(1 for line in lines if _ELLIPSIS_END.search(line)) / len(lines)
             if ratio > t.max_ellipsis_lines:
-                return "ellipsis_lines", round(ratio, 4)
+                return Hit("ellipsis_lines", round(ratio, 4), t.max_ellipsis_lines)
     if len(lines) >= 2:   # Gopher's order: paragraphs, then lines
         paragraphs = [p.strip() for p in _PARAGRAPH.split(text.strip()) if p.strip()]
         if len(paragraphs) >= 2:
             dup, dup_chars = _duplicates(paragraphs)
             if t.max_dup_paragraphs is not None and dup / len(paragraphs) > t.max_dup_paragraphs:
-                return "dup_paragraphs", round(dup / len(paragraphs), 4)
+                return Hit("dup_paragraphs", round(dup / len(paragraphs), 4),
+                           t.max_dup_paragraphs)
             total = sum(map(len, paragraphs))
             if (t.max_dup_paragraph_chars is not None
                     and dup_chars / total > t.max_dup_paragraph_chars):
-                return "dup_paragraph_chars", round(dup_chars / total, 4)
+                return Hit("dup_paragraph_chars", round(dup_chars / total, 4),
+                           t.max_dup_paragraph_chars)
         dup, dup_chars = _duplicates(lines)
         if t.max_dup_lines is not None and dup / len(lines) > t.max_dup_lines:
-            return "dup_lines", round(dup / len(lines), 4)
+            return Hit("dup_lines", round(dup / len(lines), 4), t.max_dup_lines)
         total = sum(map(len, lines))
         if t.max_dup_line_chars is not None and dup_chars / total > t.max_dup_line_chars:
-            return "dup_line_chars", round(dup_chars / total, 4)
+            return Hit("dup_line_chars", round(dup_chars / total, 4), t.max_dup_line_chars)
     for part in parts if n >= t.min_doc_words else ():
         # within one text: an explanation that restates its question is not repetition
         part_units = units if len(parts) == 1 else _UNIT.findall(part.lower())
@@ -211,20 +224,20 @@ def check(parts: list[str], labels: str, t: Thresholds) -> tuple[str, float] | N
         for size, limit in t.top_ngrams:
             share = _top_ngram_share(part_units, size, total_chars)
             if share > limit:
-                return "top_ngram", round(share, 4)
+                return Hit("top_ngram", round(share, 4), limit, size)
         for size, limit in t.dup_ngrams:
             share = _dup_ngram_share(part_units, size, total_chars)
             if share > limit:
-                return "dup_ngram", round(share, 4)
+                return Hit("dup_ngram", round(share, 4), limit, size)
     if len(lines) >= t.min_lines:
         if t.min_punct_lines is not None:
             ended = sum(len(line) for line in lines
                         if line.endswith(_TERMINAL) or _HAS_DIGIT.search(line))
             ratio = ended / sum(map(len, lines))
             if ratio < t.min_punct_lines:
-                return "punct_lines", round(ratio, 4)
+                return Hit("punct_lines", round(ratio, 4), t.min_punct_lines)
         if t.max_boilerplate_lines is not None:
             ratio = sum(1 for line in lines if _BOILERPLATE.search(line)) / len(lines)
             if ratio > t.max_boilerplate_lines:
-                return "boilerplate_lines", round(ratio, 4)
+                return Hit("boilerplate_lines", round(ratio, 4), t.max_boilerplate_lines)
     return None
