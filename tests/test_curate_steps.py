@@ -146,6 +146,12 @@ def test_quality_drops_junk_with_rule_value_and_limit(tmp_path):
     off, _, _ = run([{"quality": {"min_words": None, "lorem_ipsum": False}}],
                     [junk[0], junk[3]], tmp_path)
     assert len(off) == 2
+    specs = parse_list([{"quality": {"top_ngrams": {2: 0.3}}}], "steps")   # YAML's int keys
+    assert specs[0].settings.thresholds().top_ngrams == ((2, 0.3),)
+    again = parse_list([json.loads(json.dumps(specs[0].to_dict()))], "steps")  # the manifest's
+    assert again[0].settings == specs[0].settings
+    with pytest.raises(SettingsError, match="top_ngrams"):
+        parse_list([{"quality": {"top_ngrams": {"x": 0.3}}}], "steps")
     with pytest.raises(SettingsError, match="did you mean 'min_words'"):
         parse_list([{"quality": {"min_word": 5}}], "steps")
 

@@ -26,6 +26,10 @@ from meddata.steps.registry import Settings, SettingsError, setting
 _D = Thresholds()
 
 
+def _ngrams(pairs) -> dict[str, float]:
+    return {str(n): limit for n, limit in pairs}
+
+
 @dataclass
 class QualitySettings(Settings):
     min_words: int | None = setting(_D.min_words, "fewer units (words, CJK characters) in "
@@ -56,10 +60,11 @@ class QualitySettings(Settings):
                                           "the row (Gopher)")
     max_dup_line_chars: float | None = setting(_D.max_dup_line_chars, "share of characters "
                                                "in repeated lines (Gopher)")
-    top_ngrams: dict[int, float] = setting(dict(_D.top_ngrams), "n -> the most share of "
+    # n as text, so that the settings survive the manifest's JSON (YAML's 2: 0.4 is fine)
+    top_ngrams: dict[str, float] = setting(_ngrams(_D.top_ngrams), "n -> the most share of "
                                            "characters the commonest n-gram may cover, "
                                            "within one text (Gopher's n; relaxed limits)")
-    dup_ngrams: dict[int, float] = setting(dict(_D.dup_ngrams), "n -> the most share of "
+    dup_ngrams: dict[str, float] = setting(_ngrams(_D.dup_ngrams), "n -> the most share of "
                                            "characters in repeated n-grams, within one text "
                                            "(Gopher's n; relaxed limits)")
     min_lines: int = setting(_D.min_lines, "lines from which the line-share rules apply")
@@ -77,14 +82,14 @@ class QualitySettings(Settings):
                 raise SettingsError(f"{name} must not be negative, got {value}")
         for name in ("top_ngrams", "dup_ngrams"):
             for n, limit in getattr(self, name).items():
-                if n < 1 or not 0 < limit <= 1:
+                if not n.isdigit() or int(n) < 1 or not 0 < limit <= 1:
                     raise SettingsError(f"{name}: {n}: {limit} needs n >= 1 and a share in "
                                         "(0, 1]")
 
     def thresholds(self) -> Thresholds:
         values = asdict(self)
-        values["top_ngrams"] = tuple(sorted(self.top_ngrams.items()))
-        values["dup_ngrams"] = tuple(sorted(self.dup_ngrams.items()))
+        values["top_ngrams"] = tuple(sorted((int(n), v) for n, v in self.top_ngrams.items()))
+        values["dup_ngrams"] = tuple(sorted((int(n), v) for n, v in self.dup_ngrams.items()))
         return Thresholds(**values)
 
 
