@@ -295,8 +295,12 @@ def run_data_juicer(folder: Path) -> dict:
 
 def run_datatrove(folder: Path) -> dict:
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter,
-                                            GopherQualityFilter, GopherRepetitionFilter)
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
     from datatrove.pipeline.formatters import FTFYFormatter
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter

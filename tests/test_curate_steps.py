@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import EXAMPLES, SAMPLES
 
+from conftest import EXAMPLES
 from meddata.engines.local import chain, run_rows
 from meddata.schema import CANONICAL
 from meddata.steps.base import Ledger
