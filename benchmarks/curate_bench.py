@@ -262,8 +262,10 @@ def run_meddata(folder: Path) -> dict:
                                           {"language": {"keep": ["en", "zh"]}},
                                           {"quality": {}}], "bench-curated")
     seconds = time.perf_counter() - t0
-    kept = out.to_table().column("id").to_pylist()
-    return {"seconds": seconds, "kept": kept}
+    with open(folder / "kept-meddata.txt", "w", encoding="utf-8") as f:
+        for batch in out.iter_batches(columns=["id"], verify="none"):
+            f.writelines(i + "\n" for i in batch.column("id").to_pylist())
+    return {"seconds": seconds}
 
 
 def run_data_juicer(folder: Path) -> dict:
@@ -288,9 +290,8 @@ def run_data_juicer(folder: Path) -> dict:
     t0 = time.perf_counter()
     DefaultExecutor(cfg).run()
     seconds = time.perf_counter() - t0
-    with open(folder / "dj" / "out.jsonl", encoding="utf-8") as f:
-        kept = [json.loads(line)["id"] for line in f]
-    return {"seconds": seconds, "kept": kept}
+    _kept_ids([folder / "dj" / "out.jsonl"], folder / "kept-dj.txt")
+    return {"seconds": seconds}
 
 
 def run_datatrove(folder: Path) -> dict:
@@ -315,11 +316,16 @@ def run_datatrove(folder: Path) -> dict:
     t0 = time.perf_counter()
     executor.run()
     seconds = time.perf_counter() - t0
-    kept = []
-    for file in sorted((out / "kept").glob("*.jsonl")):
-        with open(file, encoding="utf-8") as f:
-            kept += [json.loads(line)["id"] for line in f]
-    return {"seconds": seconds, "kept": kept}
+    _kept_ids(sorted((out / "kept").glob("*.jsonl")), folder / "kept-datatrove.txt")
+    return {"seconds": seconds}
+
+
+def _kept_ids(files: list[Path], target: Path) -> None:
+    """The ids of the kept documents, one a line, streamed (no list in memory)."""
+    with open(target, "w", encoding="utf-8") as out:
+        for file in files:
+            with open(file, encoding="utf-8") as f:
+                out.writelines(json.loads(line)["id"] + "\n" for line in f)
 
 
 RUNNERS = {"meddata": run_meddata, "dj": run_data_juicer, "datatrove": run_datatrove}
@@ -341,7 +347,10 @@ def contend(name: str, folder: Path) -> dict:
     measured = run_tree([sys.executable, __file__, "--run", name, "--data", str(folder)],
                         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     result = json.loads((folder / f"result-{name}.json").read_text())
-    return {**result, "wall_seconds": measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"]}
+    with open(folder / f"kept-{name}.txt", encoding="utf-8") as f:
+        kept = {line.rstrip("\n") for line in f}
+    return {**result, "kept": kept, "wall_seconds": measured["seconds"],
+            "peak_rss_mb": measured["peak_rss_mb"]}
 
 
 def main() -> None:
@@ -375,7 +384,7 @@ def main() -> None:
             if name in skip:
                 continue
             r = contend(name, folder)
-            results[name] = {**r, **score(docs, set(r["kept"]))}
+            results[name] = {**r, **score(docs, r.pop("kept"))}
             print(f"  {NAMES[name]}: {r['seconds']:.1f} s", flush=True)
         print()
         print("| tool | docs/s | peak RSS (MB) | decisions agree | junk dropped | good dropped |")
