@@ -64,7 +64,7 @@ def main() -> None:
     from meddata.store import Store
     from meddata.train import load_settings
     from meddata.train import run as train
-    from meddata.train.evaluate import EvalConfig, compare, markdown
+    from meddata.evaluation.runner import EvalConfig, compare, markdown
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(args.store or Path(tmp) / "store")

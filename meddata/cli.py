@@ -891,7 +891,7 @@ def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, 
     from pathlib import Path
 
     from meddata.models import ModelNotFound
-    from meddata.train.evaluate import EvalConfig, compare, markdown, write_lm_eval_layout
+    from meddata.evaluation.runner import EvalConfig, compare, markdown, write_lm_eval_layout
     from meddata.train.settings import TrainError
 
     if lm_eval_layout and not out_dir:

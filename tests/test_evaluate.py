@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from conftest import EXAMPLES
 from meddata.cli import cli
 from meddata.schema import CANONICAL
-from meddata.train import evaluate as ev
-from meddata.train import presets
+from meddata.evaluation import runner as ev
+from meddata.evaluation import presets
 
 pytest.importorskip("torch")
 

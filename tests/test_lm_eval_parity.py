@@ -17,7 +17,7 @@ from meddata.store import Store
 pytest.importorskip("torch")
 pytest.importorskip("lm_eval")
 
-from meddata.train import lm_eval_parity as parity  # noqa: E402
+from meddata.evaluation import lm_eval_parity as parity  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHOICES = ("yes", "no", "maybe")
@@ -94,7 +94,7 @@ def test_parity_on_the_real_samples(tiny, tmp_path, samples):
 
     lm = HFLM(pretrained=tiny, dtype="float32", batch_size=8, device="cpu")
     samples = parity.run_lm_eval(lm, tasks, tmp_path, 0)
-    from meddata.train.evaluate import EvalConfig, Scorer, evaluate
+    from meddata.evaluation.runner import EvalConfig, Scorer, evaluate
 
     scorer = Scorer(tiny, 8)
     for task, (ref, split) in refs.items():

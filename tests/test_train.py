@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from meddata.cli import cli
-from meddata.train import answers, rewards
+from meddata.evaluation import answers
+from meddata.train import rewards
 from meddata.train.judge import Judge, JudgeUnavailable
 
 pytest.importorskip("trl")

@@ -13,7 +13,7 @@ from typing import Any
 
 from meddata.text import normalize_key
 
-from .answers import after_think, completion_text, extract_decision, extract_letters
+from meddata.evaluation.answers import after_think, completion_text, extract_decision, extract_letters
 
 
 def mcq_exact(prompts, completions, answer_label=None, task=None, options=None, **kwargs):

@@ -5,7 +5,7 @@ per item and per benchmark, for base and trained checkpoints, in one comparison 
                  [--split test] [--method loglik|generate] [--prompt lm-eval|meddata] \\
                  [--shots K] [--limit N] [--out DIR [--lm-eval-layout]]
 
-Prompts come from the benchmark presets (train/presets.py): lm-evaluation-harness's own
+Prompts come from the benchmark presets (evaluation/presets.py): lm-evaluation-harness's own
 prompts for the benchmarks it has (medqa_4options, medmcqa, pubmedqa, mmlu_<subject>), the
 CMB authors' prompt for CMExam and CMB, and meddata's plain style for the rest, or for
 everything with `--prompt meddata`.
@@ -216,8 +216,8 @@ class Scorer:
     def __init__(self, model_spec: str, batch_size: int = 8, max_length: int | None = None):
         import torch
 
-        from .common import load_model, load_tokenizer, locate
-        from .settings import Common
+        from meddata.train.common import load_model, load_tokenizer, locate
+        from meddata.train.settings import Common
 
         base_name, adapter = split_model_spec(model_spec)
         base = locate(base_name, Common())
@@ -319,7 +319,7 @@ def eval_split(version, split: str | None) -> str | None:
     if split is None:
         return None
     if split not in version.splits:
-        from .settings import TrainError
+        from meddata.train.settings import TrainError
 
         raise TrainError(f"{version.ref} has no {split!r} split (it has: "
                          f"{', '.join(version.splits) or 'none'}); choose one with --split, "
