@@ -890,8 +890,9 @@ def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, 
     _need_train_extra("eval")
     from pathlib import Path
 
+    from meddata.evaluation.output import markdown, write_lm_eval_layout
+    from meddata.evaluation.runner import EvalConfig, compare
     from meddata.models import ModelNotFound
-    from meddata.evaluation.runner import EvalConfig, compare, markdown, write_lm_eval_layout
     from meddata.train.settings import TrainError
 
     if lm_eval_layout and not out_dir:

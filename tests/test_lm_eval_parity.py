@@ -94,7 +94,8 @@ def test_parity_on_the_real_samples(tiny, tmp_path, samples):
 
     lm = HFLM(pretrained=tiny, dtype="float32", batch_size=8, device="cpu")
     samples = parity.run_lm_eval(lm, tasks, tmp_path, 0)
-    from meddata.evaluation.runner import EvalConfig, Scorer, evaluate
+    from meddata.evaluation.runner import EvalConfig, evaluate
+    from meddata.evaluation.scorer import Scorer
 
     scorer = Scorer(tiny, 8)
     for task, (ref, split) in refs.items():

@@ -128,7 +128,7 @@ def test_decontaminated_index_and_the_eval_warning(corpus, tiny, tmp_path):
     assert next(iter(report["models"][2]["results"].values()))["rag"]["decontaminated"]
     items = [json.loads(line) for line in
              (tmp_path / "eval" / result["items_file"]).read_text().splitlines()]
-    from meddata.evaluation.runner import Scorer
+    from meddata.evaluation.scorer import Scorer
 
     tok = Scorer(tiny).tokenizer
     for item in items:
