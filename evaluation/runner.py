@@ -52,11 +52,15 @@ from typing import Any
 from . import answers, presets
 from .metrics import OpenMetrics, Tally
 from .output import sanitize
-from .scorer import Scorer
+from .scorer import Scorer, split_model_spec
 
 CLOSED = ("mcq", "yes_no")
 OPEN = ("open_qa", "instruction", "reasoning", "dialogue")
 FEWSHOT_SPLITS = ("dev", "train", "validation", "val")  # where examples come from, in order
+
+
+class EvalError(ValueError):
+    """A benchmark, split or model an evaluation cannot use (one line)."""
 
 
 @dataclass
@@ -79,9 +83,7 @@ def eval_split(version, split: str | None) -> str | None:
     if split is None:
         return None
     if split not in version.splits:
-        from meddata.train.settings import TrainError
-
-        raise TrainError(f"{version.ref} has no {split!r} split (it has: "
+        raise EvalError(f"{version.ref} has no {split!r} split (it has: "
                          f"{', '.join(version.splits) or 'none'}); choose one with --split, "
                          "or --split all")
     return split
@@ -290,11 +292,31 @@ def evaluate(scorer: Scorer, version, config: EvalConfig, progress: bool = True,
                          "decontaminated": version.ref in index.benchmarks}
     return result
 
+def check(models: list[str], benches: list, config: EvalConfig) -> None:
+    """What costs nothing, before any model is loaded: each benchmark is a canonical version
+    with the split asked for, and each model is an alias, a local folder or a hub id that
+    may be loaded (meddata.models), its adapter folder present."""
+    from meddata.train.common import locate
+    from meddata.train.settings import Common
+
+    for b in benches:
+        if b.kind != "canonical":
+            raise EvalError(f"{b.ref}: benchmarks are canonical versions (this is {b.kind})")
+        eval_split(b, config.split)
+    for spec in models:
+        base, adapter = split_model_spec(spec)
+        if "::" in spec and not Path(adapter).is_dir():
+            raise EvalError(f"{spec}: the adapter folder {adapter!r} does not exist")
+        locate(base, Common())
+
+
 def compare(models: list[str], benches: list, config: EvalConfig, progress: bool = True,
             out: Path | None = None, indexes: list = ()) -> dict[str, Any]:
     """Every model on every benchmark: rows per model, a column per benchmark, and a row
     more per model and retrieval index (meddata.retrieval.Index). With `out`, each item's
-    record is written to out/items/<model>/<benchmark>.jsonl."""
+    record is written to out/items/<model>/<benchmark>.jsonl. Everything is checked
+    (`check`) before the first model loads."""
+    check(models, benches, config)
     table = []
     for spec in models:
         scorer = Scorer(spec, config.batch_size, config.max_length)

@@ -738,6 +738,21 @@ DATA_KINDS = {"cpt": "pretrain", "sft": "sft", "reward": "preference", "dpo": "p
               "kto": "kto", "grpo": "prompts", "rlhf": "prompts"}  # (for --help only)
 
 
+ALLOW_DOWNLOAD_HELP = ("Let a hub id that is not in the local Hugging Face cache be "
+                       "downloaded (the same as MEDDATA_ALLOW_DOWNLOAD=1). Without it, models "
+                       "load from aliases, local folders and the cache only, and an unknown "
+                       "name fails at once.")
+
+
+def _allow_download(flag: bool) -> None:
+    import os
+
+    from meddata.models import ALLOW_DOWNLOAD_ENV
+
+    if flag:
+        os.environ[ALLOW_DOWNLOAD_ENV] = "1"
+
+
 class TrainGroup(click.Group):
     """`meddata train STAGE`: one subcommand per stage, its help listing that stage's
     settings (read from the stage module's Settings class, without importing torch)."""
@@ -781,17 +796,18 @@ def _stage_command(stage: str) -> click.Command:
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="A setting, YAML-valued (repeatable): --set lora_r=8 --set "
                        "trl.weight_decay=0.01.")
+    @click.option("--allow-download", is_flag=True, help=ALLOW_DOWNLOAD_HELP)
     @click.option("--quiet", is_flag=True, help="No progress bars or library logging.")
     @click.pass_context
-    def command(ctx, data_ref, model, config_path, output, max_steps, merge, sets, quiet):
+    def command(ctx, data_ref, model, config_path, output, max_steps, merge, sets,
+                allow_download, quiet):
         _need_train_extra("train")
+        _allow_download(allow_download)
         from meddata.models import ModelNotFound
-        from meddata.train import load_settings, run
+        from meddata.train import check, load_settings, run
         from meddata.train.judge import JudgeUnavailable
         from meddata.train.settings import TrainError, parse_overrides
 
-        if quiet:
-            _silence_libraries()
         try:
             overrides = parse_overrides(sets)
             for key, value in (("output_dir", output), ("max_steps", max_steps),
@@ -799,9 +815,12 @@ def _stage_command(stage: str) -> click.Command:
                 if value is not None:
                     overrides[key] = value
             loaded = load_settings(stage, config_path, overrides)
+            store = _store(ctx)
+            check(stage, store, data_ref, model, loaded)  # before anything heavy is imported
             if quiet:
+                _silence_libraries()
                 loaded.trl.setdefault("disable_tqdm", True)
-            manifest = run(stage, _store(ctx), data_ref, model, loaded)
+            manifest = run(stage, store, data_ref, model, loaded)
         except (TrainError, ModelNotFound, JudgeUnavailable, ValueError, OSError,
                 _store_errors()) as e:
             raise Failure(str(e)) from e
@@ -879,11 +898,12 @@ def _silence_libraries() -> None:
 @click.option("--lm-eval-layout", is_flag=True,
               help="With --out, also write <model>/results_<date>.json and "
                    "samples_<task>_<date>.jsonl as lm-evaluation-harness does.")
+@click.option("--allow-download", is_flag=True, help=ALLOW_DOWNLOAD_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bars or library messages.")
 @click.pass_context
 def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, shots,
              batch_size, max_new_tokens, max_length, out_dir, rag_indexes, rag_k, rag_tokens,
-             lm_eval_layout, quiet) -> None:
+             lm_eval_layout, allow_download, quiet) -> None:
     """Evaluate one or more models on benchmark versions and print a comparison table:
     accuracy with a 95 % interval (single- and multiple-answer apart), BLEU-1..4 and
     ROUGE-1/2/L on open answers, per case for CMB-Clin."""
@@ -891,25 +911,24 @@ def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, 
     from pathlib import Path
 
     from meddata.evaluation.output import markdown, write_lm_eval_layout
-    from meddata.evaluation.runner import EvalConfig, compare
+    from meddata.evaluation.runner import EvalConfig, check, compare
     from meddata.models import ModelNotFound
     from meddata.train.settings import TrainError
 
     if lm_eval_layout and not out_dir:
         raise click.UsageError("--lm-eval-layout writes into the --out folder; give --out")
-    if quiet:
-        _silence_libraries()
+    _allow_download(allow_download)
     store = _store(ctx)
     out = Path(out_dir) if out_dir else None
     try:
         versions = [store.resolve(b) for b in benches]
-        for v in versions:
-            if v.kind != "canonical":
-                raise TrainError(f"{v.ref}: benchmarks are canonical versions")
         config = EvalConfig(method=method, prompt=prompt_style, choices=choices,
                             split=None if split == "all" else split, limit=limit, shots=shots,
                             batch_size=batch_size, max_new_tokens=max_new_tokens,
                             max_length=max_length, rag_k=rag_k, rag_tokens=rag_tokens)
+        check(list(models), versions, config)  # before any model or index loads
+        if quiet:
+            _silence_libraries()
         indexes = []
         if rag_indexes:
             from meddata.retrieval import Index

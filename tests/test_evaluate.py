@@ -195,13 +195,11 @@ def test_cmb_clin_scored_per_pair_and_per_case(store, scorer, monkeypatch):
 
 
 def test_split_default_is_test_and_a_missing_split_is_named(store, scorer):
-    from meddata.train.settings import TrainError
-
     rows = [row(0, split="train"), row(1, split="test"), row(2, split="test")]
     v = publish(store, rows, "splits")
     assert ev.evaluate(scorer, v, ev.EvalConfig(), False)["items"] == 2
     assert ev.evaluate(scorer, v, ev.EvalConfig(split=None), False)["items"] == 3
-    with pytest.raises(TrainError, match="no 'dev' split.*test, train"):
+    with pytest.raises(ev.EvalError, match="no 'dev' split.*test, train"):
         ev.evaluate(scorer, v, ev.EvalConfig(split="dev"), False)
 
 
@@ -300,3 +298,25 @@ def test_model_spec_with_an_adapter(tmp_path):
         "Qwen/Qwen2.5-0.5B", str(tmp_path / "adapter"))
     assert scoring.split_model_spec("base::x") == ("base", "x")
     assert scoring.split_model_spec("runs/sft") == ("runs/sft", "")
+
+
+def test_arguments_checked_before_the_model_loads(tmp_path, tiny, monkeypatch):
+    """A benchmark without the split, a model that is nothing loadable: said before any
+    model loads (issue 33, item 2)."""
+    from meddata.evaluation import runner
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(runner, "Scorer", must_not_load)
+    monkeypatch.delenv("MEDDATA_ALLOW_DOWNLOAD", raising=False)
+    cli_runner = CliRunner()
+    store = str(tmp_path / "store")
+    assert cli_runner.invoke(cli, ["--store", store, "convert", "medqa", str(EXAMPLES / "medqa"),
+                                   "--name", "bench", "--quiet"]).exit_code == 0
+    out = cli_runner.invoke(cli, ["--store", store, "eval", "--model", tiny, "--bench",
+                                  "canonical/bench", "--split", "nosplit"])
+    assert out.exit_code == 1 and "has no 'nosplit' split" in out.output, out.output
+    out = cli_runner.invoke(cli, ["--store", store, "eval", "--model", "nosuchmodel",
+                                  "--bench", "canonical/bench", "--split", "all"])
+    assert out.exit_code == 1 and "'nosuchmodel' is not a known alias" in out.output

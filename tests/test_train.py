@@ -343,3 +343,33 @@ def test_manifests_written_before_the_settings_change_still_load(tmp_path, tiny)
     assert base.name == tiny and base.adapter == str(old / "adapter")
     assert base.parent["stage"] == "sft" and base.parent["data"] == [
         "sft/examples@0123456789abcdef"]
+
+
+def test_cheap_checks_before_anything_loads(env, monkeypatch):
+    """An unknown model, a missing data version: one line each, in seconds, no network and
+    nothing loaded (issue 33, item 2)."""
+    import time
+
+    from meddata.train import common
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(common, "load_model", must_not_load)
+    monkeypatch.setattr(common, "load_tokenizer", must_not_load)
+    monkeypatch.delenv("MEDDATA_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a hub that cannot answer
+    runner = CliRunner()
+    base = ["--store", env["store"], "train", "sft"]
+    t0 = time.perf_counter()
+    out = runner.invoke(cli, base + ["--data", "sft/examples", "--model", "nosuchmodel"])
+    assert time.perf_counter() - t0 < 5
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1, out.output
+    assert "'nosuchmodel' is not a known alias (smollm2-135m-instruct)" in out.output
+    assert "--allow-download" in out.output
+    out = runner.invoke(cli, base + ["--data", "sft/examples", "--model", "./no/such/dir"])
+    assert out.exit_code == 1 and "no such path" in out.output
+    t0 = time.perf_counter()
+    out = runner.invoke(cli, base + ["--data", "sft/nope", "--model", env["model"]])
+    assert time.perf_counter() - t0 < 5
+    assert out.exit_code == 1 and "sft/nope" in out.output, out.output

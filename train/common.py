@@ -34,8 +34,8 @@ from .settings import Common, Loaded, TrainError
 
 
 # ---- data --------------------------------------------------------------------------------------
-def load_data(store: Store, ref: str, stage: str, columns: list[str] | None = None):
-    """(train, eval or None, version) for a stage, checking the version's kind."""
+def data_version(store: Store, ref: str, stage: str) -> Version:
+    """The version a stage trains on, checked to be of the stage's kind (no rows read)."""
     from meddata.builders.registry import kind_for_stage
 
     version = store.resolve(ref)
@@ -43,6 +43,12 @@ def load_data(store: Store, ref: str, stage: str, columns: list[str] | None = No
     if version.kind != want:
         raise TrainError(f"stage {stage} trains on {want} versions; {version.ref} is "
                          f"{version.kind}")
+    return version
+
+
+def load_data(store: Store, ref: str, stage: str, columns: list[str] | None = None):
+    """(train, eval or None, version) for a stage, checking the version's kind."""
+    version = data_version(store, ref, stage)
     def pick(split):
         ds = version.to_dataset(split=split)
         return ds.select_columns([c for c in columns if c in ds.column_names]) if columns else ds
