@@ -21,6 +21,15 @@ def sanitize(name: str) -> str:
     return re.sub(r"[\"<>:/|\\?*\[\]@]+", "__", name)
 
 
+def trained_on(model: dict[str, Any]) -> str:
+    """The data behind a checkpoint, every stage of its chain: `sft sft/mcq@… → dpo
+    preference/mcq@…`; '-' for a model meddata did not train."""
+    chain = model.get("lineage")
+    if not chain:
+        return ", ".join(model.get("trained_on", [])) or "-"
+    return " → ".join(f"{s['stage']} {', '.join(s['data'])}" for s in chain)
+
+
 def markdown(report: dict[str, Any]) -> str:
     benches = report["benchmarks"]
     head = "| model | trained on | " + " | ".join(benches) + " |"
@@ -46,7 +55,7 @@ def markdown(report: dict[str, Any]) -> str:
                 parts.append(f"per case ROUGE-L {r['per_case']['rouge']['rougeL']:.1f} "
                              f"(cases={r['per_case']['cases']})")
             cells.append("; ".join(parts) or "-")
-        lines.append(f"| {m['model']} | {', '.join(m['trained_on']) or '-'} | "
+        lines.append(f"| {m['model']} | {trained_on(m)} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -333,7 +333,8 @@ def compare(models: list[str], benches: list, config: EvalConfig, progress: bool
                 results[b.ref] = evaluate(scorer, b, config, progress, path, index)
                 if path:
                     results[b.ref]["items_file"] = str(path.relative_to(out))
-            table.append({"model": label, "trained_on": scorer.trained_on, "results": results,
+            table.append({"model": label, "trained_on": scorer.trained_on,
+                          "lineage": scorer.lineage, "results": results,
                           "max_length": scorer.max_length,
                           "rag": index.version.ref if index is not None else None})
         del scorer

@@ -22,6 +22,17 @@ def split_model_spec(spec: str) -> tuple[str, str]:
     return spec, ""
 
 
+def trained_lineage(model: str) -> list[dict]:
+    """The stages and data versions behind a meddata training output, first to last (the
+    SFT run's data, then the DPO run's ...); empty for any other model."""
+    from meddata.train.common import lineage
+
+    manifest = Path(model) / "training_manifest.json"
+    if not manifest.exists():
+        return []
+    return lineage(json.loads(manifest.read_text(encoding="utf-8")), model)
+
+
 class Scorer:
     def __init__(self, model_spec: str, batch_size: int = 8, max_length: int | None = None):
         import torch
@@ -41,9 +52,8 @@ class Scorer:
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.max_length = max_length or self._context_length()
-        manifest = Path(base_name) / "training_manifest.json"
-        self.trained_on = [d["ref"] for d in json.loads(manifest.read_text())["data"]] \
-            if manifest.exists() else []
+        self.lineage = trained_lineage(base_name)
+        self.trained_on = [ref for stage in self.lineage for ref in stage["data"]]
 
     def _context_length(self) -> int:
         """The model's context length, found where lm-eval's HFLM looks for it."""

@@ -30,8 +30,21 @@ def _store(ctx: click.Context):
 
 
 def _published(version) -> None:
-    click.echo(f"published {version.kind}/{version.name}@{version.id}  "
-               f"({version.rows} rows) in {version.path}")
+    """What a publish did: a new version, or content that already existed (then which tags,
+    if any, moved to it)."""
+    ref = f"{version.kind}/{version.name}@{version.id}"
+    if not getattr(version, "existed", False):
+        click.echo(f"published {ref}  ({version.rows} rows) in {version.path}"
+                   + (f"; tagged {', '.join(version.tags_moved)}" if version.tags_moved else ""))
+        return
+    from meddata.store import Store
+
+    tags = Store(version.path.parent.parent.parent).tags(version.kind, version.name)
+    own = sorted(t for t, v in tags.items() if v == version.id)
+    moved = (f"tags moved to it: {', '.join(version.tags_moved)}" if version.tags_moved
+             else f"no tag moved (latest is {tags.get('latest', '-')})")
+    click.echo(f"already existed: {ref}  ({version.rows} rows, identical content) in "
+               f"{version.path}; its tags: {', '.join(own) or '-'}; {moved}")
 
 
 TRAIN_MODULES = ("torch", "transformers", "trl", "peft", "accelerate")
@@ -97,22 +110,30 @@ def cli(ctx: click.Context, store: str) -> None:
 # ---- store inspection ------------------------------------------------------------------------
 @cli.command("ls")
 @click.argument("kind", required=False)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the versions as a JSON list (kind, name, id, tags, rows, rejects, "
+                   "bytes, created_at, parents, path).")
 @click.pass_context
-def ls_cmd(ctx: click.Context, kind: str | None) -> None:
+def ls_cmd(ctx: click.Context, kind: str | None, as_json: bool) -> None:
     """List the versions in the store (optionally of one KIND)."""
-    from meddata.catalog import catalog
+    from pathlib import Path
+
+    from meddata.listing import versions
     from meddata.tables import human_bytes, table
 
+    root = Path(ctx.obj["store"])
+    if not root.is_dir():
+        raise Failure(f"there is no store at {root} (give --store PATH or set MEDDATA_STORE; "
+                      "`meddata build` or `meddata convert` creates one)")
     problems: list[str] = []
-    con = catalog(_store(ctx), problems)
-    where = "WHERE kind = ?" if kind else ""
-    rows = con.execute(f"SELECT kind || '/' || name, id, tags, rows, rejects, bytes, created_at "
-                       f"FROM versions {where} ORDER BY kind, name, created_at",
-                       [kind] if kind else []).fetchall()
-    if not rows:
+    rows = versions(root, kind, problems)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif not rows:
         click.echo(f"no versions in {ctx.obj['store']}")
     else:
-        click.echo(table([(r[0], r[1], r[2], r[3], r[4], human_bytes(r[5]), r[6])
+        click.echo(table([(f"{r['kind']}/{r['name']}", r["id"], ",".join(r["tags"]), r["rows"],
+                           r["rejects"], human_bytes(r["bytes"]), r["created_at"])
                           for r in rows],
                          ["dataset", "id", "tags", "rows", "rejects", "size", "created"]))
     for problem in problems:
@@ -211,6 +232,9 @@ def diff_cmd(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
                       for k in ("added", "removed", "changed")]
                      + [("unchanged", result["unchanged"], "")],
                      ["rows", "count", "examples"]))
+    if result["changed"].get("columns"):
+        click.echo("changed columns (rows): " + ", ".join(
+            f"{c} ({n})" for c, n in result["changed"]["columns"].items()))
     sch = result["schema"]
     if any(sch.values()):
         click.echo("\nschema changes:")
@@ -226,8 +250,10 @@ def diff_cmd(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
 
 @cli.command("sql")
 @click.argument("query")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the rows as a JSON list of objects (column -> value).")
 @click.pass_context
-def sql_cmd(ctx: click.Context, query: str) -> None:
+def sql_cmd(ctx: click.Context, query: str, as_json: bool) -> None:
     """Run an ad-hoc SQL QUERY on the catalog (tables: versions, tags, stages, shards).
 
     Example: meddata sql "SELECT kind, name, sum(rows) FROM versions GROUP BY ALL"
@@ -235,14 +261,25 @@ def sql_cmd(ctx: click.Context, query: str) -> None:
     import duckdb
 
     from meddata.catalog import catalog
-    from meddata.tables import table
 
     con = catalog(_store(ctx))
     try:
         cur = con.execute(query)
     except duckdb.Error as e:
         raise Failure(f"SQL error: {e}") from e
-    click.echo(table(cur.fetchall(), [d[0] for d in cur.description]))
+    _print_rows(cur.fetchall(), [d[0] for d in cur.description], as_json)
+
+
+def _print_rows(rows: list[tuple], columns: list[str], as_json: bool) -> None:
+    """A query's rows as a table, or with --json as a list of objects (values JSON cannot
+    hold, such as dates and decimals, as their text)."""
+    from meddata.tables import table
+
+    if as_json:
+        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], indent=2,
+                              ensure_ascii=False, default=str))
+    else:
+        click.echo(table(rows, columns))
 
 
 @cli.command("tag")
@@ -471,12 +508,15 @@ class KindChoice(click.ParamType):
 @click.option("--no-report", is_flag=True,
               help="Do not write the version's report.html (see `meddata report`).")
 @engine_options
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as one JSON object (version, stages, counts, lengths, "
+                   "validation, report) instead of tables; progress stays on stderr.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
               validation_ratio, max_tokens, tokenizer, pack, rejected_strategy, rejected_model,
               rejected_backend, from_ref, allow_invalid, retrieve_index, retrieve_k, no_report,
-              engine, ray_address, quiet) -> None:
+              engine, ray_address, as_json, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
@@ -525,6 +565,10 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             RuntimeError, ModelNotFound, _store_errors()) as e:
         raise Failure(str(e)) from e
     m = version.manifest
+    if as_json:
+        click.echo(json.dumps(_build_summary(version), indent=2, ensure_ascii=False,
+                              default=str))
+        return
     _published(version)
     click.echo("\n" + stages_table(m["stages"]))
     counts = m["stats"]["counts"]
@@ -543,11 +587,31 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the cache, "
                    f"{rep['new_tokens']} new tokens ({rep['cache']})")
     val = m["validation"]
+    from meddata.validation import MANIFEST_CHECKS
+
     click.echo(f"validation: {'passed' if val['success'] else 'FAILED'} "
-               f"({len(val['checks'])} checks on {val['rows_checked']} rows)"
+               f"({len(val['checks'])} row checks on {val['rows_checked']} rows, before "
+               f"publishing; `meddata validate` adds {len(MANIFEST_CHECKS)} checks of the "
+               f"published files: {', '.join(MANIFEST_CHECKS)})"
                + ("; published with --allow-invalid" if not val["success"] else ""))
     if m.get("report"):
         click.echo(f"report: {version.path / m['report']}")
+
+
+def _build_summary(version) -> dict:
+    """What `build` prints, as one object (`build --json`)."""
+    m = version.manifest
+    val = m["validation"]
+    return {"ref": f"{version.kind}/{version.name}@{version.id}", "kind": version.kind,
+            "name": version.name, "id": version.id, "rows": version.rows,
+            "path": str(version.path), "existed": version.existed,
+            "tags_moved": version.tags_moved, "stages": m["stages"],
+            "counts": m["stats"]["counts"], "length_tokens": m["stats"].get("length_tokens"),
+            "kto": m["stats"].get("kto"),
+            "rejected": (version.this_run or m).get("rejected", {}),
+            "validation": {"success": val["success"], "checks": len(val["checks"]),
+                           "rows_checked": val["rows_checked"]},
+            "report": str(version.path / m["report"]) if m.get("report") else None}
 
 
 @cli.group("index")
@@ -819,6 +883,9 @@ def _stage_command(stage: str) -> click.Command:
             check(stage, store, data_ref, model, loaded)  # before anything heavy is imported
             if quiet:
                 _silence_libraries()
+            from meddata.progress import interactive
+
+            if quiet or not interactive():  # no redrawn bars (\r, [A) in a log file
                 loaded.trl.setdefault("disable_tqdm", True)
             manifest = run(stage, store, data_ref, model, loaded)
         except (TrainError, ModelNotFound, JudgeUnavailable, ValueError, OSError,
@@ -846,6 +913,9 @@ def _silence_libraries() -> None:
     logs at errors only (train and eval import them anyway)."""
     import os
 
+    # tqdm reads TQDM_* defaults when it is first imported: this silences bars libraries
+    # draw with a bare tqdm (transformers' GGUF de-quantization), before they import it
+    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -134,6 +134,8 @@ class Version:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.this_run: dict[str, Any] | None = None  # set by the run that returned it
+        self.existed = False            # set by a publish that found this content already there
+        self.tags_moved: list[str] = []  # ... and the tags that publish pointed at it
         try:
             with open(self.path / "manifest.json", encoding="utf-8") as f:
                 self.manifest: dict[str, Any] = json.load(f)
@@ -640,7 +642,9 @@ class Publisher:
             if final.exists():  # identical content: returns the existing version, and gives
                 shutil.rmtree(self.tmp, ignore_errors=True)  # it tags if a crash left none
                 self.version = Version(self.store.inside(final))
-                self.store.ensure_tagged(self.kind, self.name, vid)
+                tag = self.store.ensure_tagged(self.kind, self.name, vid)
+                self.version.existed = True
+                self.version.tags_moved = [tag, "latest"] if tag else []
                 return self.version
             manifest = redact(self._manifest(vid, digest))
             if self._report is not None:
@@ -651,8 +655,9 @@ class Publisher:
                 self._write_manifest(manifest)
             os.unlink(self.tmp / BUSY)
             os.rename(self.tmp, final)
-            self.store.ensure_tagged(self.kind, self.name, vid)
+            tag = self.store.ensure_tagged(self.kind, self.name, vid)
         self.version = Version(final)
+        self.version.tags_moved = [tag, "latest"] if tag else []
         return self.version
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:

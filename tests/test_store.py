@@ -158,13 +158,14 @@ def test_diff_on_a_constructed_pair(store):
     result = diff(va, vb)
     assert result["added"] == {"count": 1, "examples": ["r9"]}
     assert result["removed"] == {"count": 1, "examples": ["r0"]}
-    assert result["changed"] == {"count": 1, "examples": ["r1"]}
+    assert result["changed"] == {"count": 1, "examples": ["r1"], "columns": {"text": 1}}
     assert result["unchanged"] == 3
     assert result["schema"]["added"] == {"extra": "int64"}
     out = CliRunner().invoke(cli, ["--store", str(store.root), "diff", "pretrain/d@v1",
                                    "pretrain/d@v2"])
     assert out.exit_code == 0, out.output
     assert "+ extra: int64" in out.output
+    assert "changed columns (rows): text (1)" in out.output
 
 
 def test_catalog_and_cli_inspection(store):

@@ -80,6 +80,15 @@ def test_chained_sft_then_dpo_then_merge(env):
                 "--merge")
     assert dpo["parent_stage"]["stage"] == "sft"
     assert dpo["parent_stage"]["data"] == [sft["data"][0]["ref"]]
+    # the whole chain of data versions, as eval's "trained on" shows it (issue 33, item 5)
+    assert [(s["stage"], s["data"]) for s in dpo["lineage"]] == [
+        ("sft", [sft["data"][0]["ref"]]), ("dpo", [dpo["data"][0]["ref"]])]
+    from meddata.evaluation.output import trained_on
+    from meddata.evaluation.scorer import trained_lineage
+
+    chain = trained_lineage(str(env["root"] / "chain-dpo"))
+    assert trained_on({"lineage": chain}) == (f"sft {sft['data'][0]['ref']} → "
+                                              f"dpo {dpo['data'][0]['ref']}")
     assert dpo["base_model"]["name"] == env["model"]
     merged = env["root"] / "chain-dpo" / "merged"
     assert (merged / "config.json").exists()
@@ -373,3 +382,24 @@ def test_cheap_checks_before_anything_loads(env, monkeypatch):
     out = runner.invoke(cli, base + ["--data", "sft/nope", "--model", env["model"]])
     assert time.perf_counter() - t0 < 5
     assert out.exit_code == 1 and "sft/nope" in out.output, out.output
+
+
+def test_validation_split_is_evaluated_once(env, monkeypatch):
+    """The trainer evaluates at the last step; the summary reuses that figure (issue 33,
+    item 1)."""
+    import transformers
+
+    calls = []
+    evaluate = transformers.Trainer.evaluate
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.state.global_step)
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "evaluate", counting)
+    manifest = train(env, "sft", "sft/examples", env["model"], "eval-once", "--set",
+                     "eval_steps=1")
+    assert calls == [1, 2] and "eval_loss" in manifest["metrics"]
+    calls.clear()
+    manifest = train(env, "sft", "sft/examples", env["model"], "eval-once-end")
+    assert calls == [2] and "eval_loss" in manifest["metrics"]

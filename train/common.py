@@ -355,6 +355,34 @@ def versions_of_libraries() -> dict[str, str]:
     return out
 
 
+def final_evaluation(trainer) -> dict[str, float]:
+    """The validation metrics at the last step: the trainer's own evaluation when it ran
+    one there (transformers evaluates at the end of training under eval_strategy "steps"),
+    else one evaluation now. The validation split is evaluated once, never twice."""
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if entry.get("step") == step and any(k.startswith("eval_") for k in entry):
+            return {k: v for k, v in entry.items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
+def lineage(manifest: dict[str, Any], folder: Path | str) -> list[dict[str, Any]]:
+    """The stages behind a checkpoint, first to last: {stage, data (version refs), folder}.
+    Read from the manifest (`lineage`), or, for manifests written before it was recorded,
+    by following `parent_stage` folders while they exist."""
+    if manifest.get("lineage"):
+        return manifest["lineage"]
+    chain: list[dict[str, Any]] = []
+    parent = manifest.get("parent_stage")
+    if parent:
+        path = Path(parent["folder"]) / "training_manifest.json"
+        chain = lineage(json.loads(path.read_text(encoding="utf-8")), parent["folder"]) \
+            if path.exists() else [{"stage": parent["stage"], "data": parent["data"],
+                                    "folder": parent["folder"]}]
+    return chain + [{"stage": manifest["stage"], "data": [d["ref"] for d in manifest["data"]],
+                     "folder": str(folder)}]
+
+
 def train_and_save(trainer, job: Run, trl_args, set_by: dict[str, str],
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (resuming when asked), save the adapter (and merged model), write the manifest
@@ -365,7 +393,7 @@ def train_and_save(trainer, job: Run, trl_args, set_by: dict[str, str],
     result = trainer.train(resume_from_checkpoint=True if settings.resume and ckpts else None)
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(final_evaluation(trainer))
     adapter = output / "adapter"
     trainer.save_model(str(adapter))
     tokenizer.save_pretrained(str(adapter))
@@ -397,6 +425,7 @@ def train_and_save(trainer, job: Run, trl_args, set_by: dict[str, str],
                     "merged": str(output / "merged") if settings.merge else None},
         **(extra or {}),
     }
+    manifest["lineage"] = lineage(manifest, output)
     manifest = redact(manifest)  # no key or URL credential reaches the disk
     text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str)
     (output / "training_manifest.json").write_text(text, encoding="utf-8")
