@@ -558,6 +558,11 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
                                 "k": retrieve_k}
         base["kind"] = kind
         recipe = recipe_mod.from_dict(base)
+        if recipe.max_tokens and not recipe.tokenizer:
+            click.echo(f"warning: max_tokens {recipe.max_tokens} counts estimated tokens "
+                       "(words + CJK characters), often 2-3 times fewer than a model's "
+                       "tokens, so longer rows pass; give --tokenizer FOLDER to count the "
+                       "model's own", err=True)
         version = pipeline.run(kind, recipe, _store(ctx), name=name, progress=not quiet,
                                allow_invalid=allow_invalid, report=not no_report,
                                engine=_engine(engine, ray_address, recipe.engine))
@@ -692,9 +697,14 @@ def index_query_cmd(ctx, ref, text, k) -> None:
               "removed and changed, shifts per source and language, lengths overlaid.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="The HTML file to write (default: report-KIND-NAME-ID.html here).")
+@click.option("--tokenizer", type=click.Path(exists=True, file_okay=False),
+              help="Measure lengths with this local tokenizer folder (chat template "
+                   "included), e.g. the model you will train; default: the tokenizer the "
+                   "version was built with, if any, else an estimate (words + CJK "
+                   "characters).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def report_cmd(ctx, ref, against_ref, out_path, quiet) -> None:
+def report_cmd(ctx, ref, against_ref, out_path, tokenizer, quiet) -> None:
     """Write one self-contained HTML page about a version: summary, plots (lengths, mix,
     the ledger, drops), dedup clusters, decontamination matches, rejects and samples. It
     opens offline (plots are inline SVG, no scripts).
@@ -712,7 +722,7 @@ def report_cmd(ctx, ref, against_ref, out_path, quiet) -> None:
         version = store.resolve(ref)
         against = store.resolve(against_ref) if against_ref else None
         out = Path(out_path or f"report-{version.kind}-{version.name}-{version.id}.html")
-        report.write(version, out, store, against, progress=not quiet)
+        report.write(version, out, store, against, progress=not quiet, tokenizer=tokenizer)
     except (OSError, ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     click.echo(f"wrote {out} ({out.stat().st_size / 1024:,.0f} KB)")

@@ -78,10 +78,13 @@ def _bin(values: np.ndarray) -> np.ndarray:
     return np.bincount(idx, minlength=len(EDGES))
 
 
-def _measure(version: Version):
-    """The recorded tokenizer when it is still on this machine, else the estimate."""
+def _measure(version: Version, tokenizer: str | None = None):
+    """`tokenizer` (a local folder) when given, else the tokenizer the version was built
+    with when it is still on this machine, else the estimate."""
     from meddata.length import Measure
 
+    if tokenizer:
+        return Measure(tokenizer)
     recipe = version.manifest.get("recipe") or {}
     path = recipe.get("tokenizer")
     if path and Path(path).exists():
@@ -112,14 +115,15 @@ def _lengths(version: Version, batch: pa.RecordBatch, measure) -> np.ndarray:
     return np.asarray(registry.get(version.kind).length(batch, measure), dtype=np.int64)
 
 
-def collect(version: Version, progress: bool = False, verify: str = "size") -> Facts:
+def collect(version: Version, progress: bool = False, verify: str = "size",
+            tokenizer: str | None = None) -> Facts:
     import polars as pl
 
     from meddata.length import Measure
     from meddata.progress import bar
 
     facts = Facts(version)
-    measure = _measure(version) if version.kind != "canonical" else Measure(None)
+    measure = _measure(version, tokenizer) if version.kind != "canonical" else Measure(None)
     facts.counter = measure.describe()["counter"]
     facts.max_tokens = (version.manifest.get("recipe") or {}).get("max_tokens")
     packed = "input_ids" in version.schema.names
@@ -627,11 +631,11 @@ def against_section(facts: Facts, other: Facts) -> str:
 
 
 def render(version: Version, store: Store | None = None, against: Version | None = None,
-           progress: bool = False, verify: str = "size") -> str:
+           progress: bool = False, verify: str = "size", tokenizer: str | None = None) -> str:
     """The page; `verify` is how the version's shards are checked before reading ("none"
-    while its publish is still writing it)."""
-    facts = collect(version, progress, verify)
-    other = collect(against, progress) if against is not None else None
+    while its publish is still writing it); lengths in `tokenizer`'s tokens when given."""
+    facts = collect(version, progress, verify, tokenizer)
+    other = collect(against, progress, tokenizer=tokenizer) if against is not None else None
     sections = [summary_section(version, store), plots_section(facts, other)]
     if against is not None:
         sections.append(against_section(facts, other))
@@ -651,7 +655,9 @@ def render(version: Version, store: Store | None = None, against: Version | None
 
 
 def write(version: Version, out: Path, store: Store | None = None,
-          against: Version | None = None, progress: bool = False) -> Path:
+          against: Version | None = None, progress: bool = False,
+          tokenizer: str | None = None) -> Path:
     out = Path(out)
-    out.write_text(render(version, store, against, progress), encoding="utf-8")
+    out.write_text(render(version, store, against, progress, tokenizer=tokenizer),
+                   encoding="utf-8")
     return out

@@ -106,3 +106,38 @@ def test_ls_imports_neither_pyarrow_nor_duckdb(tmp_path):
                 for line in proc.stderr.splitlines() if line.startswith("import time:")}
     for heavy in ("pyarrow", "duckdb", "pandas", "numpy"):
         assert heavy not in imported, f"{heavy} imported by meddata ls"
+
+
+def test_max_tokens_without_a_tokenizer_warns_and_report_counts_real_tokens(tmp_path, tiny):
+    runner = CliRunner()
+    store = str(tmp_path / "store")
+    out = runner.invoke(cli, ["--store", store, "build", "sft", "--quiet", "--max-tokens",
+                              "4000"])
+    assert out.exit_code == 0, out.output
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "give --tokenizer" in warnings[0]
+    out = runner.invoke(cli, ["--store", store, "build", "sft", "--quiet", "--max-tokens",
+                              "4000", "--tokenizer", tiny, "--name", "tok"])
+    assert out.exit_code == 0 and "give --tokenizer" not in out.stderr
+    page = tmp_path / "r.html"
+    out = runner.invoke(cli, ["--store", store, "report", "sft/examples", "--out", str(page),
+                              "--quiet", "--tokenizer", tiny])
+    assert out.exit_code == 0, out.output
+    assert "length (tokenizer)" in page.read_text(encoding="utf-8")
+    runner.invoke(cli, ["--store", store, "report", "sft/examples", "--out", str(page),
+                        "--quiet"])
+    assert "length (tokenizer)" not in page.read_text(encoding="utf-8")
+
+
+def test_build_says_why_validate_runs_more_checks(tmp_path):
+    runner = CliRunner()
+    store = str(tmp_path / "store")
+    built = runner.invoke(cli, ["--store", store, "build", "sft", "--quiet"]).output
+    line = next(x for x in built.splitlines() if x.startswith("validation: passed"))
+    import re
+
+    n = int(re.search(r"\((\d+) row checks", line).group(1))
+    assert "adds 3 checks of the published files: row_conservation, shard_hashes, " \
+        "row_count" in line
+    validated = runner.invoke(cli, ["--store", store, "validate", "sft/examples"]).output
+    assert f"passed ({n + 3} checks" in validated
