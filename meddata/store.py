@@ -730,14 +730,31 @@ def _write_row_groups(writer: pq.ParquetWriter, table: pa.Table) -> None:
     writer.write_table(table.combine_chunks(), row_group_size=ROW_GROUP_ROWS)
 
 
+# the Hub's task_categories for each kind (what the rows train or evaluate)
+CARD_TASKS = {"canonical": ("question-answering", "text-generation"),
+              "sft": ("text-generation", "question-answering"),
+              "index": ("text-retrieval",)}
+_SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+          (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"),
+          (1_000_000_000, "100M<n<1B"))
+
+
+def size_category(rows: int) -> str:
+    """The Hub's size_categories bucket for a row count."""
+    return next((label for limit, label in _SIZES if rows < limit), "n>1B")
+
+
 def dataset_card(manifest: dict[str, Any]) -> str:
     """A Hugging Face dataset card whose YAML `configs` point at the shards, split by split."""
     import yaml
 
     splits = sorted({s["split"] for s in manifest["shards"]})
     header = {
+        "pretty_name": f"meddata {manifest['kind']}/{manifest['name']}",
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits]}],
+        "task_categories": list(CARD_TASKS.get(manifest["kind"], ("text-generation",))),
+        "size_categories": [size_category(manifest["rows"])],
         "tags": ["medical", "meddata", manifest["kind"]],
     }
     langs = sorted(manifest["stats"].get("counts", {}).get("lang", {}))
