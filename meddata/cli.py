@@ -783,9 +783,12 @@ def validate_cmd(ctx, refs, json_path, sample, max_chars) -> None:
 
 @cli.command("export")
 @click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["llamafactory", "jsonl"]), required=True,
+@click.option("--format", "fmt", type=click.Choice(["llamafactory", "jsonl", "lm-eval"]),
+              required=True,
               help="llamafactory: dataset_info.json plus JSON files in its documented "
-                   "layouts; jsonl: one JSON object per row.")
+                   "layouts; jsonl: one JSON object per row; lm-eval: a canonical benchmark "
+                   "as an lm-evaluation-harness task folder (YAML + data) with meddata "
+                   "eval's prompts (run it with lm_eval --include_path OUT).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder to write into (created).")
 @click.option("--layout", type=click.Choice(["sharegpt", "alpaca"]), default="sharegpt",
@@ -799,8 +802,15 @@ def export_cmd(ctx, ref, fmt, out_dir, layout, overwrite) -> None:
     from meddata.builders import export
 
     try:
-        written = export.export(_store(ctx).resolve(ref), out_dir, fmt, layout=layout,
-                                overwrite=overwrite)
+        if fmt == "lm-eval":
+            from meddata.evaluation.lm_eval_task import export_task
+
+            written, counts = export_task(_store(ctx).resolve(ref), out_dir)
+            click.echo(f"{counts['items']} items; {counts['open_or_unanswered']} open-answer "
+                       "or unanswered items left out", err=True)
+        else:
+            written = export.export(_store(ctx).resolve(ref), out_dir, fmt, layout=layout,
+                                    overwrite=overwrite)
     except (ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     for path in written:
