@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from collections import defaultdict
@@ -93,12 +94,25 @@ def write_lm_eval_layout(report: dict[str, Any], out: Path) -> list[Path]:
     """out/<model>/results_<date>.json and samples_<task>_<date>.jsonl, as lm-eval's
     --output_path writes them, from the per-item files under out/items; a task is a
     preset (mmlu_anatomy, medqa_4options, ...), or <preset>__<benchmark> when two
-    benchmarks share one."""
-    date = time.strftime("%Y-%m-%dT%H-%M-%S")
+    benchmarks share one.
+
+    The results file is written by lm-eval's own EvaluationTracker (its folder naming,
+    date id, task hashes and general config fields); the samples files are streamed
+    item by item beside it (the tracker would hold every sample in memory) and named with
+    the tracker's date id, as lm-eval names them."""
+    from lm_eval.loggers import EvaluationTracker
+
     written = []
     for m in report["models"]:
-        folder = out / sanitize(m["model"])
+        tracker = EvaluationTracker(output_path=str(out))
+        tracker.general_config_tracker.log_experiment_args(
+            model_source="hf", model_args={"pretrained": m["model"]},
+            system_instruction=None, chat_template=None, fewshot_as_multiturn=False)
+        folder = out / tracker.general_config_tracker.model_name_sanitized
         folder.mkdir(parents=True, exist_ok=True)
+        date = f"partial-{os.getpid()}"
+        task_hashes: dict[str, list[str]] = defaultdict(list)
+        samples_files: dict[str, Path] = {}
         benches_of = defaultdict(int)
         for r in m["results"].values():
             for p in r["presets"]:
@@ -118,13 +132,15 @@ def write_lm_eval_layout(report: dict[str, Any], out: Path) -> list[Path]:
                         if task not in files:
                             path = folder / f"samples_{task}_{date}.jsonl"
                             files[task] = path.open("w", encoding="utf-8")
-                            written.append(path)
+                            samples_files[task] = path
                             sums[task] = {}
                             meta[task] = {"bench": ref, "preset": item["preset"],
                                           "open": "correct" not in item}
                         sample = lm_eval_sample(doc_ids[task], item)
                         doc_ids[task] += 1
                         files[task].write(json.dumps(sample, ensure_ascii=False) + "\n")
+                        task_hashes[task].append(sample["doc_hash"] + sample["prompt_hash"]
+                                                 + sample["target_hash"])
                         for metric in sample["metrics"]:
                             n, total, squares = sums[task].get(metric, (0, 0.0, 0.0))
                             value = float(sample[metric])
@@ -150,8 +166,7 @@ def write_lm_eval_layout(report: dict[str, Any], out: Path) -> list[Path]:
                 "metadata": {"meddata_bench": meta[task]["bench"], "follows": preset.follows,
                              "version": 1.0}}
             n_samples[task] = {"original": n, "effective": n}
-        path = folder / f"results_{date}.json"
-        path.write_text(json.dumps({
+        results_dict = {
             "results": results, "group_subtasks": {t: [] for t in results},
             "configs": configs, "versions": dict.fromkeys(results, 1.0),
             "n-shot": dict.fromkeys(results, report["shots"]),
@@ -161,10 +176,22 @@ def write_lm_eval_layout(report: dict[str, Any], out: Path) -> list[Path]:
             "n-samples": n_samples,
             "config": {"model": "hf", "model_args": f"pretrained={m['model']}",
                        "limit": report["limit"]},
-            "model_name": m["model"], "model_name_sanitized": sanitize(m["model"]),
             "date": time.time(),
             "meddata": {"prompt": report["prompt"], "split": report["split"],
                         "method": report["method"]},
-        }, indent=2, ensure_ascii=False), encoding="utf-8")
-        written.append(path)
+        }
+        # the tracker hashes each task's samples as lm-eval does (doc+prompt+target hashes)
+        tracker.save_results_aggregated(
+            results=results_dict,
+            samples={t: [{"doc_hash": h, "prompt_hash": "", "target_hash": ""} for h in hashes]
+                     for t, hashes in task_hashes.items()})
+        date_id = getattr(tracker, "date_id", None)
+        result_file = folder / f"results_{date_id}.json"
+        if not date_id or not result_file.exists():
+            raise OSError(f"lm-eval's EvaluationTracker did not write {result_file}")
+        written.append(result_file)
+        for task, path in samples_files.items():
+            final = folder / f"samples_{task}_{date_id}.jsonl"
+            path.replace(final)
+            written.append(final)
     return written

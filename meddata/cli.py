@@ -1048,7 +1048,12 @@ def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, 
         click.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and per-item "
                    f"records under {out / 'items'}")
         if lm_eval_layout:
-            written = write_lm_eval_layout(report, out)
+            try:
+                written = write_lm_eval_layout(report, out)
+            except ImportError as e:
+                raise Failure("--lm-eval-layout writes through lm-eval's EvaluationTracker: "
+                              "pip install -e \".[lm-eval]\" (results.json and the items "
+                              "are written)") from e
             click.echo(f"wrote {len(written)} files in lm-eval's layout under {out}")
 
 

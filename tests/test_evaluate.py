@@ -249,7 +249,11 @@ def test_results_items_and_lm_eval_layout(tmp_path, tiny):
     (results_file,) = folder.glob("results_*.json")
     lm = json.loads(results_file.read_text())
     assert lm["results"]["medqa_4options"]["acc,none"] == pytest.approx(result["accuracy"])
+    # written by lm-eval's EvaluationTracker: its config fields and task hashes
+    assert lm["model_name"] == tiny and lm["model_name_sanitized"] == folder.name
+    assert set(lm["task_hashes"]) == {"medqa_4options"}
     (samples_file,) = folder.glob("samples_medqa_4options_*.jsonl")
+    assert samples_file.stem.split("_")[-1] == results_file.stem.split("_")[-1]
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
     assert [s["doc_id"] for s in samples] == list(range(len(items)))
     assert samples[0]["arguments"]["gen_args_0"] == {"arg_0": first["prompt"], "arg_1": " A"}
