@@ -235,3 +235,33 @@ def test_length_histograms_are_small_multiples_with_whole_counts():
     two = report.length_plot({k: hists[k] for k in ("a", "b")}, None, "estimate", "t")
     assert two.count('<g id="axes_') == 1 and "opacity: 0.25" in two  # see-through steps
     assert "length (estimate); bins as marked" in svg
+
+
+def test_chinese_renders_with_the_pages_font_stack(tmp_path):
+    """With a CJK font installed (fonts-noto-cjk), headless Chromium draws the report's
+    Chinese text with real glyphs: the screenshot differs from one of the same number of
+    characters no font has (drawn as empty boxes)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("no chromium")
+    fonts = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True) \
+        if shutil.which("fc-list") else None
+    if fonts is None or not fonts.stdout.strip():
+        pytest.skip("no CJK font installed (apt-get install fonts-noto-cjk)")
+    from meddata import report
+
+    def shot(text: str, name: str) -> bytes:
+        page = tmp_path / f"{name}.html"
+        page.write_text(f"<!doctype html><meta charset='utf-8'><style>{report.STYLE}</style>"
+                        f"<body><p style='font-size:40px'>{text}</p></body>",
+                        encoding="utf-8")
+        png = tmp_path / f"{name}.png"
+        subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--window-size=600,200", f"--screenshot={png}", page.as_uri()],
+                       capture_output=True, timeout=120, check=True)
+        return png.read_bytes()
+
+    chinese = shot("糖尿病是代谢性疾病", "zh")
+    boxes = shot("\U000f0000" * 9, "boxes")  # a private-use plane: no font has these
+    again = shot("糖尿病是代谢性疾病", "zh2")
+    assert chinese == again and chinese != boxes
