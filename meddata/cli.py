@@ -902,11 +902,7 @@ def _stage_command(stage: str) -> click.Command:
             store = _store(ctx)
             check(stage, store, data_ref, model, loaded)  # before anything heavy is imported
             if quiet:
-                _silence_libraries()
-            from meddata.progress import interactive
-
-            if quiet or not interactive():  # no redrawn bars (\r, [A) in a log file
-                loaded.trl.setdefault("disable_tqdm", True)
+                _silence_libraries()  # (and the trainer's bars: see train.common.trl_config)
             manifest = run(stage, store, data_ref, model, loaded)
         except (TrainError, ModelNotFound, JudgeUnavailable, ValueError, OSError,
                 _store_errors()) as e:

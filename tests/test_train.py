@@ -403,3 +403,24 @@ def test_validation_split_is_evaluated_once(env, monkeypatch):
     calls.clear()
     manifest = train(env, "sft", "sft/examples", env["model"], "eval-once-end")
     assert calls == [2] and "eval_loss" in manifest["metrics"]
+
+
+def test_training_log_piped_has_no_redrawn_bars(env):
+    """Training with stderr piped to a log: no carriage returns or cursor-up escapes, no
+    warning a user cannot act on (issue 33, item 4)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "meddata.cli", "--store", env["store"],
+                           "train", "sft", "--data", "sft/examples", "--model", env["model"],
+                           "--output", str(env["root"] / "piped"), *fast("sft")],
+                          capture_output=True, text=True, timeout=900,
+                          env={k: v for k, v in os.environ.items()
+                               if not k.startswith("TQDM_")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in (proc.stdout, proc.stderr):
+        assert "\r" not in text and "\x1b[" not in text
+    assert "gemm_4bit_forward" not in proc.stderr
+    assert "will assume that the vocabulary was not modified" not in proc.stderr
+    assert "sft: 2 steps on sft/examples@" in proc.stdout

@@ -40,5 +40,8 @@ def check(stage: str, store, data_ref: str, model: str, loaded) -> None:
 
 
 def run(stage: str, store, data_ref: str, model: str, loaded):
+    from .common import quiet_known_warnings
+
     check(stage, store, data_ref, model, loaded)
+    quiet_known_warnings()  # before the stage imports TRL, peft and bitsandbytes
     return module(stage).run(store, data_ref, model, loaded)

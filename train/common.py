@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import os
 import platform
 import warnings
 from dataclasses import dataclass
@@ -233,6 +234,12 @@ def trl_config(config_cls, loaded: Loaded, out: Path, has_eval: bool,
          else "gradient_checkpointing"): checkpointing,
         **stage_args,
     }
+    from meddata.progress import interactive
+
+    if not interactive() or os.environ.get("TQDM_DISABLE") == "1":
+        # stderr is a log file or a pipe (bars would write \r and [A escapes into it), or
+        # --quiet: the trainer prints its logs as lines instead
+        ours["disable_tqdm"] = True
     if has_eval:
         ours["eval_strategy"] = "steps"
         ours["eval_steps"] = s.eval_steps or s.save_steps
@@ -267,7 +274,15 @@ class Run:
 
 def quiet_known_warnings() -> None:
     """Warnings a user cannot act on: transformers 5's renamed checkpointing flag (raised
-    inside TRL and peft)."""
+    inside TRL and peft); peft's note, on saving an adapter of a local model, that it
+    assumes the vocabulary unchanged (LoRA never changes it); bitsandbytes' note, on
+    import, that an optional CPU 4-bit kernel package is missing (meddata quantizes only
+    on CUDA)."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"Could not find a config file in .* will "
+                            r"assume that the vocabulary was not modified", category=UserWarning)
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*",
                             category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated.*",
