@@ -921,7 +921,13 @@ def _stage_command(stage: str) -> click.Command:
 @cli.group("train", cls=TrainGroup)
 def train_group() -> None:
     """Train a stage (cpt, sft, reward, rlhf, dpo, kto, grpo) on a dataset version with TRL
-    and LoRA. `meddata train STAGE --help` lists that stage's settings."""
+    and LoRA. `meddata train STAGE --help` lists that stage's settings.
+
+    On CPU it is slow: a step of the 135M smollm2-135m-instruct took about 4 s on an idle
+    2-core machine (batch 2, max length 256) and about 100 s with the default settings on
+    the same machine under load; loading its GGUF file costs tens of seconds per command;
+    the validation split is evaluated once, at the end. docs/train.md ("What a CPU run
+    costs") has the figures and benchmarks/readme_model_lines.py measures them here."""
 
 
 def _silence_libraries() -> None:
