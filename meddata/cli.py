@@ -923,11 +923,11 @@ def train_group() -> None:
     """Train a stage (cpt, sft, reward, rlhf, dpo, kto, grpo) on a dataset version with TRL
     and LoRA. `meddata train STAGE --help` lists that stage's settings.
 
-    On CPU it is slow: a step of the 135M smollm2-135m-instruct took about 4 s on an idle
-    2-core machine (batch 2, max length 256) and about 100 s with the default settings on
-    the same machine under load; loading its GGUF file costs tens of seconds per command;
-    the validation split is evaluated once, at the end. docs/train.md ("What a CPU run
-    costs") has the figures and benchmarks/readme_model_lines.py measures them here."""
+    On CPU it is slow: on a shared 2-core machine, `train sft --max-steps 2` of the 135M
+    smollm2-135m-instruct took 300 s and 4.0 GiB, `train dpo --max-steps 2` 386 s and
+    10.6 GiB (each evaluates the validation split once, at the end; loading the GGUF
+    model costs tens of seconds per command). docs/train.md ("What a CPU run costs") has
+    the conditions; benchmarks/readme_model_lines.py measures them on your machine."""
 
 
 def _silence_libraries() -> None:
