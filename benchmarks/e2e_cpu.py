@@ -61,10 +61,11 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     args = ap.parse_args()
 
+    from meddata.evaluation.output import markdown
+    from meddata.evaluation.runner import EvalConfig, compare
     from meddata.store import Store
     from meddata.train import load_settings
     from meddata.train import run as train
-    from meddata.train.evaluate import EvalConfig, compare, markdown
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(args.store or Path(tmp) / "store")

@@ -32,9 +32,9 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from meddata.cli import cli
+    from meddata.evaluation import lm_eval_parity as parity
     from meddata.models import resolve_model
     from meddata.store import Store
-    from meddata.train import lm_eval_parity as parity
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -79,7 +79,8 @@ def main() -> None:
             del lm
             limited = {}
             t0 = time.perf_counter()
-            from meddata.train.evaluate import EvalConfig, Scorer, evaluate
+            from meddata.evaluation.runner import EvalConfig, evaluate
+            from meddata.evaluation.scorer import Scorer
 
             scorer = Scorer(MODEL, args.batch_size)
             for task, (ref, split) in refs.items():

@@ -162,7 +162,10 @@ def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progr
             "mode": result["mode"], "rows_checked": result["rows_checked"],
             "tokens_checked": checker.tokens,
             "failed": [c for c in result["checks"] if not c["success"]],
-            "checks": [c["name"] for c in result["checks"]]}
+            "checks": [c["name"] for c in result["checks"]],
+            "results": [{k: c.get(k) for k in ("name", "expectation", "description", "success",
+                                                "failing_rows", "observed")}
+                        for c in result["checks"]]}
         if measure.tok is not None:
             extra.setdefault("stats", {})["tokenizer"] = measure.describe()
             extra["stats"]["token_cache"] = {"hits": measure.cache_hits,

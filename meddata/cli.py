@@ -28,8 +28,21 @@ def _store(ctx: click.Context):
 
 
 def _published(version) -> None:
-    click.echo(f"published {version.kind}/{version.name}@{version.id}  "
-               f"({version.rows} rows) in {version.path}")
+    """What a publish did: a new version, or content that already existed (then which tags,
+    if any, moved to it)."""
+    ref = f"{version.kind}/{version.name}@{version.id}"
+    if not getattr(version, "existed", False):
+        click.echo(f"published {ref}  ({version.rows} rows) in {version.path}"
+                   + (f"; tagged {', '.join(version.tags_moved)}" if version.tags_moved else ""))
+        return
+    from meddata.store import Store
+
+    tags = Store(version.path.parent.parent.parent).tags(version.kind, version.name)
+    own = sorted(t for t, v in tags.items() if v == version.id)
+    moved = (f"tags moved to it: {', '.join(version.tags_moved)}" if version.tags_moved
+             else f"no tag moved (latest is {tags.get('latest', '-')})")
+    click.echo(f"already existed: {ref}  ({version.rows} rows, identical content) in "
+               f"{version.path}; its tags: {', '.join(own) or '-'}; {moved}")
 
 
 TRAIN_MODULES = ("torch", "transformers", "trl", "peft", "accelerate")
@@ -109,22 +122,30 @@ def cli(ctx: click.Context, store: str) -> None:
 # ---- store inspection ------------------------------------------------------------------------
 @cli.command("ls")
 @click.argument("kind", required=False)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the versions as a JSON list (kind, name, id, tags, rows, rejects, "
+                   "bytes, created_at, parents, path).")
 @click.pass_context
-def ls_cmd(ctx: click.Context, kind: str | None) -> None:
+def ls_cmd(ctx: click.Context, kind: str | None, as_json: bool) -> None:
     """List the versions in the store (optionally of one KIND)."""
-    from meddata.catalog import catalog
+    from pathlib import Path
+
+    from meddata.listing import versions
     from meddata.tables import human_bytes, table
 
+    root = Path(ctx.obj["store"])
+    if not root.is_dir():
+        raise Failure(f"there is no store at {root} (give --store PATH or set MEDDATA_STORE; "
+                      "`meddata build` or `meddata convert` creates one)")
     problems: list[str] = []
-    con = catalog(_store(ctx), problems)
-    where = "WHERE kind = ?" if kind else ""
-    rows = con.execute(f"SELECT kind || '/' || name, id, tags, rows, rejects, bytes, created_at "
-                       f"FROM versions {where} ORDER BY kind, name, created_at",
-                       [kind] if kind else []).fetchall()
-    if not rows:
+    rows = versions(root, kind, problems)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif not rows:
         click.echo(f"no versions in {ctx.obj['store']}")
     else:
-        click.echo(table([(r[0], r[1], r[2], r[3], r[4], human_bytes(r[5]), r[6])
+        click.echo(table([(f"{r['kind']}/{r['name']}", r["id"], ",".join(r["tags"]), r["rows"],
+                           r["rejects"], human_bytes(r["bytes"]), r["created_at"])
                           for r in rows],
                          ["dataset", "id", "tags", "rows", "rejects", "size", "created"]))
     for problem in problems:
@@ -231,6 +252,9 @@ def diff_cmd(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
                       for k in ("added", "removed", "changed")]
                      + [("unchanged", result["unchanged"], "")],
                      ["rows", "count", "examples"]))
+    if result["changed"].get("columns"):
+        click.echo("changed columns (rows): " + ", ".join(
+            f"{c} ({n})" for c, n in result["changed"]["columns"].items()))
     sch = result["schema"]
     if any(sch.values()):
         click.echo("\nschema changes:")
@@ -246,8 +270,10 @@ def diff_cmd(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
 
 @cli.command("sql")
 @click.argument("query")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the rows as a JSON list of objects (column -> value).")
 @click.pass_context
-def sql_cmd(ctx: click.Context, query: str) -> None:
+def sql_cmd(ctx: click.Context, query: str, as_json: bool) -> None:
     """Run a read-only SQL QUERY (SELECT only) on the catalog (tables: versions, tags,
     stages, shards) and the store's shards (read_parquet over shards.path). Nothing else can
     be read and nothing written: no COPY, ATTACH, EXPORT, SET, or other files.
@@ -257,7 +283,6 @@ def sql_cmd(ctx: click.Context, query: str) -> None:
     import duckdb
 
     from meddata.catalog import catalog, read_only_query
-    from meddata.tables import table
 
     con = catalog(_store(ctx))
     try:
@@ -266,7 +291,19 @@ def sql_cmd(ctx: click.Context, query: str) -> None:
         raise Failure(str(e)) from e
     except duckdb.Error as e:
         raise Failure(f"SQL error: {' '.join(str(e).split())}") from e
-    click.echo(table(cur.fetchall(), [d[0] for d in cur.description]))
+    _print_rows(cur.fetchall(), [d[0] for d in cur.description], as_json)
+
+
+def _print_rows(rows: list[tuple], columns: list[str], as_json: bool) -> None:
+    """A query's rows as a table, or with --json as a list of objects (values JSON cannot
+    hold, such as dates and decimals, as their text)."""
+    from meddata.tables import table
+
+    if as_json:
+        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], indent=2,
+                              ensure_ascii=False, default=str))
+    else:
+        click.echo(table(rows, columns))
 
 
 @cli.command("tag")
@@ -579,12 +616,15 @@ class KindChoice(click.ParamType):
 @click.option("--no-report", is_flag=True,
               help="Do not write the version's report.html (see `meddata report`).")
 @engine_options
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as one JSON object (version, stages, counts, lengths, "
+                   "validation, report) instead of tables; progress stays on stderr.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style, system_prompt,
               validation_ratio, max_tokens, tokenizer, tokenizer_backend, pack, rejected_strategy,
               rejected_model, rejected_backend, from_ref, allow_invalid, allow_short_mix,
-              retrieve_index, retrieve_k, no_report, engine, ray_address, quiet) -> None:
+              retrieve_index, retrieve_k, no_report, engine, ray_address, as_json, quiet) -> None:
     """Build a KIND version from canonical versions (REFS), a recipe, or the examples.
 
     \b
@@ -619,6 +659,11 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             max_tokens=max_tokens, tokenizer=tokenizer, tokenizer_backend=tokenizer_backend,
             pack=pack, from_ref=from_ref, rejected=rejected,
             retrieve={"index": retrieve_index, "k": retrieve_k} if retrieve_index else None)
+        if recipe.max_tokens and not recipe.tokenizer:
+            click.echo(f"warning: max_tokens {recipe.max_tokens} counts estimated tokens "
+                       "(words + CJK characters), often 2-3 times fewer than a model's "
+                       "tokens, so longer rows pass; give --tokenizer FOLDER to count the "
+                       "model's own", err=True)
         if allow_short_mix:
             if recipe.mix is None:
                 raise recipe_mod.RecipeError("--allow-short-mix: the recipe has no `mix`")
@@ -630,6 +675,10 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             RuntimeError, ModelNotFound, _store_errors()) as e:
         raise Failure(str(e)) from e
     m = version.manifest
+    if as_json:
+        click.echo(json.dumps(_build_summary(version), indent=2, ensure_ascii=False,
+                              default=str))
+        return
     _published(version)
     click.echo("\n" + stages_table(m["stages"]))
     counts = m["stats"]["counts"]
@@ -661,8 +710,12 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
             click.echo(f"{name}: {rep['generated']} generated, {rep['from_cache']} from the "
                        f"cache, {rep['new_tokens']} new tokens ({rep['cache']})")
     val = m["validation"]
+    from meddata.validation import MANIFEST_CHECKS
+
     click.echo(f"validation: {'passed' if val['success'] else 'FAILED'} "
-               f"({len(val['checks'])} checks on {val['rows_checked']} rows)"
+               f"({len(val['checks'])} row checks on {val['rows_checked']} rows, before "
+               f"publishing; `meddata validate` adds {len(MANIFEST_CHECKS)} checks of the "
+               f"published files: {', '.join(MANIFEST_CHECKS)})"
                + ("; published with --allow-invalid" if not val["success"] else ""))
     if m.get("mix", {}).get("groups"):
         from meddata.steps.mix import card_lines
@@ -670,6 +723,22 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
         click.echo("\n" + "\n".join(card_lines(m)[3:]))
     if m.get("report"):
         click.echo(f"report: {version.path / m['report']}")
+
+
+def _build_summary(version) -> dict:
+    """What `build` prints, as one object (`build --json`)."""
+    m = version.manifest
+    val = m["validation"]
+    return {"ref": f"{version.kind}/{version.name}@{version.id}", "kind": version.kind,
+            "name": version.name, "id": version.id, "rows": version.rows,
+            "path": str(version.path), "existed": version.existed,
+            "tags_moved": version.tags_moved, "stages": m["stages"],
+            "counts": m["stats"]["counts"], "length_tokens": m["stats"].get("length_tokens"),
+            "kto": m["stats"].get("kto"),
+            "rejected": (version.this_run or m).get("rejected", {}),
+            "validation": {"success": val["success"], "checks": len(val["checks"]),
+                           "rows_checked": val["rows_checked"]},
+            "report": str(version.path / m["report"]) if m.get("report") else None}
 
 
 @cli.group("index")
@@ -750,9 +819,14 @@ def index_query_cmd(ctx, ref, text, k) -> None:
               "removed and changed, shifts per source and language, lengths overlaid.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="The HTML file to write (default: report-KIND-NAME-ID.html here).")
+@click.option("--tokenizer", type=click.Path(exists=True, file_okay=False),
+              help="Measure lengths with this local tokenizer folder (chat template "
+                   "included), e.g. the model you will train; default: the tokenizer the "
+                   "version was built with, if any, else an estimate (words + CJK "
+                   "characters).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def report_cmd(ctx, ref, against_ref, out_path, quiet) -> None:
+def report_cmd(ctx, ref, against_ref, out_path, tokenizer, quiet) -> None:
     """Write one self-contained HTML page about a version: summary, plots (lengths, mix,
     the ledger, drops), dedup clusters, decontamination matches, rejects and samples. It
     opens offline (plots are inline SVG, no scripts).
@@ -770,7 +844,7 @@ def report_cmd(ctx, ref, against_ref, out_path, quiet) -> None:
         version = store.resolve(ref)
         against = store.resolve(against_ref) if against_ref else None
         out = Path(out_path or f"report-{version.kind}-{version.name}-{version.id}.html")
-        report.write(version, out, store, against, progress=not quiet)
+        report.write(version, out, store, against, progress=not quiet, tokenizer=tokenizer)
     except (OSError, ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     click.echo(f"wrote {out} ({out.stat().st_size / 1024:,.0f} KB)")
@@ -842,9 +916,12 @@ def validate_cmd(ctx, refs, json_path, sample, max_chars, max_identifiers) -> No
 
 @cli.command("export")
 @click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["llamafactory", "jsonl"]), required=True,
+@click.option("--format", "fmt", type=click.Choice(["llamafactory", "jsonl", "lm-eval"]),
+              required=True,
               help="llamafactory: dataset_info.json plus JSON files in its documented "
-                   "layouts; jsonl: one JSON object per row.")
+                   "layouts; jsonl: one JSON object per row; lm-eval: a canonical benchmark "
+                   "as an lm-evaluation-harness task folder (YAML + data) with meddata "
+                   "eval's prompts (run it with lm_eval --include_path OUT).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder to write into (created).")
 @click.option("--layout", type=click.Choice(["sharegpt", "alpaca"]), default="sharegpt",
@@ -858,8 +935,15 @@ def export_cmd(ctx, ref, fmt, out_dir, layout, overwrite) -> None:
     from meddata.builders import export
 
     try:
-        written = export.export(_store(ctx).resolve(ref), out_dir, fmt, layout=layout,
-                                overwrite=overwrite)
+        if fmt == "lm-eval":
+            from meddata.evaluation.lm_eval_task import export_task
+
+            written, counts = export_task(_store(ctx).resolve(ref), out_dir)
+            click.echo(f"{counts['items']} items; {counts['open_or_unanswered']} open-answer "
+                       "or unanswered items left out", err=True)
+        else:
+            written = export.export(_store(ctx).resolve(ref), out_dir, fmt, layout=layout,
+                                    overwrite=overwrite)
     except (ValueError, _store_errors()) as e:
         raise Failure(str(e)) from e
     for path in written:
@@ -867,6 +951,21 @@ def export_cmd(ctx, ref, fmt, out_dir, layout, overwrite) -> None:
 
 
 # ---- training ------------------------------------------------------------------------------------
+ALLOW_DOWNLOAD_HELP = ("Let a hub id that is not in the local Hugging Face cache be "
+                       "downloaded (the same as MEDDATA_ALLOW_DOWNLOAD=1). Without it, models "
+                       "load from aliases, local folders and the cache only, and an unknown "
+                       "name fails at once.")
+
+
+def _allow_download(flag: bool) -> None:
+    import os
+
+    from meddata.models import ALLOW_DOWNLOAD_ENV
+
+    if flag:
+        os.environ[ALLOW_DOWNLOAD_ENV] = "1"
+
+
 class TrainGroup(click.Group):
     """`meddata train STAGE`: one subcommand per stage, its help listing that stage's
     settings (read from the stage module's Settings class, without importing torch)."""
@@ -911,17 +1010,18 @@ def _stage_command(stage: str) -> click.Command:
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="A setting, YAML-valued (repeatable): --set lora_r=8 --set "
                        "trl.weight_decay=0.01.")
+    @click.option("--allow-download", is_flag=True, help=ALLOW_DOWNLOAD_HELP)
     @click.option("--quiet", is_flag=True, help="No progress bars or library logging.")
     @click.pass_context
-    def command(ctx, data_ref, model, config_path, output, max_steps, merge, sets, quiet):
+    def command(ctx, data_ref, model, config_path, output, max_steps, merge, sets,
+                allow_download, quiet):
         _need_train_extra("train")
+        _allow_download(allow_download)
         from meddata.models import ModelNotFound
-        from meddata.train import load_settings, run
+        from meddata.train import check, load_settings, run
         from meddata.train.judge import JudgeUnavailable
         from meddata.train.settings import TrainError, parse_overrides
 
-        if quiet:
-            _silence_libraries()
         try:
             overrides = parse_overrides(sets)
             for key, value in (("output_dir", output), ("max_steps", max_steps),
@@ -929,9 +1029,11 @@ def _stage_command(stage: str) -> click.Command:
                 if value is not None:
                     overrides[key] = value
             loaded = load_settings(stage, config_path, overrides)
+            store = _store(ctx)
+            check(stage, store, data_ref, model, loaded)  # before anything heavy is imported
             if quiet:
-                loaded.trl.setdefault("disable_tqdm", True)
-            manifest = run(stage, _store(ctx), data_ref, model, loaded)
+                _silence_libraries()  # (and the trainer's bars: see train.common.trl_config)
+            manifest = run(stage, store, data_ref, model, loaded)
         except (TrainError, ModelNotFound, JudgeUnavailable, ValueError, OSError,
                 _store_errors()) as e:
             raise Failure(str(e)) from e
@@ -949,7 +1051,13 @@ def _stage_command(stage: str) -> click.Command:
 @cli.group("train", cls=TrainGroup)
 def train_group() -> None:
     """Train a stage (cpt, sft, reward, rlhf, dpo, kto, grpo) on a dataset version with TRL
-    and LoRA. `meddata train STAGE --help` lists that stage's settings."""
+    and LoRA. `meddata train STAGE --help` lists that stage's settings.
+
+    On CPU it is slow: on a shared 2-core machine, `train sft --max-steps 2` of the 135M
+    smollm2-135m-instruct took 300 s and 4.0 GiB, `train dpo --max-steps 2` 386 s and
+    10.6 GiB (each evaluates the validation split once, at the end; loading the GGUF
+    model costs tens of seconds per command). docs/train.md ("What a CPU run costs") has
+    the conditions; benchmarks/readme_model_lines.py measures them on your machine."""
 
 
 def _silence_libraries() -> None:
@@ -957,6 +1065,9 @@ def _silence_libraries() -> None:
     logs at errors only (train and eval import them anyway)."""
     import os
 
+    # tqdm reads TQDM_* defaults when it is first imported: this silences bars libraries
+    # draw with a bare tqdm (transformers' GGUF de-quantization), before they import it
+    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -1009,36 +1120,37 @@ def _silence_libraries() -> None:
 @click.option("--lm-eval-layout", is_flag=True,
               help="With --out, also write <model>/results_<date>.json and "
                    "samples_<task>_<date>.jsonl as lm-evaluation-harness does.")
+@click.option("--allow-download", is_flag=True, help=ALLOW_DOWNLOAD_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bars or library messages.")
 @click.pass_context
 def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, shots,
              batch_size, max_new_tokens, max_length, out_dir, rag_indexes, rag_k, rag_tokens,
-             lm_eval_layout, quiet) -> None:
+             lm_eval_layout, allow_download, quiet) -> None:
     """Evaluate one or more models on benchmark versions and print a comparison table:
     accuracy with a 95 % interval (single- and multiple-answer apart), BLEU-1..4 and
     ROUGE-1/2/L on open answers, per case for CMB-Clin."""
     _need_train_extra("eval")
     from pathlib import Path
 
+    from meddata.evaluation.output import markdown, write_lm_eval_layout
+    from meddata.evaluation.runner import EvalConfig, check, compare
     from meddata.models import ModelNotFound
-    from meddata.train.evaluate import EvalConfig, compare, markdown, write_lm_eval_layout
     from meddata.train.settings import TrainError
 
     if lm_eval_layout and not out_dir:
         raise click.UsageError("--lm-eval-layout writes into the --out folder; give --out")
-    if quiet:
-        _silence_libraries()
+    _allow_download(allow_download)
     store = _store(ctx)
     out = Path(out_dir) if out_dir else None
     try:
         versions = [store.resolve(b) for b in benches]
-        for v in versions:
-            if v.kind != "canonical":
-                raise TrainError(f"{v.ref}: benchmarks are canonical versions")
         config = EvalConfig(method=method, prompt=prompt_style, choices=choices,
                             split=None if split == "all" else split, limit=limit, shots=shots,
                             batch_size=batch_size, max_new_tokens=max_new_tokens,
                             max_length=max_length, rag_k=rag_k, rag_tokens=rag_tokens)
+        check(list(models), versions, config)  # before any model or index loads
+        if quiet:
+            _silence_libraries()
         indexes = []
         if rag_indexes:
             from meddata.retrieval import Index
@@ -1068,7 +1180,12 @@ def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, 
         click.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and per-item "
                    f"records under {out / 'items'}")
         if lm_eval_layout:
-            written = write_lm_eval_layout(report, out)
+            try:
+                written = write_lm_eval_layout(report, out)
+            except ImportError as e:
+                raise Failure("--lm-eval-layout writes through lm-eval's EvaluationTracker: "
+                              "pip install -e \".[lm-eval]\" (results.json and the items "
+                              "are written)") from e
             click.echo(f"wrote {len(written)} files in lm-eval's layout under {out}")
 
 

@@ -8,6 +8,7 @@ recipe and inputs give the same version id. See docs/recipes.md for every key.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,7 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None,
     for i, src in enumerate(recipe.sources):
         src.check(f"recipe.sources[{i}]")
         if base_dir is not None:
+            _check_relative_paths(src.paths, base_dir, f"recipe.sources[{i}].paths")
             src.paths = [str(p if Path(p).is_absolute() else (base_dir / p)) for p in src.paths]
     if base_dir is not None and recipe.tokenizer and not Path(recipe.tokenizer).is_absolute() \
             and (base_dir / recipe.tokenizer).exists():
@@ -225,6 +227,20 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None,
         except SettingsError as e:
             raise RecipeError(str(e)) from None
     return recipe
+
+
+def _check_relative_paths(paths: list[str], base_dir: Path, where: str) -> None:
+    """A relative path that is not there: one line saying that a recipe's paths are relative
+    to the recipe file's folder (a single `org/name` may be a hub id, checked later)."""
+    if len(paths) == 1 and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", paths[0]) \
+            and not (base_dir / paths[0]).exists():
+        return
+    for p in paths:
+        if not Path(p).is_absolute() and not (base_dir / p).exists():
+            raise RecipeError(f"{where}: {p} is not there: paths in a recipe are relative to "
+                              f"the recipe file's folder ({base_dir}), so it was looked for "
+                              f"at {base_dir / p}; give a path from that folder, or an "
+                              "absolute one")
 
 
 def load(path: str | Path) -> Recipe:

@@ -78,10 +78,13 @@ def _bin(values: np.ndarray) -> np.ndarray:
     return np.bincount(idx, minlength=len(EDGES))
 
 
-def _measure(version: Version):
-    """The recorded tokenizer when it is still on this machine, else the estimate."""
+def _measure(version: Version, tokenizer: str | None = None):
+    """`tokenizer` (a local folder) when given, else the tokenizer the version was built
+    with when it is still on this machine, else the estimate."""
     from meddata.length import Measure
 
+    if tokenizer:
+        return Measure(tokenizer)
     recipe = version.manifest.get("recipe") or {}
     path = recipe.get("tokenizer")
     if path and Path(path).exists():
@@ -112,14 +115,15 @@ def _lengths(version: Version, batch: pa.RecordBatch, measure) -> np.ndarray:
     return np.asarray(registry.get(version.kind).length(batch, measure), dtype=np.int64)
 
 
-def collect(version: Version, progress: bool = False, verify: str = "size") -> Facts:
+def collect(version: Version, progress: bool = False, verify: str = "size",
+            tokenizer: str | None = None) -> Facts:
     import polars as pl
 
     from meddata.length import Measure
     from meddata.progress import bar
 
     facts = Facts(version)
-    measure = _measure(version) if version.kind != "canonical" else Measure(None)
+    measure = _measure(version, tokenizer) if version.kind != "canonical" else Measure(None)
     facts.counter = measure.describe()["counter"]
     facts.max_tokens = (version.manifest.get("recipe") or {}).get("max_tokens")
     packed = "input_ids" in version.schema.names
@@ -265,44 +269,95 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
-def _figure(width: float = 7.0, height: float = 3.2):
+# CJK fonts named after DejaVu Sans (matplotlib's default, which has no CJK glyphs), in the
+# page's font stack and in the plots' text: each glyph comes from the first font that has it
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN",
+             "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "WenQuanYi Micro Hei")
+
+
+def _plot_fonts() -> list[str]:
+    """DejaVu Sans, then the CJK fonts matplotlib finds here (so it measures CJK text
+    with a real font and does not warn about missing glyphs)."""
+    from matplotlib import font_manager
+
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(f for f in CJK_FONTS if f in have)]
+
+
+def _figure(width: float = 7.0, height: float = 3.2, rows: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 9,
+                         "font.family": _plot_fonts(),
                          "axes.spines.top": False, "axes.spines.right": False})
     plt.rcParams["svg.hashsalt"] = f"meddata-{_figure.count}"  # unique ids per inline SVG
     _figure.count += 1
+    if rows > 1:
+        return plt.subplots(rows, 1, figsize=(width, height), sharex=True, squeeze=False)
     return plt.subplots(figsize=(width, height))
 
 
 _figure.count = 0
 
 
-def _bin_labels() -> list[str]:
-    return [f"{EDGES[i]}" for i in range(len(EDGES))]
+def _counts_axis(axis) -> None:
+    """Whole-number ticks on an axis of counts (no 0.5 rows)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True, nbins=4))
 
 
 def length_plot(hists: dict[str, np.ndarray], max_tokens: int | None, counter: str,
                 title: str) -> str:
-    """Step histograms, one line per series, on the EDGES bins (log-spaced axis)."""
-    fig, ax = _figure()
+    """Histograms on the EDGES bins, drawn at their true positions on a log-scaled length
+    axis (the 0-15 bin from 1), so a wide bin looks wide. One or two series: filled steps
+    with transparency on one plot; more: small multiples, one plot per series, sharing the
+    length axis, each with its own count scale."""
     used = max((int(np.flatnonzero(h).max()) for h in hists.values() if h.any()), default=0)
-    x = np.arange(used + 2)
-    for name, h in sorted(hists.items()):
-        ax.step(x, np.append(h[:used + 1], 0), where="post", label=name)
-    ax.set_xticks(x[:-1], _bin_labels()[:used + 1], rotation=45, fontsize=7)
-    if max_tokens:
-        pos = np.searchsorted(EDGES, max_tokens, side="right") - 1
-        pos += (max_tokens - EDGES[pos]) / max(1, (EDGES[min(pos + 1, len(EDGES) - 1)]
-                                                    - EDGES[pos]))
-        ax.axvline(pos, color="crimson", linestyle="--", label=f"max_tokens {max_tokens}")
-    ax.set_xlabel(f"length ({counter}), bin start")
-    ax.set_ylabel("rows")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncols=2)
+    edges = EDGES[:used + 2].astype(float)
+    edges[0] = 1.0
+    series = sorted(hists.items())
+    multiples = len(series) > 2
+    if multiples:
+        fig, axes = _figure(7.0, 0.55 + 0.62 * len(series), rows=len(series))
+        axes = [a[0] for a in axes]
+    else:
+        fig, ax = _figure()
+        axes = [ax] * len(series) or [ax]
+    colors = ["#4878a8", "#d1802f", "#4c9a60", "#c25b56", "#8a6bb0", "#8c6d4f", "#c873b0",
+              "#7f7f7f", "#a8a838", "#3fa6b5"]
+    for i, ((name, h), ax) in enumerate(zip(series, axes)):
+        values = np.append(h[:used + 1], h[used] if used < len(h) else 0).astype(float)
+        color = colors[i % len(colors)]
+        ax.fill_between(edges, values, step="post", alpha=0.25, color=color, linewidth=0)
+        ax.step(edges, values, where="post", color=color, label=name, linewidth=1.2)
+        _counts_axis(ax.yaxis)
+        if multiples:
+            ax.text(0.995, 0.92, f"{name} ({int(h.sum()):,})", transform=ax.transAxes,
+                    ha="right", va="top", fontsize=7)
+    for ax in dict.fromkeys(axes):
+        ax.set_xscale("log", base=2)
+        if max_tokens:
+            ax.axvline(max_tokens, color="crimson", linestyle="--",
+                       label=f"max_tokens {max_tokens}")
+    last = axes[-1]
+    last.set_xticks(edges, [f"{int(e) if e > 1 else 0}" for e in edges], rotation=45,
+                    fontsize=7)
+    last.minorticks_off()
+    last.set_xlim(edges[0], edges[-1])
+    last.set_xlabel(f"length ({counter}); bins as marked")
+    if multiples:
+        fig.supylabel("rows per bin", fontsize=8)
+        axes[0].set_title(title)
+        if max_tokens:
+            axes[0].legend(fontsize=7, loc="upper left")
+    else:
+        axes[0].set_ylabel("rows per bin")
+        axes[0].set_title(title)
+        axes[0].legend(fontsize=7, ncols=2)
     return _svg(fig)
 
 
@@ -312,6 +367,8 @@ def bar_plot(values: dict[str, int | float], title: str, xlabel: str = "rows") -
     ax.barh([str(k) for k, _ in items][::-1], [v for _, v in items][::-1], color="#4878a8")
     for y, (_, v) in enumerate(items[::-1]):
         ax.text(v, y, f" {v:,}", va="center", fontsize=7)
+    if all(float(v).is_integer() for _, v in items):
+        _counts_axis(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     return _svg(fig)
@@ -325,6 +382,7 @@ def ledger_plot(stages: list[dict[str, Any]]) -> str:
     ax.barh(np.arange(len(names)) - 0.2, [s["rows_out"] for s in stages][::-1], height=0.4,
             label="rows out", color="#4878a8")
     ax.set_yticks(np.arange(len(names)), names)
+    _counts_axis(ax.xaxis)
     ax.set_xlabel("rows")
     ax.set_title("Rows in and out of each stage")
     ax.legend(fontsize=7)
@@ -341,6 +399,7 @@ def drops_plot(stages: list[dict[str, Any]]) -> str:
         ax.barh(names, widths, left=left, label=reason)
         left += widths
     ax.invert_yaxis()
+    _counts_axis(ax.xaxis)
     ax.set_xlabel("rows dropped")
     ax.set_title("Drops by reason and stage")
     ax.legend(fontsize=7, ncols=2)
@@ -352,6 +411,7 @@ def fill_plot(fill: np.ndarray) -> str:
     ax.bar(FILL_EDGES[:-1], fill, width=FILL_EDGES[1] - FILL_EDGES[0], align="edge",
            color="#4878a8")
     ax.set_xlabel("share of max_tokens filled")
+    _counts_axis(ax.yaxis)
     ax.set_ylabel("packed rows")
     ax.set_title("Sequence fill of packed rows")
     return _svg(fig)
@@ -364,6 +424,7 @@ def label_plot(labels: dict[str, Counter]) -> str:
     bad = np.array([labels[s][False] for s in names])
     ax.barh(names, good, label="desirable (True)", color="#4c9a60")
     ax.barh(names, bad, left=good, label="undesirable (False)", color="#c25b56")
+    _counts_axis(ax.xaxis)
     ax.set_xlabel("rows")
     ax.set_title("KTO label balance per source")
     ax.legend(fontsize=7)
@@ -372,7 +433,8 @@ def label_plot(labels: dict[str, Counter]) -> str:
 
 # ---- HTML ------------------------------------------------------------------------------------------
 STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC","PingFang SC","Hiragino Sans GB","Microsoft YaHei","WenQuanYi Micro Hei",sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+svg text{font-family:"DejaVu Sans","Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC","PingFang SC","Hiragino Sans GB","Microsoft YaHei","WenQuanYi Micro Hei",sans-serif !important}
 header{background:#1d3557;color:#fff;padding:18px 28px}header h1{margin:0;font-size:20px}
 header p{margin:4px 0 0;opacity:.85}main{padding:8px 28px 40px;max-width:1200px}
 section{background:#fff;border:1px solid #dde2ea;border-radius:8px;margin:16px 0;padding:12px 18px}
@@ -477,6 +539,45 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f"<section id='{anchor}'><h2>{_e(title)}</h2>{body}</section>"
 
 
+def check_results(version: Version) -> tuple[str, list[dict[str, Any]], int]:
+    """(where from, each check's result, rows checked): the latest `meddata validate` run
+    recorded beside the version (its row suite and the checks of the published files),
+    else the build's pre-publish results in the manifest."""
+    runs = sorted((version.path / "validations").glob("*.json"))
+    if runs:
+        try:
+            run = json.loads(runs[-1].read_text(encoding="utf-8"))
+            return (f"meddata validate, {run.get('run_at', runs[-1].stem)}", run["checks"],
+                    run.get("rows_checked", 0))
+        except (OSError, ValueError, KeyError):
+            pass
+    val = version.manifest.get("validation") or {}
+    return "the build, before publishing", val.get("results") or [], val.get("rows_checked", 0)
+
+
+def _observed(check: dict[str, Any], rows: int) -> str:
+    """What a check saw, as great-expectations' data docs show it: its measured value, or
+    for a per-row expectation how many rows were unexpected."""
+    if check.get("observed") is not None:
+        value = check["observed"]
+        return f"{value:,}" if isinstance(value, int) else str(value)
+    if check.get("expectation") == "manifest":
+        return "as recorded" if check.get("success") else "differs"
+    bad = int(check.get("failing_rows") or 0)
+    share = f" ({100 * bad / rows:.2f} %)" if rows else ""
+    return f"{bad:,} of {rows:,} rows unexpected{share}"
+
+
+def checks_table(version: Version) -> str:
+    where, checks, rows = check_results(version)
+    if not checks:
+        return ""
+    return (f"<h3>Checks ({_e(where)})</h3>" + _table(
+        ["check", "expects", "result", "observed value"],
+        [[c["name"], c.get("description") or c.get("expectation") or "",
+          "passed" if c.get("success") else "FAILED", _observed(c, rows)] for c in checks]))
+
+
 def summary_section(version: Version, store: Store | None) -> str:
     m = version.manifest
     tags = []
@@ -507,7 +608,7 @@ def summary_section(version: Version, store: Store | None) -> str:
                      + f" ({len(val.get('checks', []))} checks on {val['rows_checked']:,} rows)"
                      + (f"; failed: {', '.join(c['name'] for c in val['failed'])}"
                         if val.get("failed") else "")])
-    body = _table(None, rows)
+    body = _table(None, rows) + checks_table(version)
     parents = m.get("parents") or []
     if parents:
         body += "<h3>Parents</h3>" + _table(["version", "role"], [
@@ -666,18 +767,31 @@ def steps_section(version: Version) -> str:
     return _section("steps", "Steps", "".join(body))
 
 
+def _reject_origin(ex: dict[str, Any]) -> str:
+    """Where a reject came from: file and position for a record a converter rejected; the
+    stage and the row's id for a row a build stage dropped (it has no file)."""
+    if ex.get("file"):
+        return ex["file"] + (f", position {ex['position']}" if ex.get("position") is not None
+                             else "")
+    try:
+        row_id = json.loads(ex.get("raw") or "{}").get("id")
+    except (ValueError, AttributeError):
+        row_id = None
+    return f"stage {ex.get('stage') or '?'}" + (f", row {row_id}" if row_id else "")
+
+
 def rejects_section(summary: dict[str, Any]) -> str:
     if not summary["counts"]:
         return _section("rejects", "Rejects", "<p>Nothing was rejected.</p>")
-    rows = [[stage, reason, file, n] for (stage, reason, file), n in
+    rows = [[stage, reason, file if file != "-" else "(a built row)", n]
+            for (stage, reason, file), n in
             sorted(summary["counts"].items(), key=lambda kv: -kv[1])]
     body = [_table(["stage", "reason", "file", "rows"], rows, {3})]
     for reason, examples in summary["examples"].items():
         body.append(f"<h3>{_e(reason)}</h3>")
         for ex in examples:
-            where = f"{ex['file'] or '-'}, position {ex['position']}" \
-                if ex.get("position") is not None else (ex["file"] or "-")
-            body.append(f"<p>{_e(where)}: {_e(ex.get('detail') or '')}</p>{_raw(ex['raw'])}")
+            body.append(f"<p>{_e(_reject_origin(ex))}: {_e(ex.get('detail') or '')}</p>"
+                        f"{_raw(ex['raw'])}")
     return _section("rejects", "Rejects", "".join(body))
 
 
@@ -711,11 +825,11 @@ def against_section(facts: Facts, other: Facts) -> str:
 
 
 def render(version: Version, store: Store | None = None, against: Version | None = None,
-           progress: bool = False, verify: str = "size") -> str:
+           progress: bool = False, verify: str = "size", tokenizer: str | None = None) -> str:
     """The page; `verify` is how the version's shards are checked before reading ("none"
-    while its publish is still writing it)."""
-    facts = collect(version, progress, verify)
-    other = collect(against, progress) if against is not None else None
+    while its publish is still writing it); lengths in `tokenizer`'s tokens when given."""
+    facts = collect(version, progress, verify, tokenizer)
+    other = collect(against, progress, tokenizer=tokenizer) if against is not None else None
     sections = [summary_section(version, store), plots_section(facts, other)]
     if against is not None:
         sections.append(against_section(facts, other))
@@ -736,7 +850,9 @@ def render(version: Version, store: Store | None = None, against: Version | None
 
 
 def write(version: Version, out: Path, store: Store | None = None,
-          against: Version | None = None, progress: bool = False) -> Path:
+          against: Version | None = None, progress: bool = False,
+          tokenizer: str | None = None) -> Path:
     out = Path(out)
-    out.write_text(render(version, store, against, progress), encoding="utf-8")
+    out.write_text(render(version, store, against, progress, tokenizer=tokenizer),
+                   encoding="utf-8")
     return out

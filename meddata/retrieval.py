@@ -329,7 +329,8 @@ class Index:
         return self.version.rows
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        """The top-k chunks of each query, best first (positions and scores)."""
+        """The top-k chunks of each query, best first (positions and scores); with BM25,
+        only chunks that share a term with the query."""
         k = min(k, self.rows)
         if not queries or k == 0:
             return [[] for _ in queries]
@@ -341,7 +342,10 @@ class Index:
             vectors = self.model.encode(queries, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
             scores, docs = self.index.search(np.ascontiguousarray(vectors, np.float32), k)
-        return [[Hit(int(d), float(s)) for d, s in zip(drow, srow) if d >= 0]
+        # BM25 scores 0 when no query term is in the chunk: such a chunk is no hit (bm25s
+        # fills k slots regardless), so a query with few matches gets fewer than k hits
+        floor = 0.0 if self.settings.method == "bm25" else float("-inf")
+        return [[Hit(int(d), float(s)) for d, s in zip(drow, srow) if d >= 0 and s > floor]
                 for drow, srow in zip(docs, scores)]
 
     def fetch(self, hits: list[list[Hit]]) -> list[list[Hit]]:

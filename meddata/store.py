@@ -220,6 +220,8 @@ class Version:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.this_run: dict[str, Any] | None = None  # set by the run that returned it
+        self.existed = False            # set by a publish that found this content already there
+        self.tags_moved: list[str] = []  # ... and the tags that publish pointed at it
         try:
             if self.path.is_symlink() or (self.path / "manifest.json").is_symlink():
                 raise ValueError("a symlink, which meddata does not follow")
@@ -975,7 +977,9 @@ class Publisher:
             if final.exists():  # identical content: returns the existing version, and gives
                 shutil.rmtree(self.tmp, ignore_errors=True)  # it tags if a crash left none
                 self.version = Version(self.store.inside(final))
-                self.store.ensure_tagged(self.kind, self.name, vid)
+                tag = self.store.ensure_tagged(self.kind, self.name, vid)
+                self.version.existed = True
+                self.version.tags_moved = [tag, "latest"] if tag else []
                 return self.version
             manifest = redact(self._manifest(vid, digest))
             if self._report is not None:
@@ -996,13 +1000,14 @@ class Publisher:
             os.unlink(self.tmp / BUSY)
             os.rename(self.tmp, final)
             try:
-                self.store.ensure_tagged(self.kind, self.name, vid)
+                tag = self.store.ensure_tagged(self.kind, self.name, vid)
             except Exception:
                 # the tags could not be written (a full disk): take the version back out,
                 # so the store is as it was before this publish
                 os.rename(final, self.tmp)
                 raise
         self.version = Version(final)
+        self.version.tags_moved = [tag, "latest"] if tag else []
         return self.version
 
     def _write_manifest(self, manifest: dict[str, Any], card: bool = True) -> None:
@@ -1076,14 +1081,31 @@ def _write_row_groups(writer: pq.ParquetWriter, table: pa.Table) -> None:
     writer.write_table(table.combine_chunks(), row_group_size=ROW_GROUP_ROWS)
 
 
+# the Hub's task_categories for each kind (what the rows train or evaluate)
+CARD_TASKS = {"canonical": ("question-answering", "text-generation"),
+              "sft": ("text-generation", "question-answering"),
+              "index": ("text-retrieval",)}
+_SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+          (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"),
+          (1_000_000_000, "100M<n<1B"))
+
+
+def size_category(rows: int) -> str:
+    """The Hub's size_categories bucket for a row count."""
+    return next((label for limit, label in _SIZES if rows < limit), "n>1B")
+
+
 def dataset_card(manifest: dict[str, Any]) -> str:
     """A Hugging Face dataset card whose YAML `configs` point at the shards, split by split."""
     import yaml
 
     splits = sorted({s["split"] for s in manifest["shards"]})
     header = {
+        "pretty_name": f"meddata {manifest['kind']}/{manifest['name']}",
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits]}],
+        "task_categories": list(CARD_TASKS.get(manifest["kind"], ("text-generation",))),
+        "size_categories": [size_category(manifest["rows"])],
         "tags": ["medical", "meddata", manifest["kind"]],
     }
     langs = sorted(manifest["stats"].get("counts", {}).get("lang", {}))

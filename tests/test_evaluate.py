@@ -8,9 +8,11 @@ from click.testing import CliRunner
 
 from conftest import EXAMPLES
 from meddata.cli import cli
+from meddata.evaluation import metrics as mt
+from meddata.evaluation import output, presets
+from meddata.evaluation import runner as ev
+from meddata.evaluation import scorer as scoring
 from meddata.schema import CANONICAL
-from meddata.train import evaluate as ev
-from meddata.train import presets
 
 pytest.importorskip("torch")
 
@@ -49,7 +51,7 @@ def direct_loglik(scorer, context, continuation):
 
 @pytest.fixture(scope="module")
 def scorer(tiny):
-    return ev.Scorer(tiny, batch_size=4)
+    return scoring.Scorer(tiny, batch_size=4)
 
 
 def test_loglik_scoring_matches_the_models_own_likelihoods(store, scorer):
@@ -87,7 +89,7 @@ def test_trailing_space_moves_to_the_continuation(scorer):
 
 
 def test_inputs_keep_the_last_max_length_tokens(tiny):
-    short = ev.Scorer(tiny, batch_size=2, max_length=8)
+    short = scoring.Scorer(tiny, batch_size=2, max_length=8)
     long_context = "word " * 40 + "Answer:"
     ctx, cont = short.encode_pair(long_context, " A")
     import torch
@@ -126,7 +128,7 @@ def test_multiple_answers_score_the_exact_set(store, scorer, monkeypatch):
     assert len(seen) == 7 + 3
     assert "多项选择题" in seen[0][0] and "单项选择题" in seen[7][0]
     assert result["multiple"] == {"accuracy": 1.0, "n": 1, "correct": 1,
-                                  "ci95": list(ev.wilson(1, 1))}
+                                  "ci95": list(mt.wilson(1, 1))}
     assert result["single"]["accuracy"] == 0.0 and result["accuracy"] == 0.5
     # generation: "A and C" is the set, "A" alone is wrong
     replies = iter(["答案：A、C", "答案：A"])
@@ -147,21 +149,21 @@ def test_open_answer_metrics_equal_the_libraries():
              ("高血压患者应低盐饮食", "高血压病人应该低盐饮食", "zh"),
              ("建议尽快就医，完善检查。", "应尽快就医并完善相关检查。", "zh"),
              ("", "an empty answer scores zero", "en")]
-    metrics = ev.OpenMetrics()
-    tally = ev.OpenTally()
+    metrics = mt.OpenMetrics()
+    tally = mt.OpenTally()
     for out, ref, lang in pairs:
         tally.add(metrics.item(out, ref, lang))
     scores = tally.scores()
     for tokenize, subset in (("13a", [p for p in pairs if p[2] == "en"]),
                              ("zh", [p for p in pairs if p[2] == "zh"])):
-        one = ev.OpenTally()
+        one = mt.OpenTally()
         for out, ref, lang in subset:
             one.add(metrics.item(out, ref, lang))
         for n in (1, 2, 3, 4):
             direct = BLEU(tokenize=tokenize, max_ngram_order=n).corpus_score(
                 [p[0] for p in subset], [[p[1] for p in subset]]).score
             assert one.scores()["bleu"][f"bleu{n}"] == pytest.approx(direct, abs=1e-9)
-    rouge = RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=ev.CJKTokenizer())
+    rouge = RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=mt.CJKTokenizer())
     for t in ("rouge1", "rouge2", "rougeL"):
         direct = sum(100 * rouge.score(ref, out)[t].fmeasure for out, ref, _ in pairs) / 5
         assert scores["rouge"][t] == pytest.approx(direct)
@@ -193,13 +195,11 @@ def test_cmb_clin_scored_per_pair_and_per_case(store, scorer, monkeypatch):
 
 
 def test_split_default_is_test_and_a_missing_split_is_named(store, scorer):
-    from meddata.train.settings import TrainError
-
     rows = [row(0, split="train"), row(1, split="test"), row(2, split="test")]
     v = publish(store, rows, "splits")
     assert ev.evaluate(scorer, v, ev.EvalConfig(), False)["items"] == 2
     assert ev.evaluate(scorer, v, ev.EvalConfig(split=None), False)["items"] == 3
-    with pytest.raises(TrainError, match="no 'dev' split.*test, train"):
+    with pytest.raises(ev.EvalError, match="no 'dev' split.*test, train"):
         ev.evaluate(scorer, v, ev.EvalConfig(split="dev"), False)
 
 
@@ -245,11 +245,15 @@ def test_results_items_and_lm_eval_layout(tmp_path, tiny):
     assert first["prompt"].startswith("Question: ") and first["prompt"].endswith("Answer:")
     assert len(first["logliks"]) == len(first["choices"]) and first["gold"] in "ABCDE"
     assert sum(i["correct"] for i in items) == result["correct"]
-    folder = tmp_path / "eval" / ev.sanitize(tiny)
+    folder = tmp_path / "eval" / output.sanitize(tiny)
     (results_file,) = folder.glob("results_*.json")
     lm = json.loads(results_file.read_text())
     assert lm["results"]["medqa_4options"]["acc,none"] == pytest.approx(result["accuracy"])
+    # written by lm-eval's EvaluationTracker: its config fields and task hashes
+    assert lm["model_name"] == tiny and lm["model_name_sanitized"] == folder.name
+    assert set(lm["task_hashes"]) == {"medqa_4options"}
     (samples_file,) = folder.glob("samples_medqa_4options_*.jsonl")
+    assert samples_file.stem.split("_")[-1] == results_file.stem.split("_")[-1]
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
     assert [s["doc_id"] for s in samples] == list(range(len(items)))
     assert samples[0]["arguments"]["gen_args_0"] == {"arg_0": first["prompt"], "arg_1": " A"}
@@ -285,16 +289,38 @@ def test_comparison_table_from_two_checkpoints(tmp_path, tiny):
 
 
 def test_wilson_interval():
-    lo, hi = ev.wilson(8, 10)
+    lo, hi = mt.wilson(8, 10)
     assert round(lo, 4) == 0.4902 and round(hi, 4) == 0.9433
-    assert ev.wilson(0, 0) == (0.0, 0.0)
-    lo, hi = ev.wilson(0, 20)
+    assert mt.wilson(0, 0) == (0.0, 0.0)
+    lo, hi = mt.wilson(0, 20)
     assert lo == 0.0 and 0.16 < hi < 0.17
 
 
 def test_model_spec_with_an_adapter(tmp_path):
     (tmp_path / "adapter").mkdir()
-    assert ev.split_model_spec(f"Qwen/Qwen2.5-0.5B:{tmp_path / 'adapter'}") == (
+    assert scoring.split_model_spec(f"Qwen/Qwen2.5-0.5B:{tmp_path / 'adapter'}") == (
         "Qwen/Qwen2.5-0.5B", str(tmp_path / "adapter"))
-    assert ev.split_model_spec("base::x") == ("base", "x")
-    assert ev.split_model_spec("runs/sft") == ("runs/sft", "")
+    assert scoring.split_model_spec("base::x") == ("base", "x")
+    assert scoring.split_model_spec("runs/sft") == ("runs/sft", "")
+
+
+def test_arguments_checked_before_the_model_loads(tmp_path, tiny, monkeypatch):
+    """A benchmark without the split, a model that is nothing loadable: said before any
+    model loads (issue 33, item 2)."""
+    from meddata.evaluation import runner
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(runner, "Scorer", must_not_load)
+    monkeypatch.delenv("MEDDATA_ALLOW_DOWNLOAD", raising=False)
+    cli_runner = CliRunner()
+    store = str(tmp_path / "store")
+    assert cli_runner.invoke(cli, ["--store", store, "convert", "medqa", str(EXAMPLES / "medqa"),
+                                   "--name", "bench", "--quiet"]).exit_code == 0
+    out = cli_runner.invoke(cli, ["--store", store, "eval", "--model", tiny, "--bench",
+                                  "canonical/bench", "--split", "nosplit"])
+    assert out.exit_code == 1 and "has no 'nosplit' split" in out.output, out.output
+    out = cli_runner.invoke(cli, ["--store", store, "eval", "--model", "nosuchmodel",
+                                  "--bench", "canonical/bench", "--split", "all"])
+    assert out.exit_code == 1 and "'nosuchmodel' is not a known alias" in out.output

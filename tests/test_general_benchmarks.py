@@ -131,7 +131,7 @@ def test_subject_groups_select_files(store):
 
 # ---- the stage table ------------------------------------------------------------------------------
 def test_domain_means_and_change_from_the_base_row():
-    from meddata.train import evaluate as ev
+    from meddata.evaluation import output as ev
 
     def result(domain, acc, n=10):
         return {"domain": domain, "accuracy": acc, "ci95": [0.0, 1.0], "items": n}

@@ -5,6 +5,7 @@ real sample files too when ../shared is present."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from meddata.store import Store
 pytest.importorskip("torch")
 pytest.importorskip("lm_eval")
 
-from meddata.train import lm_eval_parity as parity  # noqa: E402
+from meddata.evaluation import lm_eval_parity as parity  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHOICES = ("yes", "no", "maybe")
@@ -94,7 +95,8 @@ def test_parity_on_the_real_samples(tiny, tmp_path, samples):
 
     lm = HFLM(pretrained=tiny, dtype="float32", batch_size=8, device="cpu")
     samples = parity.run_lm_eval(lm, tasks, tmp_path, 0)
-    from meddata.train.evaluate import EvalConfig, Scorer, evaluate
+    from meddata.evaluation.runner import EvalConfig, evaluate
+    from meddata.evaluation.scorer import Scorer
 
     scorer = Scorer(tiny, 8)
     for task, (ref, split) in refs.items():
@@ -143,3 +145,61 @@ def test_ceval_valid_and_cmmlu_few_shot_parity(tiny, tmp_path):
         assert s["prompts_equal"] == n and s["choices_equal"] == n, s
         assert s["gold_equal"] == n and s["predictions_agree"] == n, s
         assert s["max_gap"] < 1e-4, s
+
+
+def test_exported_task_folder_runs_in_lm_eval_with_meddatas_prompts(tmp_path, tiny):
+    """`meddata export --format lm-eval` writes a task folder that the `lm_eval` command
+    runs from --include_path, offline, requesting exactly the (context, continuation) pairs
+    `meddata eval` scores, with the same predictions (issue 33, item 8)."""
+    import os
+    import shutil
+    import subprocess
+
+    binary = shutil.which("lm_eval") or shutil.which("lm-eval")
+    if binary is None:
+        pytest.skip("the lm_eval command is not installed")
+    examples = EXAMPLES
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    for source, path, name in (("medqa", examples / "medqa" / "US" / "test.jsonl", "mq"),
+                               ("pubmedqa", examples / "pubmedqa", "pq")):
+        out = runner.invoke(cli, ["--store", store, "convert", source, str(path), "--name",
+                                  name, "--quiet"])
+        assert out.exit_code == 0, out.output
+    tasks = tmp_path / "tasks"
+    for name in ("mq", "pq"):
+        out = runner.invoke(cli, ["--store", store, "export", f"canonical/{name}", "--format",
+                                  "lm-eval", "--out", str(tasks)])
+        assert out.exit_code == 0, out.output
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([binary, "--model", "hf", "--model_args",
+                           f"pretrained={tiny},dtype=float32", "--tasks",
+                           "meddata_mq,meddata_pq", "--include_path", str(tasks), "--device",
+                           "cpu", "--batch_size", "8", "--output_path", str(tmp_path / "lm"),
+                           "--log_samples"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (folder,) = (tmp_path / "lm").iterdir()
+    out = runner.invoke(cli, ["--store", store, "eval", "--model", tiny, "--bench",
+                              "canonical/mq", "--bench", "canonical/pq", "--split", "test",
+                              "--quiet", "--out", str(tmp_path / "md")])
+    assert out.exit_code == 0, out.output
+    report = json.loads((tmp_path / "md" / "results.json").read_text())
+    for name in ("mq", "pq"):
+        (samples_file,) = folder.glob(f"samples_meddata_{name}_*.jsonl")
+        samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+        result = next(r for ref, r in report["models"][0]["results"].items()
+                      if ref.startswith(f"canonical/{name}@"))
+        items = parity.read_jsonl(tmp_path / "md" / result["items_file"])
+        by_prompt = {i["prompt"]: i for i in items}
+        assert len(samples) == len(items) > 0
+        for s in samples:
+            item = by_prompt[s["arguments"]["gen_args_0"]["arg_0"]]
+            assert [a["arg_1"] for a in s["arguments"].values()] == item["continuations"]
+            lm_logliks = [float(r[0][0]) for r in s["resps"]]
+            assert lm_logliks == pytest.approx(item["logliks"], abs=1e-4)
+            ranked = sorted(item["logliks"], reverse=True)
+            if ranked[0] - ranked[1] > 1e-4:  # a clear winner: the same prediction
+                assert item["choices"][lm_logliks.index(max(lm_logliks))] == item["pred"]
+                assert s["acc"] == float(item["correct"])

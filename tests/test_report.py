@@ -188,3 +188,80 @@ def test_headless_chromium_draws_the_plots(built, tmp_path):
                     "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_report_reads_in_chinese_and_names_each_check(tmp_path):
+    """CJK fonts in the page's font stack (body and plots), build-stage rejects named by
+    stage and row rather than "-:", and every check with its observed value (issue 33,
+    item 7)."""
+    store = tmp_path / "store"
+    build(store, "sft")
+    v = Store(store).resolve("sft/examples")
+    text = (v.path / "report.html").read_text()
+    style = text[text.index("<style>"):text.index("</style>")]
+    for font in ("Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei"):
+        assert style.count(font) == 2, font  # the page's text and the plots' text
+    page = Page(text)
+    rejects = " ".join(page.sections["rejects"])
+    assert "-:" not in rejects and "stage sft, row " in rejects
+    summary = page.sections["summary"]
+    checks = summary[summary.index("observed value") + 1:]
+    assert "unique_ids" in checks and f"0 of {v.rows} rows unexpected (0.00 %)" in checks
+    validated = CliRunner().invoke(cli, ["--store", str(store), "validate", "sft/examples",
+                                         "--json", str(tmp_path / "v.json")])
+    assert validated.exit_code == 0
+    out = CliRunner().invoke(cli, ["--store", str(store), "report", "sft/examples", "--out",
+                                   str(tmp_path / "r.html"), "--quiet"])
+    assert out.exit_code == 0
+    again = Page((tmp_path / "r.html").read_text()).sections["summary"]
+    assert any(t.startswith("Checks (meddata validate") for t in again) or \
+        any(t.startswith("Checks (the build") for t in again)
+    assert "row_count" in again or "unique_ids" in again
+
+
+def test_length_histograms_are_small_multiples_with_whole_counts():
+    import numpy as np
+
+    from meddata import report
+
+    hists = {name: np.zeros(len(report.EDGES), np.int64) for name in ("a", "b", "c")}
+    hists["a"][1] = 1
+    hists["b"][2] = 2
+    hists["c"][4] = 1
+    svg = report.length_plot(hists, 100, "estimate", "t")
+    assert svg.count('<g id="axes_') == 3  # one plot per series
+    ticks = re.findall(r'<g id="ytick_\d+">.*?<text[^>]*>([^<]*)</text>', svg, re.S)
+    assert ticks and all(t.strip().lstrip("−-").isdigit() for t in ticks), ticks  # whole rows
+    two = report.length_plot({k: hists[k] for k in ("a", "b")}, None, "estimate", "t")
+    assert two.count('<g id="axes_') == 1 and "opacity: 0.25" in two  # see-through steps
+    assert "length (estimate); bins as marked" in svg
+
+
+def test_chinese_renders_with_the_pages_font_stack(tmp_path):
+    """With a CJK font installed (fonts-noto-cjk), headless Chromium draws the report's
+    Chinese text with real glyphs: the screenshot differs from one of the same number of
+    characters no font has (drawn as empty boxes)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("no chromium")
+    fonts = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True) \
+        if shutil.which("fc-list") else None
+    if fonts is None or not fonts.stdout.strip():
+        pytest.skip("no CJK font installed (apt-get install fonts-noto-cjk)")
+    from meddata import report
+
+    def shot(text: str, name: str) -> bytes:
+        page = tmp_path / f"{name}.html"
+        page.write_text(f"<!doctype html><meta charset='utf-8'><style>{report.STYLE}</style>"
+                        f"<body><p style='font-size:40px'>{text}</p></body>",
+                        encoding="utf-8")
+        png = tmp_path / f"{name}.png"
+        subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--window-size=600,200", f"--screenshot={png}", page.as_uri()],
+                       capture_output=True, timeout=120, check=True)
+        return png.read_bytes()
+
+    chinese = shot("糖尿病是代谢性疾病", "zh")
+    boxes = shot("\U000f0000" * 9, "boxes")  # a private-use plane: no font has these
+    again = shot("糖尿病是代谢性疾病", "zh2")
+    assert chinese == again and chinese != boxes

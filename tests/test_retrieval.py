@@ -84,6 +84,10 @@ def test_bm25_index_in_the_store(corpus):
     assert zh.row["doc_id"] == "c/3"  # Chinese indexed per character
     out = run(corpus, "index", "query", "index/corpus", "inhaled salbutamol", "--k", "1")
     assert "(document c/2)" in out and "score" in out
+    # a chunk that shares no term with the query is no hit: fewer than k, never score 0
+    (hits,) = index.query(["salbutamol"], 5)
+    assert hits and len(hits) < 5 and all(h.score > 0 for h in hits)
+    assert index.query(["xylophone"], 3) == [[]]
     # the index files are content: a changed file fails verification, and fsck finds it
     params = v.path / "index" / "params.index.json"
     params.chmod(0o644)
@@ -128,7 +132,7 @@ def test_decontaminated_index_and_the_eval_warning(corpus, tiny, tmp_path):
     assert next(iter(report["models"][2]["results"].values()))["rag"]["decontaminated"]
     items = [json.loads(line) for line in
              (tmp_path / "eval" / result["items_file"]).read_text().splitlines()]
-    from meddata.train.evaluate import Scorer
+    from meddata.evaluation.scorer import Scorer
 
     tok = Scorer(tiny).tokenizer
     for item in items:

@@ -251,7 +251,7 @@ def test_sft_keeps_whole_dialogues_and_names_every_correct_letter(store):
     multi = next(r for r in got.values() if "微血管" in r["messages"][0]["content"])
     answer = multi["messages"][-1]["content"]
     assert answer.startswith("答案是A、B、D。糖尿病肾病；糖尿病视网膜病变；糖尿病周围神经病变")
-    from meddata.train.answers import extract_letters
+    from meddata.evaluation.answers import extract_letters
 
     assert extract_letters(answer, "ABCDE") == "ABD"
     assert v.manifest["validation"]["success"]
@@ -267,7 +267,7 @@ def test_prompts_keep_the_answer_set_and_the_dialogue(store):
 
 
 def test_distractor_for_several_answers_is_a_wrong_set():
-    from meddata.train.answers import extract_letters
+    from meddata.evaluation.answers import extract_letters
 
     recipe = pipeline.examples_recipe()
     opts = [{"label": c, "text": t} for c, t in zip("ABCDE", "甲乙丙丁戊")]

@@ -144,6 +144,12 @@ def test_splits_become_shards_and_card_configs(store):
     header = yaml.safe_load(card.split("---")[1])
     files = header["configs"][0]["data_files"]
     assert {f["split"] for f in files} == {"train", "validation"}
+    assert header["pretty_name"] == "meddata sft/x" and header["size_categories"] == ["n<1K"]
+    assert header["task_categories"] == ["text-generation", "question-answering"]
+    from meddata.store import size_category
+
+    assert [size_category(n) for n in (999, 1_000, 250_000, 10**9)] == [
+        "n<1K", "1K<n<10K", "100K<n<1M", "n>1B"]
     loaded = datasets.load_dataset(str(v.path))  # the card's configs drive the loader
     assert loaded["train"].num_rows == 2 and loaded["validation"].num_rows == 2
 
@@ -162,13 +168,14 @@ def test_diff_on_a_constructed_pair(store):
     result = diff(va, vb)
     assert result["added"] == {"count": 1, "examples": ["r9"]}
     assert result["removed"] == {"count": 1, "examples": ["r0"]}
-    assert result["changed"] == {"count": 1, "examples": ["r1"]}
+    assert result["changed"] == {"count": 1, "examples": ["r1"], "columns": {"text": 1}}
     assert result["unchanged"] == 3
     assert result["schema"]["added"] == {"extra": "int64"}
     out = CliRunner().invoke(cli, ["--store", str(store.root), "diff", "pretrain/d@v1",
                                    "pretrain/d@v2"])
     assert out.exit_code == 0, out.output
     assert "+ extra: int64" in out.output
+    assert "changed columns (rows): text (1)" in out.output
 
 
 def test_catalog_and_cli_inspection(store):

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from meddata.cli import cli
-from meddata.train import answers, rewards
+from meddata.evaluation import answers
+from meddata.train import rewards
 from meddata.train.judge import Judge, JudgeUnavailable
 
 pytest.importorskip("trl")
@@ -79,6 +80,15 @@ def test_chained_sft_then_dpo_then_merge(env):
                 "--merge")
     assert dpo["parent_stage"]["stage"] == "sft"
     assert dpo["parent_stage"]["data"] == [sft["data"][0]["ref"]]
+    # the whole chain of data versions, as eval's "trained on" shows it (issue 33, item 5)
+    assert [(s["stage"], s["data"]) for s in dpo["lineage"]] == [
+        ("sft", [sft["data"][0]["ref"]]), ("dpo", [dpo["data"][0]["ref"]])]
+    from meddata.evaluation.output import trained_on
+    from meddata.evaluation.scorer import trained_lineage
+
+    chain = trained_lineage(str(env["root"] / "chain-dpo"))
+    assert trained_on({"lineage": chain}) == (f"sft {sft['data'][0]['ref']} → "
+                                              f"dpo {dpo['data'][0]['ref']}")
     assert dpo["base_model"]["name"] == env["model"]
     merged = env["root"] / "chain-dpo" / "merged"
     assert (merged / "config.json").exists()
@@ -357,3 +367,75 @@ def test_cpt_trains_on_a_packed_version_without_text(env):
     manifest = train(env, "cpt", "pretrain/packed", env["model"], "cpt-packed")
     assert manifest["global_step"] == 2
     assert manifest["metrics"]["train_loss"] == manifest["metrics"]["train_loss"]  # not NaN
+
+
+def test_cheap_checks_before_anything_loads(env, monkeypatch):
+    """An unknown model, a missing data version: one line each, in seconds, no network and
+    nothing loaded (issue 33, item 2)."""
+    import time
+
+    from meddata.train import common
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(common, "load_model", must_not_load)
+    monkeypatch.setattr(common, "load_tokenizer", must_not_load)
+    monkeypatch.delenv("MEDDATA_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a hub that cannot answer
+    runner = CliRunner()
+    base = ["--store", env["store"], "train", "sft"]
+    t0 = time.perf_counter()
+    out = runner.invoke(cli, base + ["--data", "sft/examples", "--model", "nosuchmodel"])
+    assert time.perf_counter() - t0 < 5
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1, out.output
+    assert "'nosuchmodel' is not a known alias (smollm2-135m-instruct)" in out.output
+    assert "--allow-download" in out.output
+    out = runner.invoke(cli, base + ["--data", "sft/examples", "--model", "./no/such/dir"])
+    assert out.exit_code == 1 and "no such path" in out.output
+    t0 = time.perf_counter()
+    out = runner.invoke(cli, base + ["--data", "sft/nope", "--model", env["model"]])
+    assert time.perf_counter() - t0 < 5
+    assert out.exit_code == 1 and "sft/nope" in out.output, out.output
+
+
+def test_validation_split_is_evaluated_once(env, monkeypatch):
+    """The trainer evaluates at the last step; the summary reuses that figure (issue 33,
+    item 1)."""
+    import transformers
+
+    calls = []
+    evaluate = transformers.Trainer.evaluate
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.state.global_step)
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "evaluate", counting)
+    manifest = train(env, "sft", "sft/examples", env["model"], "eval-once", "--set",
+                     "eval_steps=1")
+    assert calls == [1, 2] and "eval_loss" in manifest["metrics"]
+    calls.clear()
+    manifest = train(env, "sft", "sft/examples", env["model"], "eval-once-end")
+    assert calls == [2] and "eval_loss" in manifest["metrics"]
+
+
+def test_training_log_piped_has_no_redrawn_bars(env):
+    """Training with stderr piped to a log: no carriage returns or cursor-up escapes, no
+    warning a user cannot act on (issue 33, item 4)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "meddata.cli", "--store", env["store"],
+                           "train", "sft", "--data", "sft/examples", "--model", env["model"],
+                           "--output", str(env["root"] / "piped"), *fast("sft")],
+                          capture_output=True, text=True, timeout=900,
+                          env={k: v for k, v in os.environ.items()
+                               if not k.startswith("TQDM_")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in (proc.stdout, proc.stderr):
+        assert "\r" not in text and "\x1b[" not in text
+    assert "gemm_4bit_forward" not in proc.stderr
+    assert "will assume that the vocabulary was not modified" not in proc.stderr
+    assert "sft: 2 steps on sft/examples@" in proc.stdout

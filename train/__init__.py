@@ -28,7 +28,22 @@ def load_settings(stage: str, config: str | None, overrides: dict):
     return load(module(stage).Settings, stage, config, overrides, settings_classes())
 
 
+def check(stage: str, store, data_ref: str, model: str, loaded) -> None:
+    """The checks that cost nothing, before torch, TRL, data rows or a model are loaded: the
+    data version exists and is the stage's kind, and the model name is an alias, a local
+    folder or a hub id that may be loaded (meddata.models). Raises TrainError, a store
+    error or ModelNotFound, each one line."""
+    from .common import data_version, locate
+
+    data_version(store, data_ref, stage)
+    locate(model, loaded.settings)
+
+
 def run(stage: str, store, data_ref: str, model: str, loaded):
+    from .common import quiet_known_warnings
+
+    check(stage, store, data_ref, model, loaded)
+    quiet_known_warnings()  # before the stage imports TRL, peft and bitsandbytes
     return module(stage).run(store, data_ref, model, loaded)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import os
 import platform
 import warnings
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ from .settings import Common, Loaded, TrainError
 
 
 # ---- data --------------------------------------------------------------------------------------
-def load_data(store: Store, ref: str, stage: str, columns: list[str] | None = None):
-    """(train, eval or None, version) for a stage, checking the version's kind."""
+def data_version(store: Store, ref: str, stage: str) -> Version:
+    """The version a stage trains on, checked to be of the stage's kind (no rows read)."""
     from meddata.train import module
 
     version = store.resolve(ref)
@@ -43,6 +44,12 @@ def load_data(store: Store, ref: str, stage: str, columns: list[str] | None = No
     if version.kind != want:
         raise TrainError(f"stage {stage} trains on {want} versions; {version.ref} is "
                          f"{version.kind}")
+    return version
+
+
+def load_data(store: Store, ref: str, stage: str, columns: list[str] | None = None):
+    """(train, eval or None, version) for a stage, checking the version's kind."""
+    version = data_version(store, ref, stage)
     def pick(split):
         ds = version.to_dataset(split=split)
         return ds.select_columns([c for c in columns if c in ds.column_names]) if columns else ds
@@ -227,6 +234,12 @@ def trl_config(config_cls, loaded: Loaded, out: Path, has_eval: bool,
          else "gradient_checkpointing"): checkpointing,
         **stage_args,
     }
+    from meddata.progress import interactive
+
+    if not interactive() or os.environ.get("TQDM_DISABLE") == "1":
+        # stderr is a log file or a pipe (bars would write \r and [A escapes into it), or
+        # --quiet: the trainer prints its logs as lines instead
+        ours["disable_tqdm"] = True
     if has_eval:
         ours["eval_strategy"] = "steps"
         ours["eval_steps"] = s.eval_steps or s.save_steps
@@ -261,7 +274,15 @@ class Run:
 
 def quiet_known_warnings() -> None:
     """Warnings a user cannot act on: transformers 5's renamed checkpointing flag (raised
-    inside TRL and peft)."""
+    inside TRL and peft); peft's note, on saving an adapter of a local model, that it
+    assumes the vocabulary unchanged (LoRA never changes it); bitsandbytes' note, on
+    import, that an optional CPU 4-bit kernel package is missing (meddata quantizes only
+    on CUDA)."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"Could not find a config file in .* will "
+                            r"assume that the vocabulary was not modified", category=UserWarning)
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*",
                             category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated.*",
@@ -341,6 +362,34 @@ def versions_of_libraries() -> dict[str, str]:
     return out
 
 
+def final_evaluation(trainer) -> dict[str, float]:
+    """The validation metrics at the last step: the trainer's own evaluation when it ran
+    one there (transformers evaluates at the end of training under eval_strategy "steps"),
+    else one evaluation now. The validation split is evaluated once, never twice."""
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if entry.get("step") == step and any(k.startswith("eval_") for k in entry):
+            return {k: v for k, v in entry.items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
+def lineage(manifest: dict[str, Any], folder: Path | str) -> list[dict[str, Any]]:
+    """The stages behind a checkpoint, first to last: {stage, data (version refs), folder}.
+    Read from the manifest (`lineage`), or, for manifests written before it was recorded,
+    by following `parent_stage` folders while they exist."""
+    if manifest.get("lineage"):
+        return manifest["lineage"]
+    chain: list[dict[str, Any]] = []
+    parent = manifest.get("parent_stage")
+    if parent:
+        path = Path(parent["folder"]) / "training_manifest.json"
+        chain = lineage(json.loads(path.read_text(encoding="utf-8")), parent["folder"]) \
+            if path.exists() else [{"stage": parent["stage"], "data": parent["data"],
+                                    "folder": parent["folder"]}]
+    return chain + [{"stage": manifest["stage"], "data": [d["ref"] for d in manifest["data"]],
+                     "folder": str(folder)}]
+
+
 def train_and_save(trainer, job: Run, trl_args, set_by: dict[str, str],
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (resuming when asked), save the adapter (and merged model), write the manifest
@@ -351,7 +400,7 @@ def train_and_save(trainer, job: Run, trl_args, set_by: dict[str, str],
     result = trainer.train(resume_from_checkpoint=True if settings.resume and ckpts else None)
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(final_evaluation(trainer))
     adapter = output / "adapter"
     trainer.save_model(str(adapter))
     tokenizer.save_pretrained(str(adapter))
@@ -383,6 +432,7 @@ def train_and_save(trainer, job: Run, trl_args, set_by: dict[str, str],
                     "merged": str(output / "merged") if settings.merge else None},
         **(extra or {}),
     }
+    manifest["lineage"] = lineage(manifest, output)
     manifest = redact(manifest)  # no key or URL credential reaches the disk
     text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str)
     (output / "training_manifest.json").write_text(text, encoding="utf-8")

@@ -23,9 +23,8 @@ import os
 import re
 from pathlib import Path
 
+from meddata.evaluation.answers import after_think, completion_text
 from meddata.secrets import redact_text, redact_url
-
-from .answers import after_think, completion_text
 
 TIERS = {"A": "same", "B": "reasonable", "C": "non_medical", "D": "contradicts",
          "E": "incoherent"}

@@ -11,9 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from meddata.evaluation.answers import (
+    after_think,
+    completion_text,
+    extract_decision,
+    extract_letters,
+)
 from meddata.text import normalize_key
-
-from .answers import after_think, completion_text, extract_decision, extract_letters
 
 
 def mcq_exact(prompts, completions, answer_label=None, task=None, options=None, **kwargs):

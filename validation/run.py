@@ -207,6 +207,7 @@ class Checker:
 
 
 def manifest_checks(version: Version) -> list[dict[str, Any]]:
+    """The checks named in MANIFEST_CHECKS (validation/__init__.py), in that order."""
     m = version.manifest
     out = []
     bad_stages = [s["stage"] for s in m["stages"]

@@ -196,7 +196,8 @@ def compare(task: str, samples: list[dict[str, Any]], items: list[dict[str, Any]
 def run_meddata(model: str, store, refs: dict[str, str], shots: int, folder: Path,
                 batch_size: int = 8) -> tuple[dict[str, list], dict[str, str]]:
     """meddata eval's per-item records per task, and every row's question by id."""
-    from .evaluate import EvalConfig, Scorer, evaluate
+    from .runner import EvalConfig, evaluate
+    from .scorer import Scorer
 
     scorer = Scorer(model, batch_size)
     records, questions = {}, {}
