@@ -2,7 +2,7 @@
 junk: meddata against Data-Juicer and datatrove, back to back, each in a fresh process.
 
     flock /tmp/meddata-bench.lock python benchmarks/curate_bench.py [--docs 100000]
-        [--scale 5] [--skip dj,datatrove] [--keep-data DIR]
+        [--scale 5] [--skip meddata-nolang,dj,datatrove] [--keep-data DIR]
 
 The competitors are not meddata dependencies; install them to compare:
     pip install py-data-juicer datatrove spacy
@@ -246,7 +246,7 @@ def write_inputs(docs: list[dict], folder: Path) -> None:
 
 
 # ---- the contenders, each run in its own process (--run NAME --data DIR) ------------------------
-def run_meddata(folder: Path) -> dict:
+def run_meddata(folder: Path, language: bool = True) -> dict:
     import pyarrow.parquet as pq
 
     from meddata import canonical
@@ -258,11 +258,12 @@ def run_meddata(folder: Path) -> dict:
     v = store.publish("canonical", "bench", CANONICAL,
                       (b for b in table.iter_batches(batch_size=8192)))
     t0 = time.perf_counter()
-    out = canonical.curate(store, v.ref, [{"normalize": {}}, {"chinese": {"to": "simplified"}},
-                                          {"language": {"keep": ["en", "zh"]}},
-                                          {"quality": {}}], "bench-curated")
+    steps = [{"normalize": {}}, {"chinese": {"to": "simplified"}},
+             *([{"language": {"keep": ["en", "zh"]}}] if language else []), {"quality": {}}]
+    out = canonical.curate(store, v.ref, steps, "bench-curated")
     seconds = time.perf_counter() - t0
-    with open(folder / "kept-meddata.txt", "w", encoding="utf-8") as f:
+    kept = "kept-meddata.txt" if language else "kept-meddata-nolang.txt"
+    with open(folder / kept, "w", encoding="utf-8") as f:
         for batch in out.iter_batches(columns=["id"], verify="none"):
             f.writelines(i + "\n" for i in batch.column("id").to_pylist())
     return {"seconds": seconds}
@@ -328,8 +329,11 @@ def _kept_ids(files: list[Path], target: Path) -> None:
                 out.writelines(json.loads(line)["id"] + "\n" for line in f)
 
 
-RUNNERS = {"meddata": run_meddata, "dj": run_data_juicer, "datatrove": run_datatrove}
-NAMES = {"meddata": "meddata curate", "dj": "Data-Juicer", "datatrove": "datatrove"}
+RUNNERS = {"meddata": run_meddata, "meddata-nolang": lambda f: run_meddata(f, language=False),
+           "dj": run_data_juicer, "datatrove": run_datatrove}
+NAMES = {"meddata": "meddata curate", "meddata-nolang": "meddata curate, no language step "
+         "(the others' operations: their language filters need a download)",
+         "dj": "Data-Juicer", "datatrove": "datatrove"}
 
 
 def score(docs: list[dict], kept: set[str]) -> dict:
@@ -358,7 +362,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--scale", type=int, default=5, help="meddata again on this many times "
                                                          "the documents (memory); 1: skip")
-    ap.add_argument("--skip", default="", help="comma-separated: dj, datatrove")
+    ap.add_argument("--skip", default="", help="comma-separated: meddata-nolang, dj, datatrove")
     ap.add_argument("--keep-data", help="write the corpus and outputs here (kept)")
     ap.add_argument("--run", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -380,7 +384,7 @@ def main() -> None:
               f"junk, {sum(d['kind'] in EDIT_KINDS for d in docs):,} edit cases; "
               f"{os.cpu_count()} CPUs", flush=True)
         results = {}
-        for name in ("meddata", "dj", "datatrove"):
+        for name in ("meddata", "meddata-nolang", "dj", "datatrove"):
             if name in skip:
                 continue
             r = contend(name, folder)
@@ -397,9 +401,14 @@ def main() -> None:
             print(f"{NAMES[name]}: junk kept by kind {r['junk_kept_by_kind']}; good dropped by "
                   f"kind {r['good_dropped_by_kind']}")
         if "meddata" in results and len(results) > 1:
-            others = [args.docs / r["seconds"] for n, r in results.items() if n != "meddata"]
+            others = [args.docs / r["seconds"] for n, r in results.items()
+                      if not n.startswith("meddata")]
             print(f"\nmeddata vs the faster other: "
                   f"{args.docs / results['meddata']['seconds'] / max(others):.2f}x docs/s")
+            if "meddata-nolang" in results:
+                print(f"meddata without its language step (the same operations as the "
+                      f"others) vs the faster other: "
+                      f"{args.docs / results['meddata-nolang']['seconds'] / max(others):.2f}x")
         if args.scale > 1 and "meddata" not in skip:
             big = base / f"x{args.docs * args.scale}"
             big.mkdir(parents=True, exist_ok=True)
