@@ -10,7 +10,7 @@ Chinese. A fifth of the base items get 1-3 planted copies, each with random edit
 and its options reordered. Ground truth: every pair inside a planted group.
 
 Contenders (each reads the same corpus; the timing starts after it is generated):
-- meddata: its dedup step (meddata.dedup.DedupStep) over the corpus as Parquet batches,
+- meddata: its dedup step (meddata.steps.dedup.DedupStep) over the corpus as Parquet batches,
   as `meddata dedup` runs it.
 - rensa (pip install rensa): its Rust MinHash over the same 3-token shingles and its LSH
   (RMinHashLSH) with the same bands, every candidate verified by exact Jaccard and answer
