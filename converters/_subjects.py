@@ -11,7 +11,11 @@ CMMLU: src/categories.py).
 
 from __future__ import annotations
 
-from meddata.convert import ConversionError
+from pathlib import Path
+from typing import Any
+
+from meddata.convert import ConversionError, Converter
+from meddata.readers import RawRecord, base_suffix, read_csv, read_file
 
 CATEGORIES = ("stem", "humanities", "social_sciences", "other")
 
@@ -44,3 +48,38 @@ def wanted(source: str, spec: str | None, categories: dict[str, str],
 def domain(subject: str | None, medical: tuple[str, ...]) -> str:
     """`medical` for a medical subject, else `general`."""
     return "medical" if subject in medical else "general"
+
+
+class SubjectFiles(Converter):
+    """A benchmark released as one CSV (or Parquet) file per subject and split (C-Eval,
+    CMMLU): `--subset` keeps the files of the subjects it names, `subject_split` reads a
+    file's subject and split from its name."""
+
+    categories: dict[str, str] = {}  # subject -> category
+    medical: tuple[str, ...] = ()     # the medical subjects
+
+    @staticmethod
+    def subject_split(file: str) -> tuple[str | None, str | None]:
+        raise NotImplementedError
+
+    def prepare(self, files: list[Path]) -> list[Path]:
+        chosen = wanted(self.source, self.subset, self.categories, self.medical)
+        self.left_out: list[str] = []
+        kept = []
+        for f in files:
+            subject, _ = self.subject_split(str(f))
+            if chosen is not None and subject is not None and subject not in chosen:
+                self.left_out.append(str(f))
+            else:
+                kept.append(f)
+        return kept
+
+    def report(self) -> dict[str, Any]:
+        left = getattr(self, "left_out", [])
+        return {"files_of_other_subjects": len(left)} if left else {}
+
+    def read(self, path: Path):
+        return read_csv(path) if base_suffix(path) == ".csv" else read_file(path)
+
+    def split_for(self, rec: RawRecord) -> str:
+        return self.split or self.subject_split(rec.file)[1] or super().split_for(rec)

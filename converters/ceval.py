@@ -25,8 +25,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from meddata.convert import Converter, Reject, as_record, require
-from meddata.readers import RawRecord, base_suffix, read_csv, read_file
+from meddata.convert import Reject, as_record, require
+from meddata.readers import RawRecord
 from meddata.text import clean
 
 from . import _mcq, _subjects
@@ -105,33 +105,13 @@ def subject_split(file: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-class CEval(Converter):
+class CEval(_subjects.SubjectFiles):
     source = "ceval"
     license = "cc-by-nc-sa-4.0"  # the README's Licenses section and LICENSE-DATA
     license_url = "https://github.com/hkust-nlp/ceval#licenses"
     default_subset = "unknown"
-
-    def prepare(self, files: list[Path]) -> list[Path]:
-        wanted = _subjects.wanted(self.source, self.subset, CATEGORIES, MEDICAL)
-        self.left_out: list[str] = []
-        kept = []
-        for f in files:
-            subject, _ = subject_split(str(f))
-            if wanted is not None and subject is not None and subject not in wanted:
-                self.left_out.append(str(f))
-            else:
-                kept.append(f)
-        return kept
-
-    def report(self) -> dict[str, Any]:
-        left = getattr(self, "left_out", [])
-        return {"files_of_other_subjects": len(left)} if left else {}
-
-    def read(self, path: Path):
-        return read_csv(path) if base_suffix(path) == ".csv" else read_file(path)
-
-    def split_for(self, rec: RawRecord) -> str:
-        return self.split or subject_split(rec.file)[1] or super().split_for(rec)
+    categories, medical = CATEGORIES, MEDICAL
+    subject_split = staticmethod(subject_split)
 
     def row(self, rec: RawRecord) -> dict[str, Any]:
         r = as_record(rec)

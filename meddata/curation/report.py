@@ -99,3 +99,23 @@ class Tally:
                 "examples": {"dropped": [e for items in self.dropped.values() for e in items],
                              "edited": edited},
                 **facts}
+
+
+class Tallied:
+    """A curation step whose report state is its `tally` (a `Tally`): handed over from each
+    worker (`take_state`), merged on the driver (`merge_state`), closed into the books and
+    reported with the step's settings. Mixed into the step class before `Step`."""
+
+    def take_state(self):
+        return self.tally.take()
+
+    def merge_state(self, state) -> None:
+        self.tally.merge(state)
+
+    def close(self, books) -> None:
+        self.tally.close(books)
+
+    def report(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return self.tally.report(self.name, asdict(self.settings))

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from meddata.curation.chinese import CONFIGS, TARGETS, config_for
-from meddata.curation.report import Tally
+from meddata.curation.report import Tallied, Tally
 from meddata.steps.base import Books, Step
 from meddata.steps.normalize import edit_batch
 from meddata.steps.registry import Settings, SettingsError, setting
@@ -36,7 +36,7 @@ class ChineseSettings(Settings):
             raise SettingsError(str(e)) from None
 
 
-class Chinese(Step):
+class Chinese(Tallied, Step):
     """Convert Chinese text between Traditional and Simplified (OpenCC, phrase by phrase),
     only in text with Han characters; counts the rows changed, drops none."""
 
@@ -67,15 +67,6 @@ class Chinese(Step):
 
     def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch:
         return edit_batch(batch, books, self.tally, self._fix)
-
-    def take_state(self):
-        return self.tally.take()
-
-    def merge_state(self, state) -> None:
-        self.tally.merge(state)
-
-    def close(self, books: Books) -> None:
-        self.tally.close(books)
 
     def report(self) -> dict[str, Any]:
         return self.tally.report(self.name, {**asdict(self.settings), "opencc": self.opencc})

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from meddata.curation.language import COMMON
-from meddata.curation.report import Tally
+from meddata.curation.report import Tallied, Tally
 from meddata.curation.rows import row_parts
 from meddata.steps.base import Books, Step
 from meddata.steps.registry import Settings, SettingsError, setting
@@ -55,7 +55,7 @@ class LanguageSettings(Settings):
             raise SettingsError(f"max_chars must be at least 1, got {self.max_chars}")
 
 
-class Language(Step):
+class Language(Tallied, Step):
     """Identify each row's language with lingua (offline; Chinese with English drug names
     stays Chinese), set `lang`, and drop rows surely in a language not kept."""
 
@@ -123,15 +123,6 @@ class Language(Step):
         out = batch.set_column(batch.schema.get_field_index("lang"), "lang",
                                pa.array(new, batch.schema.field("lang").type))
         return out.filter(pa.array(~drop)) if drop.any() else out
-
-    def take_state(self):
-        return self.tally.take()
-
-    def merge_state(self, state) -> None:
-        self.tally.merge(state)
-
-    def close(self, books: Books) -> None:
-        self.tally.close(books)
 
     def report(self) -> dict[str, Any]:
         counts = self.tally.counts

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from meddata.curation.report import Tally
+from meddata.curation.report import Tallied, Tally
 from meddata.steps.base import Books, Step
 from meddata.steps.registry import Settings, SettingsError, setting
 from meddata.steps.text import texts
@@ -36,7 +36,7 @@ class NormalizeSettings(Settings):
             raise SettingsError(f"form: {self.form!r} is not NFC, NFKC or none")
 
 
-class Normalize(Step):
+class Normalize(Tallied, Step):
     """Repair text in place: mojibake (ftfy), HTML tags and entities, the Unicode normal
     form, control characters and whitespace; counts the rows changed, drops none."""
 
@@ -62,18 +62,6 @@ class Normalize(Step):
 
     def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch:
         return edit_batch(batch, books, self.tally, self._fixer.fix)
-
-    def take_state(self):
-        return self.tally.take()
-
-    def merge_state(self, state) -> None:
-        self.tally.merge(state)
-
-    def close(self, books: Books) -> None:
-        self.tally.close(books)
-
-    def report(self) -> dict[str, Any]:
-        return self.tally.report(self.name, asdict(self.settings))
 
 
 def edit_batch(batch: pa.RecordBatch, books: Books, tally: Tally, fix) -> pa.RecordBatch:

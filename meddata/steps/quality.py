@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from meddata.curation.quality import Thresholds
-from meddata.curation.report import Tally
+from meddata.curation.report import Tallied, Tally
 from meddata.curation.rows import row_parts
 from meddata.steps.base import Books, Step
 from meddata.steps.registry import Settings, SettingsError, setting
@@ -93,7 +93,7 @@ class QualitySettings(Settings):
         return Thresholds(**values)
 
 
-class Quality(Step):
+class Quality(Tallied, Step):
     """Drop junk rows by Gopher, C4 and FineWeb heuristics (length, repeated lines and
     n-grams, symbol and digit ratios, punctuation, boilerplate), Chinese-aware; each drop
     records its rule, value and threshold."""
@@ -137,18 +137,6 @@ class Quality(Step):
                                            "text": "\n".join(prose[i]) or labels[i]})
             books.drop(rule, rows=batch.take(pa.array(where)), details=[d for _, d in hits])
         return batch.filter(pa.array(~drop))
-
-    def take_state(self):
-        return self.tally.take()
-
-    def merge_state(self, state) -> None:
-        self.tally.merge(state)
-
-    def close(self, books: Books) -> None:
-        self.tally.close(books)
-
-    def report(self) -> dict[str, Any]:
-        return self.tally.report(self.name, asdict(self.settings))
 
 
 STEP = Quality
