@@ -309,6 +309,7 @@ class _Tally:
 
         self.folder = folder
         self.books: dict[tuple[int, int], dict[str, Any]] = {}
+        Path(folder).mkdir(parents=True, exist_ok=True)  # (the actor may run on another node)
         for path in sorted(Path(folder).glob("books-*.pkl")):  # restarted: what it had
             self.books[tuple(map(int, path.stem.split("-")[1:]))] = pickle.loads(
                 path.read_bytes())
