@@ -67,7 +67,17 @@ def _publish(store, kind, name, schema, read, steps, manifest, check, finish, re
 
             pub.attach_report(lambda version: report_mod.render(version, store, verify="none"))
         pub.extra["engine"] = engine.describe()
-        ledger = Ledger(pub.reject)
+        # a de-identifying step scrubs what every step writes about rows (the rejects, the
+        # report examples), so no step before it leaks an original value into the version
+        scrubbers = [step for step in steps if hasattr(step, "scrub")]
+
+        def scrub(value):
+            for scrubber in scrubbers:
+                value = scrubber.scrub(value)
+            return value
+
+        ledger = Ledger((lambda rows: pub.reject([scrub(r) for r in rows])) if scrubbers
+                        else pub.reject)
         spill = store.root / ".tmp"
         spill.mkdir(parents=True, exist_ok=True)
         spill_dir = tempfile.mkdtemp(prefix="spill-", dir=spill)
@@ -80,6 +90,8 @@ def _publish(store, kind, name, schema, read, steps, manifest, check, finish, re
             shutil.rmtree(spill_dir, ignore_errors=True)
         for step in steps:
             found = step.report()
+            if scrubbers and step not in scrubbers:
+                found = scrub(found)
             if found and step.stats_key:
                 pub.extra.setdefault("stats", {})[step.stats_key] = found
             elif found:

@@ -174,6 +174,34 @@ def test_no_original_value_anywhere_in_the_published_version(store, tmp_path, mo
     assert out.exit_code == 1 and "identifiers_left" in out.output
 
 
+def test_steps_before_deidentify_leak_nothing(store, tmp_path):
+    """normalize's before/after examples and the rows language drops (into the rejects)
+    are written about rows that still hold their identifiers: they are scrubbed too, and
+    the report page shows none of them."""
+    from meddata import report
+
+    dirty = rows()
+    dirty[0]["question"] = "我叫赵建国，手机13912345678，&amp; 血压150/95mmHg怎么办？"  # an HTML entity
+    dirty.append(row(5, "Bonjour, je suis Mr. Robert Brown, mon téléphone est le (212) "
+                        "867-5309, j'ai de la fièvre depuis trois jours et une toux sèche.",
+                     lang="en"))
+    store.publish("canonical", "raw", CANONICAL, [table(dirty)])
+    steps = tmp_path / "steps.yaml"
+    steps.write_text(yaml.safe_dump([{"normalize": {}}, {"language": {"keep": ["en", "zh"]}},
+                                     {"deidentify": {}}]))
+    out = CliRunner().invoke(cli, ["--store", str(store.root), "curate", "canonical/raw",
+                                   "--steps", str(steps), "--name", "clean", "--quiet"])
+    assert out.exit_code == 0, out.output
+    version = store.resolve("canonical/clean")
+    stages = {s["stage"]: s for s in version.manifest["stages"]}
+    assert stages["normalize"]["rows_changed"] >= 1  # the entity was decoded: an example
+    assert sum(stages["language"]["dropped"].values()) == 1  # the French row: a reject
+    assert len(version.rejects()) == 1
+    text = all_text(version.path) + out.output + report.render(version, store)
+    for value in PLANTED:
+        assert value not in text, value
+
+
 def test_pseudonymized_version_holds_no_value_and_validates(store, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDDATA_DEID_SALT", SALT)
     store.publish("canonical", "raw", CANONICAL, [table(rows())])

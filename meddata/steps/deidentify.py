@@ -138,6 +138,21 @@ class Deidentify(Step):
         self.columns.update(per_column)
         return out
 
+    def scrub(self, value: Any) -> Any:
+        """`value` (text, or dicts and lists holding text) with every identifier replaced
+        as in the rows. The runner passes what every other step writes about rows through
+        it (their report examples, the rows they drop into the rejects), so a step before
+        this one cannot leak an original value into the version either."""
+        self.ready()
+        if isinstance(value, str):
+            findings = self._redactor.detector.find(value)
+            return self._redactor.apply(value, findings)[0] if findings else value
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.scrub(v) for v in value]
+        return value
+
     def take_state(self) -> dict[str, Any]:
         state = {"found": dict(self.found), "rows_changed": self.rows_changed,
                  "texts_changed": self.texts_changed, "columns": dict(self.columns),
