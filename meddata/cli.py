@@ -84,9 +84,13 @@ def _engine(name: str | None, address: str | None, recipe_engine: str | None = N
 
 
 def _store_errors():
+    """The errors every command reports in one line: the store's, a pipeline that cannot
+    run (a step missing a column, a de-identification salt not set), a model not found."""
+    from meddata.models import ModelNotFound
+    from meddata.steps.base import StepError
     from meddata.store import StoreError
 
-    return StoreError
+    return (StoreError, StepError, ModelNotFound)
 
 
 class _Group(click.Group):
@@ -242,7 +246,7 @@ def diff_cmd(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
     store = _store(ctx)
     try:
         result = diff(store.resolve(a), store.resolve(b))
-    except (_store_errors(), ValueError) as e:
+    except (*_store_errors(), ValueError) as e:
         raise Failure(str(e)) from e
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
@@ -339,7 +343,10 @@ def fsck_cmd(ctx, repair, sizes_only, as_json) -> None:
     from meddata.fsck import as_json as problems_json
     from meddata.fsck import fsck
 
-    problems = fsck(_store(ctx), repair=repair, hashes=not sizes_only)
+    store = _store(ctx)
+    if not store.root.is_dir():
+        raise Failure(f"no store at {store.root} (give --store PATH or set MEDDATA_STORE)")
+    problems = fsck(store, repair=repair, hashes=not sizes_only)
     if as_json:
         click.echo(problems_json(problems))
     else:
@@ -415,7 +422,7 @@ def convert_cmd(ctx, source, inputs, subset, split, name, max_reject_rate, cop_b
                               progress=not quiet, engine=_engine(engine, ray_address),
                               license=license_id)
     except (conv_mod.ConversionError, FileNotFoundError, ValueError, RuntimeError,
-            _store_errors()) as e:
+            *_store_errors()) as e:
         raise Failure(str(e)) from e
     v = result.version
     _published(v)
@@ -454,7 +461,7 @@ def dedup_cmd(ctx, ref, against, name, threshold, priority, engine, ray_address,
     try:
         v = canonical.dedup(_store(ctx), ref, name, settings, progress=not quiet,
                             engine=_engine(engine, ray_address))
-    except (ValueError, RuntimeError, _store_errors()) as e:
+    except (ValueError, RuntimeError, *_store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["dedup"]["summary"]
     _published(v)
@@ -486,7 +493,7 @@ def decontam_cmd(ctx, ref, against, name, threshold, engine, ray_address, quiet)
         v = canonical.decontam(_store(ctx), ref, {"against": list(against),
                                                   "threshold": threshold}, name,
                                progress=not quiet, engine=_engine(engine, ray_address))
-    except (ValueError, RuntimeError, _store_errors()) as e:
+    except (ValueError, RuntimeError, *_store_errors()) as e:
         raise Failure(str(e)) from e
     s = v.manifest["decontam"]["summary"]
     _published(v)
@@ -542,10 +549,11 @@ def curate_cmd(ctx, ref, steps_file, name, engine, ray_address, quiet) -> None:
                              engine=_engine(engine, ray_address))
     except SettingsError as e:
         raise Failure(f"{steps_file}: {e}") from e
-    except (ValueError, RuntimeError, OSError, _store_errors()) as e:
+    except (ValueError, RuntimeError, OSError, *_store_errors()) as e:
         raise Failure(str(e)) from e
     _published(v)
-    click.echo("\n" + stages_table(v.manifest["stages"]))
+    # this run's ledger (the same content may have been published before by other steps)
+    click.echo("\n" + stages_table((getattr(v, "this_run", None) or v.manifest)["stages"]))
 
 
 # ---- building ------------------------------------------------------------------------------
@@ -672,7 +680,7 @@ def build_cmd(ctx, kind, refs, recipe_path, name, seed, reasoning, prompt_style,
                                  allow_invalid=allow_invalid, report=not no_report,
                                  engine=_engine(engine, ray_address, recipe.engine))
     except (recipe_mod.RecipeError, ConversionError, ValueError, FileNotFoundError, OSError,
-            RuntimeError, ModelNotFound, _store_errors()) as e:
+            RuntimeError, ModelNotFound, *_store_errors()) as e:
         raise Failure(str(e)) from e
     m = version.manifest
     if as_json:
@@ -784,7 +792,7 @@ def index_build_cmd(ctx, ref, method, name, model, chunk_tokens, overlap, stemme
     try:
         version = retrieval.build(store, ref, settings, name, list(benchmarks),
                                   progress=not quiet)
-    except (ValueError, OSError, ImportError, _store_errors()) as e:
+    except (ValueError, OSError, ImportError, *_store_errors()) as e:
         raise Failure(str(e)) from e
     _published(version)
     click.echo("\n" + stages_table(version.manifest["stages"]))
@@ -802,7 +810,7 @@ def index_query_cmd(ctx, ref, text, k) -> None:
     try:
         index = retrieval.Index(_store(ctx).resolve(ref))
         (hits,) = index.query([text], k)
-    except (ValueError, OSError, ImportError, _store_errors()) as e:
+    except (ValueError, OSError, ImportError, *_store_errors()) as e:
         raise Failure(str(e)) from e
     click.echo(f"{index.version.ref} ({index.settings.method}, {index.rows} chunks)")
     for rank, h in enumerate(hits, 1):
@@ -845,7 +853,7 @@ def report_cmd(ctx, ref, against_ref, out_path, tokenizer, quiet) -> None:
         against = store.resolve(against_ref) if against_ref else None
         out = Path(out_path or f"report-{version.kind}-{version.name}-{version.id}.html")
         report.write(version, out, store, against, progress=not quiet, tokenizer=tokenizer)
-    except (OSError, ValueError, _store_errors()) as e:
+    except (OSError, ValueError, *_store_errors()) as e:
         raise Failure(str(e)) from e
     click.echo(f"wrote {out} ({out.stat().st_size / 1024:,.0f} KB)")
 
@@ -944,7 +952,7 @@ def export_cmd(ctx, ref, fmt, out_dir, layout, overwrite) -> None:
         else:
             written = export.export(_store(ctx).resolve(ref), out_dir, fmt, layout=layout,
                                     overwrite=overwrite)
-    except (ValueError, _store_errors()) as e:
+    except (ValueError, *_store_errors()) as e:
         raise Failure(str(e)) from e
     for path in written:
         click.echo(f"wrote {path}")
@@ -1035,7 +1043,7 @@ def _stage_command(stage: str) -> click.Command:
                 _silence_libraries()  # (and the trainer's bars: see train.common.trl_config)
             manifest = run(stage, store, data_ref, model, loaded)
         except (TrainError, ModelNotFound, JudgeUnavailable, ValueError, OSError,
-                _store_errors()) as e:
+                *_store_errors()) as e:
             raise Failure(str(e)) from e
         click.echo(f"{stage}: {manifest['global_step']} steps on "
                    f"{', '.join(d['ref'] for d in manifest['data'])}")
@@ -1165,7 +1173,7 @@ def eval_cmd(ctx, models, benches, split, method, prompt_style, choices, limit, 
                                err=True)
         report = compare(list(models), versions, config, progress=not quiet, out=out,
                          indexes=indexes)
-    except (TrainError, ModelNotFound, OSError, ValueError, _store_errors()) as e:
+    except (TrainError, ModelNotFound, OSError, ValueError, *_store_errors()) as e:
         raise Failure(str(e)) from e
     table = markdown(report)
     click.echo(table)

@@ -192,3 +192,18 @@ def test_a_registered_step_gives_the_same_version_on_ray(shout, store, toy_versi
     assert local.manifest["stages"] == on_ray.manifest["stages"]
     assert sorted(r["raw"] for r in local.rejects().to_pylist()) == \
         sorted(r["raw"] for r in on_ray.rejects().to_pylist())
+
+
+def test_step_errors_are_one_line(store, toy_version, tmp_path, monkeypatch):
+    """A step that cannot run (a de-identification salt not set) and a store that is not
+    there: one line each, exit 1, no traceback."""
+    monkeypatch.delenv("MEDDATA_DEID_SALT", raising=False)
+    steps = tmp_path / "steps.yaml"
+    steps.write_text("- deidentify: {mode: pseudonym}\n")
+    out = CliRunner().invoke(cli, ["--store", str(store.root), "curate", "canonical/toy",
+                                   "--steps", str(steps), "--quiet"])
+    assert out.exit_code == 1
+    assert out.stderr.strip().count("\n") == 0 and "MEDDATA_DEID_SALT is not set" in out.stderr
+    out = CliRunner().invoke(cli, ["--store", str(tmp_path / "nowhere"), "fsck"])
+    assert out.exit_code == 1 and out.stderr.strip() == (
+        f"error: no store at {tmp_path / 'nowhere'} (give --store PATH or set MEDDATA_STORE)")
