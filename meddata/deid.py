@@ -285,9 +285,27 @@ def _keyword(low: str, words: tuple[str, ...]) -> bool:
     return any(w in low for w in words)
 
 
-def _zh_name_at(text: str, i: int, trailing: bool = True) -> int:
+def _is_zh_name(name: str) -> bool:
+    """Whether `name` is a whole Chinese name: a surname, then 1-2 given characters."""
+    slen = 2 if name[:2] in _SURNAMES_2 else 1 if name[:1] in SURNAMES_1 else 0
+    given = name[slen:]
+    if not slen or not 1 <= len(given) <= 2:
+        return False
+    if not all("\u4e00" <= c <= "\u9fff" and c not in _NOT_GIVEN for c in given):
+        return False
+    return not (name in _BLOCK_PREFIXES or any(name[:k] in _BLOCK_NAMES
+                                               for k in range(2, len(name))))
+
+
+# given-name characters that are also common words (小时, 小便): taken only right after
+# an explicit name trigger (我叫王小明, 患者：李小红), never before a title
+_GIVEN_AFTER_TRIGGER = set("小")
+
+
+def _zh_name_at(text: str, i: int, trailing: bool = True, trigger: bool = False) -> int:
     """End of a Chinese name (surname, then 1-2 given characters) starting at i, or -1.
-    With `trailing`, the name must be followed by what may follow a name."""
+    With `trailing`, the name must be followed by what may follow a name; after a
+    `trigger` (我叫, 患者：) a given name may hold a character such as 小."""
     if text[i:i + 2] in _SURNAMES_2:
         slen = 2
     elif i < len(text) and text[i] in SURNAMES_1:
@@ -299,7 +317,9 @@ def _zh_name_at(text: str, i: int, trailing: bool = True) -> int:
         if end > len(text):
             continue
         chars = text[i + slen:end]
-        if not all("\u4e00" <= c <= "\u9fff" and c not in _NOT_GIVEN for c in chars):
+        if not all("\u4e00" <= c <= "\u9fff" and (c not in _NOT_GIVEN or trigger
+                                                    and c in _GIVEN_AFTER_TRIGGER)
+                   for c in chars):
             continue
         name = text[i:end]
         if name in _BLOCK_PREFIXES or any(name[:k] in _BLOCK_NAMES
@@ -421,7 +441,7 @@ class Detector:
     def _names(self, text: str, has_cjk: bool, add) -> None:
         if has_cjk:
             for m in _ZH_NAME_TRIGGER.finditer(text):
-                end = _zh_name_at(text, m.end())
+                end = _zh_name_at(text, m.end(), trigger=True)
                 if end > 0 and m.group()[0] in "患病" and m.start() > 0 \
                         and "\u4e00" <= text[m.start() - 1] <= "\u9fff" \
                         and text[m.start() - 1] not in "本该位名例此" \
@@ -435,7 +455,7 @@ class Detector:
                     s = t - size
                     if s < 0:
                         continue
-                    if _zh_name_at(text, s, trailing=False) != t:
+                    if not _is_zh_name(text[s:t]):  # a name that ends at the title
                         continue
                     before = text[max(0, s - 2):s]
                     if s == 0 or not ("\u4e00" <= text[s - 1] <= "\u9fff") \

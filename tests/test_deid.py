@@ -304,3 +304,18 @@ def test_real_instruction_and_reasoning_rows_keep_their_text(redactor):
             assert out == text
     assert len(texts) > 900
     assert found == {"age_over_89": 1}  # "before his death at 90 years old"
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("我叫王小明。", "王小明"), ("我的名字是李小红。", "李小红"),       # 小 after a trigger
+    ("张伟先生应做胸片检查", "张伟"), ("李明先生应该复查", "李明"),     # a title at the start
+    ("刘洋教授说要手术", "刘洋")])
+def test_names_with_xiao_and_before_a_title_at_the_start(text, name):
+    found = Redactor(Detector()).redact(text)[0]
+    assert name not in found and "[NAME]" in found
+
+
+@pytest.mark.parametrize("text", ["患者小便不畅三天", "头痛三小时了", "先生您好，头痛三天",
+                                  "医生说要复查"])
+def test_xiao_and_titles_without_a_name_stay(text):
+    assert Redactor(Detector()).redact(text)[0] == text
