@@ -355,3 +355,11 @@ def test_curate_gives_the_same_version_on_ray(store, tmp_path):
         assert on_ray.manifest[key] == local.manifest[key], key
     assert local.manifest["quality"]["dropped"] == {"too_short": 1}
     assert local.manifest["language"]["dropped"] == {"other_language": 1}
+
+
+def test_quality_shares_above_one_are_refused():
+    from meddata.steps.registry import SettingsError, parse_list
+
+    with pytest.raises(SettingsError, match="max_symbol_ratio is a share of the text"):
+        parse_list([{"quality": {"max_symbol_ratio": 5}}], "steps")
+    parse_list([{"quality": {"max_symbol_ratio": None, "max_dup_lines": 1.0}}], "steps")

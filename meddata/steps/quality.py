@@ -77,9 +77,14 @@ class QualitySettings(Settings):
     lorem_ipsum: bool = setting(_D.lorem_ipsum, "drop any row with 'lorem ipsum' (C4)")
 
     def check(self) -> None:
+        shares = ("ratio", "_lines", "_paragraphs", "_chars")  # settings that are a share
         for name, value in asdict(self).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise SettingsError(f"{name} must not be negative, got {value}")
+            if isinstance(value, float) and name != "min_lines" and name.endswith(shares) \
+                    and value > 1:
+                raise SettingsError(f"{name} is a share of the text, in [0, 1] (null turns "
+                                    f"the rule off), got {value}")
         for name in ("top_ngrams", "dup_ngrams"):
             for n, limit in getattr(self, name).items():
                 if not n.isdigit() or int(n) < 1 or not 0 < limit <= 1:
