@@ -25,7 +25,11 @@ def human_bytes(n: int) -> str:
 
 
 def stages_table(stages: list[dict[str, Any]]) -> str:
-    rows = [(s["stage"], s["rows_in"], s["rows_out"],
+    def out(s: dict[str, Any]):  # a mix's repeats go on beside its rows (ledger: repeats)
+        return f"{s['rows_out']} (+{s['repeats']} repeats)" if s.get("repeats") else \
+            s["rows_out"]
+
+    rows = [(s["stage"], s["rows_in"], out(s),
              ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-") for s in stages]
     if not any(s.get("edited") for s in stages):
         return table(rows, ["stage", "rows in", "rows out", "dropped by reason"])
