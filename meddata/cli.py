@@ -31,6 +31,9 @@ def _published(version) -> None:
     """What a publish did: a new version, or content that already existed (then which tags,
     if any, moved to it)."""
     ref = f"{version.kind}/{version.name}@{version.id}"
+    if version.rows == 0:
+        click.echo(f"warning: {ref} has no rows: every input row was dropped or rejected "
+                   "(the stage table and the version's rejects say why)", err=True)
     if not getattr(version, "existed", False):
         click.echo(f"published {ref}  ({version.rows} rows) in {version.path}"
                    + (f"; tagged {', '.join(version.tags_moved)}" if version.tags_moved else ""))

@@ -207,3 +207,13 @@ def test_step_errors_are_one_line(store, toy_version, tmp_path, monkeypatch):
     out = CliRunner().invoke(cli, ["--store", str(tmp_path / "nowhere"), "fsck"])
     assert out.exit_code == 1 and out.stderr.strip() == (
         f"error: no store at {tmp_path / 'nowhere'} (give --store PATH or set MEDDATA_STORE)")
+
+
+def test_a_version_with_no_rows_is_published_with_a_warning(shout, store, toy_version, tmp_path):
+    steps = tmp_path / "steps.yaml"
+    steps.write_text("- shout: {min_chars: 1000}\n")  # every question is shorter
+    out = CliRunner().invoke(cli, ["--store", str(store.root), "curate", "canonical/toy",
+                                   "--steps", str(steps), "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert "has no rows: every input row was dropped or rejected" in out.stderr
+    assert store.resolve("canonical/toy-curated").rows == 0
