@@ -84,6 +84,29 @@ class Measure:
         self.cache_dir = cache_dir / self.sha256[:16] if cache_dir and self.sha256 else None
         self.cache_hits = self.cache_misses = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Shipped to a worker without the tokenizer: a Measure over a tokenizer folder
+        loads it again where it runs (per-worker state, never sent from the driver); one
+        made `with_tokenizer` (no folder) travels whole."""
+        state = dict(self.__dict__)
+        if self.path is not None and self.sha256 is not None:
+            state["tok"] = state["encoder"] = None
+            state["_backend"] = self.encoder.requested if self.encoder is not None else None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        backend = state.pop("_backend", None)
+        self.__dict__.update(state)
+        if self.tok is None and self.path is not None and self.sha256 is not None:
+            from meddata.encoder import Encoder
+
+            self.tok = load_tokenizer(self.path)
+            if tokenizer_hash(self.path) != self.sha256:
+                raise RuntimeError(f"tokenizer {self.path} differs on this worker from the one "
+                                   "the build started with (its files' sha256): give every "
+                                   "node the same tokenizer folder")
+            self.encoder = Encoder(self.tok, backend)
+
     @classmethod
     def with_tokenizer(cls, tokenizer, backend: str | None = None) -> Measure:
         """A Measure over a tokenizer already loaded (a model's, at training time)."""
