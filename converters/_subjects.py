@@ -62,12 +62,16 @@ class SubjectFiles(Converter):
     def subject_split(file: str) -> tuple[str | None, str | None]:
         raise NotImplementedError
 
+    def file_subject(self, path: Path) -> str | None:
+        """The subject a file holds by its name (None: unknown, or one per record)."""
+        return self.subject_split(str(path))[0]
+
     def prepare(self, files: list[Path]) -> list[Path]:
         chosen = wanted(self.source, self.subset, self.categories, self.medical)
         self.left_out: list[str] = []
         kept = []
         for f in files:
-            subject, _ = self.subject_split(str(f))
+            subject = self.file_subject(f)
             if chosen is not None and subject is not None and subject not in chosen:
                 self.left_out.append(str(f))
             else:

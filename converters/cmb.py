@@ -36,6 +36,7 @@ from meddata.readers import RawRecord, _open, base_suffix, read_file
 from meddata.text import clean, normalize_key
 
 from . import _mcq
+from ._joined import JoinedIds
 
 MULTIPLE, SINGLE = "多项选择题", "单项选择题"
 
@@ -72,7 +73,7 @@ def _answer_key(path: Path) -> dict[str, object] | None:
     return key
 
 
-class CMB(Converter):
+class CMB(JoinedIds, Converter):
     source = "cmb"
     license = "apache-2.0"
     license_url = "https://github.com/FreedomIntelligence/CMB/blob/main/LICENSE"
@@ -95,16 +96,6 @@ class CMB(Converter):
             raise ConversionError("cmb: only an answer key was given; give the questions "
                                   "file (CMB-test-choice-question-merge.json) beside it")
         return rows
-
-    def take_state(self) -> set[str] | None:
-        matched = getattr(self, "matched", None)
-        if not matched:
-            return None
-        self.matched = set()
-        return matched
-
-    def merge_state(self, state: set[str]) -> None:
-        self.matched |= state
 
     def report(self) -> dict[str, Any]:
         if not getattr(self, "key", None):

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from meddata.convert import Converter, Reject, as_record, require
+from meddata.convert import Reject, as_record, require
 from meddata.readers import RawRecord, base_suffix, read_csv, read_file
 from meddata.text import clean, normalize_key
 
@@ -73,35 +73,25 @@ def subject_split(file: str) -> tuple[str | None, str | None]:
     return m.group("subject"), _SPLITS.get(m.group("split"), m.group("split"))
 
 
-class MMLU(Converter):
+class MMLU(_subjects.SubjectFiles):
     source = "mmlu"
     license = "mit"
     license_url = "https://github.com/hendrycks/test/blob/master/LICENSE"
     default_subset = "unknown"
+    categories, medical = CATEGORIES, MEDICAL
+    subject_split = staticmethod(subject_split)
     #: fields a record of this source has (all of one group)
     signatures = (("question", "choices"), ("question", "A", "B"))
 
-    def prepare(self, files: list[Path]) -> list[Path]:
-        wanted = _subjects.wanted(self.source, self.subset, CATEGORIES, MEDICAL)
-        self.left_out: list[str] = []
-        kept = []
-        for f in files:
-            subject, _ = subject_split(str(f)) if base_suffix(f) == ".csv" else (None, None)
-            if wanted is not None and subject is not None and subject not in wanted:
-                self.left_out.append(str(f))
-            else:
-                kept.append(f)
-        return kept
-
-    def report(self) -> dict[str, Any]:
-        left = getattr(self, "left_out", [])
-        return {"files_of_other_subjects": len(left)} if left else {}
+    def file_subject(self, path: Path) -> str | None:
+        # the release's CSV files are named by subject; the Hugging Face layout has a
+        # subject per record
+        return subject_split(str(path))[0] if base_suffix(path) == ".csv" else None
 
     def read(self, path: Path):
         if base_suffix(path) == ".csv":
             return read_csv(path, fields=FIELDS)  # the release has no header row
         return read_file(path)
-
 
     def split_for(self, rec: RawRecord) -> str:
         return self.split or rec.split or subject_split(rec.file)[1] or super().split_for(rec)

@@ -25,6 +25,8 @@ from meddata.convert import ConversionError, Converter, Reject, as_record, requi
 from meddata.readers import RawRecord, _open, base_suffix
 from meddata.text import clean
 
+from ._joined import JoinedIds
+
 DECISIONS = ("yes", "no", "maybe")
 
 
@@ -59,7 +61,7 @@ def _ground_truth(path: Path) -> dict[str, str] | None:
     return None
 
 
-class PubMedQA(Converter):
+class PubMedQA(JoinedIds, Converter):
     source = "pubmedqa"
     license = "mit"
     license_url = "https://github.com/pubmedqa/pubmedqa/blob/master/LICENSE"
@@ -82,16 +84,6 @@ class PubMedQA(Converter):
                     raise ConversionError(f"pubmedqa: {f}: label {label!r} for PMID {pmid} is not yes/no/maybe")
                 self.truth[pmid] = norm.lower()
         return rows
-
-    def take_state(self) -> set[str] | None:
-        matched = getattr(self, "matched", None)
-        if not matched:
-            return None
-        self.matched = set()
-        return matched
-
-    def merge_state(self, state: set[str]) -> None:
-        self.matched |= state
 
     def report(self) -> dict[str, Any]:
         if not getattr(self, "truth", None):

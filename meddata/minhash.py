@@ -22,7 +22,21 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from meddata.steps.registry import Settings, SettingsError
 from meddata.text import TOKEN_PATTERN, normalize_key_expr
+
+
+class MinHashSettings(Settings):
+    """The checks every MinHash step's settings share (they declare `threshold`,
+    `num_perm`, `bands` and `rows`)."""
+
+    def check(self) -> None:
+        if self.bands * self.rows > self.num_perm:
+            raise SettingsError(f"bands x rows ({self.bands} x {self.rows}) exceeds num_perm "
+                                f"{self.num_perm}")
+        if not 0 < self.threshold <= 1:
+            raise SettingsError(f"threshold must be in (0, 1], got {self.threshold}")
+
 
 RUN_PAIRS_CAP = 64      # a band run larger than this pairs each member with its neighbours
 VERIFY_CHUNK = 200_000  # candidate pairs verified at a time

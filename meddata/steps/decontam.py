@@ -18,16 +18,16 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from meddata.minhash import band_hashes, jaccard_pairs, shingle_sets, signatures
+from meddata.minhash import MinHashSettings, band_hashes, jaccard_pairs, shingle_sets, signatures
 from meddata.steps.base import Books, Step
-from meddata.steps.registry import Settings, SettingsError, setting
+from meddata.steps.registry import SettingsError, setting
 from meddata.text import TOKEN_PATTERN, normalize_key, normalize_key_expr
 
 REPORT_EXAMPLES = 1000  # dropped records listed in the manifest; all are in rejects.parquet
 
 
 @dataclass
-class DecontamSettings(Settings):
+class DecontamSettings(MinHashSettings):
     against: list[str] = setting([], "the benchmark canonical versions (required)")
     ngram_en: int = setting(8, "English word n-grams over question, options and answer")
     ngram_zh: int = setting(13, "Chinese character n-grams")
@@ -38,13 +38,6 @@ class DecontamSettings(Settings):
     rows: int = setting(6, "rows per LSH band")
     min_tokens: int = setting(8, "shorter items are matched by n-grams only")
     seed: int = setting(1, "MinHash seed")
-
-    def check(self) -> None:
-        if self.bands * self.rows > self.num_perm:
-            raise SettingsError(f"bands x rows ({self.bands} x {self.rows}) exceeds num_perm "
-                                f"{self.num_perm}")
-        if not 0 < self.threshold <= 1:
-            raise SettingsError(f"threshold must be in (0, 1], got {self.threshold}")
 
 
 DecontamConfig = DecontamSettings  # the name the library API has used

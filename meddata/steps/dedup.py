@@ -34,20 +34,21 @@ import pyarrow.parquet as pq
 from meddata.minhash import (
     _U64,
     SURVIVOR_COLUMNS,
+    MinHashSettings,
     candidate_pairs,
     compact_fingerprints,
     jaccard_pairs,
 )
 from meddata.steps.base import Books, Step, StepError
 from meddata.steps.keys import key_hashes
-from meddata.steps.registry import Settings, SettingsError, setting
+from meddata.steps.registry import setting
 
 FINGERPRINT_ROWS = 65_536  # rows fingerprinted at a time (the text work is per frame)
 REPORT_EXAMPLES = 1000  # dropped records listed in the manifest; all are in rejects.parquet
 
 
 @dataclass
-class DedupSettings(Settings):
+class DedupSettings(MinHashSettings):
     threshold: float = setting(0.65, "exact Jaccard of 3-token shingles that makes two rows "
                                      "near duplicates")
     ngram: int = setting(3, "shingle size in tokens (words; CJK characters)")
@@ -59,13 +60,6 @@ class DedupSettings(Settings):
     source_priority: list[str] = setting([], "sources, best first: whose row survives")
     against: list[str] = setting([], "earlier canonical versions: rows that duplicate theirs "
                                      "are dropped too (a saved index of each, reused)")
-
-    def check(self) -> None:
-        if self.bands * self.rows > self.num_perm:
-            raise SettingsError(f"bands x rows ({self.bands} x {self.rows}) exceeds num_perm "
-                                f"{self.num_perm}")
-        if not 0 < self.threshold <= 1:
-            raise SettingsError(f"threshold must be in (0, 1], got {self.threshold}")
 
     def fingerprint_settings(self) -> dict[str, Any]:
         """What an index's content depends on (source priority and threshold do not)."""
