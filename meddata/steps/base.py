@@ -237,6 +237,7 @@ class Step:
     def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
         self.ready()
         if self.passes == 2:
+            self.begin(source.spill_dir)
             self.plan(self._scanned(source.batches()), source.spill_dir)
         for batch in source.batches():
             self.check_columns(batch)
@@ -259,6 +260,12 @@ class Step:
 
     def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
         raise NotImplementedError(f"step {self.name} implements neither run nor map")
+
+    def begin(self, spill_dir: Path) -> None:
+        """Before the first `scan` (on the driver, so before the step is shipped to the
+        workers): `spill_dir` is the run's spill folder, which every worker sees; a scan
+        may leave side files there (say, texts that `plan` only points at) instead of
+        sending them back to the driver."""
 
     def scan(self, batch: pa.Table) -> pa.Table:
         """First pass of a two-phase step: the compact per-row state `plan` needs."""
