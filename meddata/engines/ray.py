@@ -372,6 +372,7 @@ def _run_steps(read, steps: list[Step], ledger: Ledger,
             if not all(s.replayable for s in on_ray[start:k]):
                 # what came before is costly: computed once (and booked), kept by Ray
                 head, start = chain(head, start, k, True).materialize(), k
+            step.begin(spill_dir)
             scanned = chain(head, start, k, False).map_batches(
                 _scan, fn_args=([ray.put(step)],), batch_size=None, batch_format="pyarrow")
             with _task_errors():
