@@ -175,7 +175,7 @@ def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progr
                           manifest={"inputs": [{"ref": p["ref"]} for p in parents],
                                     "recipe": recipe.to_dict(), "parents": parents,
                                     "steps": [_describe(s) for s in steps]},
-                          engine=engine, check=checker.feed, finish=finish, report=report)
+                          engine=engine, check=checker, finish=finish, report=report)
 
 
 def _describe(step) -> dict[str, Any]:

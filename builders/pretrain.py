@@ -2,11 +2,11 @@
 packed `input_ids` too (fixed-length sequences for TRL's SFTTrainer or a plain LM loop).
 
 Documents become their title and body; QA, instruction and reasoning rows become the
-rendered prompt followed by the reference answer. Packing joins each split and language's
-documents with the tokenizer's EOS and cuts them into sequences of exactly `max_tokens` ids
-(the last one may be shorter), as a stream: only the ids left over from the last cut are
-held per split and language, finished sequences go to a spill file, and the sequences come
-out split by split, language by language. A sequence row carries its `input_ids` (no decoded
+rendered prompt followed by the reference answer. Packing joins the documents of each read unit
+(a run of the input's row groups, meddata/engines/units.py), split and language with the
+tokenizer's EOS and cuts them into sequences of exactly `max_tokens` ids (the last one of
+each may be shorter), as a stream, in the workers: only the ids left over from the last cut
+are held per split and language. A sequence row carries its `input_ids` (no decoded
 `text`: TRL's SFTTrainer takes a dataset with `input_ids` as already tokenized and never
 reads `text`, and decoding every window cost more than tokenizing it), and its source and
 task list every contributing document's. Token ids are cached in the store
@@ -81,92 +81,91 @@ class Texts(Render):
 
 
 class _Packer:
-    """One split and language: the ids left over from the last cut (with the documents they
-    belong to), and a spill file of finished sequences."""
+    """One split and language of a read unit: the ids left over from the last cut (with
+    the documents they belong to); `feed` gives the sequences it could cut."""
 
-    def __init__(self, key: tuple[str, str], path, max_len: int):
-        self.key, self.path, self.max_len = key, path, max_len
+    def __init__(self, key: tuple[str, str], unit: int, max_len: int):
+        self.key, self.unit, self.max_len = key, unit, max_len
         self.rest = np.empty(0, np.int32)
         self.rest_lengths = np.empty(0, np.int64)  # the documents (or their tails) in the rest
         self.rest_meta: list[tuple[str, str, str]] = []
         self.count = 0
-        self.writer = None
 
     def feed(self, flat: np.ndarray, lengths: np.ndarray, meta: list[tuple[str, str, str]],
-             final: bool = False) -> None:
+             final: bool = False) -> pa.RecordBatch | None:
         """`flat`: documents' ids one after another (each ending in EOS), `lengths` theirs."""
         flat = np.concatenate([self.rest, flat])
         lengths = np.concatenate([self.rest_lengths, lengths])
         owners = self.rest_meta + meta
         if not len(flat):
-            return
+            return None
         ends = np.cumsum(lengths)
         starts = ends - lengths
         L = self.max_len
         full = len(flat) // L
         cuts = full + (1 if final and len(flat) % L else 0)
+        out = None
         if cuts:
             los = np.arange(cuts, dtype=np.int64) * L
             his = np.minimum(los + L, len(flat))
             firsts = np.searchsorted(ends, los, side="right")
             lasts = np.searchsorted(starts, his, side="left") - 1
-            self._write(flat[:his[-1]], his - los,
-                        [owners[f:e + 1] for f, e in zip(firsts.tolist(), lasts.tolist())])
+            out = self._sequences(flat[:his[-1]], his - los,
+                                  [owners[f:e + 1] for f, e in zip(firsts.tolist(),
+                                                                   lasts.tolist())])
         cut = len(flat) if final else full * L
         after = ends > cut  # documents with ids after the cut
         self.rest = flat[cut:]
         self.rest_lengths = np.minimum(lengths[after], ends[after] - cut)
         self.rest_meta = [owners[i] for i in np.flatnonzero(after).tolist()]
+        return out
 
-    def _write(self, values: np.ndarray, lengths: np.ndarray, members: list[list[tuple]]
-               ) -> None:
+    def _sequences(self, values: np.ndarray, lengths: np.ndarray,
+                   members: list[list[tuple]]) -> pa.RecordBatch:
         split, lang = self.key
         n0 = self.count
         self.count += len(lengths)
         offsets = np.zeros(len(lengths) + 1, np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        table = pa.table({
-            "id": [f"{split}/{lang}/pack/{n0 + i:08d}" for i in range(len(lengths))],
+        return pa.RecordBatch.from_pydict({
+            "id": [f"{split}/{lang}/pack/{self.unit:05d}-{n0 + i:06d}"
+                   for i in range(len(lengths))],
             "source": ["+".join(sorted({m[0] for m in ms})) for ms in members],
             "lang": ["+".join(sorted({m[1] for m in ms})) for ms in members],
             "task": ["+".join(sorted({m[2] for m in ms})) for ms in members],
             "split": [split] * len(lengths),
             "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
         }, schema=PACKED_SCHEMA)
-        if self.writer is None:
-            self.writer = pa.ipc.new_file(self.path, PACKED_SCHEMA)
-        self.writer.write_table(table)
-
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        if self.writer is None:
-            return
-        self.writer.close()
-        with pa.OSFile(str(self.path)) as src:  # read, not mapped (flat RSS)
-            reader = pa.ipc.open_file(src)
-            for i in range(reader.num_record_batches):
-                yield reader.get_batch(i)
 
 
 class Pack(Step):
-    """Documents -> sequences of `max_len` token ids, per split and language."""
+    """Documents -> sequences of `max_len` token ids, per read unit, split and language.
+
+    Packing runs in the workers, a read unit at a time (meddata/engines/units.py): the
+    unit's documents are joined per split and language and cut as they come, and the last,
+    shorter sequence of each closes the unit. Units are cut from the inputs alone, so every
+    engine packs the same sequences; a sequence's id names its unit and its number there
+    (`train/en/pack/00003-000017`)."""
 
     name = "pack"
     needs = ("id", "source", "lang", "task", "split", IDS)
     adds = ("input_ids",)
+    parallel = True
 
     def __init__(self, measure, max_len: int):
         if measure.tok is None:
             raise ValueError("packing needs a tokenizer")
         if measure.tok.eos_token_id is None:
             raise ValueError("packing needs a tokenizer with an EOS token")
-        self.measure, self.max_len = measure, max_len
+        self.eos, self.max_len = measure.tok.eos_token_id, max_len
+        self.sequences = self.tokens = 0
 
-    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
-        eos = self.measure.tok.eos_token_id
+    def map_unit(self, batches: Iterator[pa.RecordBatch], books: Books,
+                 unit: int) -> Iterator[pa.RecordBatch]:
+        books.count_out = False
         packers: dict[tuple[str, str], _Packer] = {}
-        tokens = 0
-        for batch in source.batches():
-            self.check_columns(batch)
+        for batch in batches:
+            books.rows_out += batch.num_rows  # every document goes into a sequence
             ids = batch.column(IDS)
             offsets = ids.offsets.to_numpy().astype(np.int64)
             values = ids.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
@@ -177,9 +176,7 @@ class Pack(Step):
             for i, key in enumerate(keys):
                 groups.setdefault(key, []).append(i)
             for key, rows in groups.items():
-                if key not in packers:
-                    packers[key] = _Packer(key, source.spill_dir / f"pack-{id(self)}-"
-                                           f"{len(packers)}.arrow", self.max_len)
+                packer = packers.setdefault(key, _Packer(key, unit, self.max_len))
                 # the group's documents one after another, each followed by EOS (no Python
                 # object per document: positions in the output map back into `values`)
                 at = np.asarray(rows)
@@ -190,20 +187,32 @@ class Pack(Step):
                                                                   lengths)
                 flat = values[np.minimum(source_at, max(len(values) - 1, 0))] if len(values) \
                     else np.zeros(len(source_at), np.int32)
-                flat[ends - 1] = eos
-                tokens += int(ends[-1])
-                packers[key].feed(flat, lengths, [meta[i] for i in rows])
-        for packer in packers.values():
-            packer.feed(np.empty(0, np.int32), np.empty(0, np.int64), [], final=True)
-        books.info.update(sequences=sum(p.count for p in packers.values()), tokens=tokens,
-                          max_len=self.max_len)
-        books.count_out = False
-        books.rows_out = books.rows_in  # every document went into a sequence
-        langs = sorted({lang for _, lang in packers})
-        for split in ("train", "validation"):
-            for lang in langs:
-                if (split, lang) in packers:
-                    yield from packers[(split, lang)].batches()
+                flat[ends - 1] = self.eos
+                self.tokens += int(ends[-1])
+                yield packer.feed(flat, lengths, [meta[i] for i in rows])
+        for key in sorted(packers):
+            yield packers[key].feed(np.empty(0, np.int32), np.empty(0, np.int64), [],
+                                    final=True)
+        self.sequences += sum(p.count for p in packers.values())
+
+    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+        """Packing on the driver (after a step that cannot run in the workers): the whole
+        stream as one unit."""
+        for out in self.map_unit(source.batches(), books, 0):
+            if out is not None and out.num_rows:
+                yield out
+        self.close(books)
+
+    def take_state(self) -> tuple[int, int]:
+        state, self.sequences, self.tokens = (self.sequences, self.tokens), 0, 0
+        return state
+
+    def merge_state(self, state: tuple[int, int]) -> None:
+        self.sequences += state[0]
+        self.tokens += state[1]
+
+    def close(self, books: Books) -> None:
+        books.info.update(sequences=self.sequences, tokens=self.tokens, max_len=self.max_len)
 
 
 def steps(recipe, ctx) -> list:

@@ -1,9 +1,12 @@
 """Run steps from input versions to a published version: what build, dedup, decontam,
 curate and index build share (convert publishes raw files with meddata.convert).
 
-Batches flow from the inputs through the steps, on the command's engine, into the store's
-publisher; rejects go to the version's rejects.parquet as steps drop rows; each stage's
-row conservation and each step's report come from the ledger and land in the manifest.
+Batches flow from the inputs through the steps, on the command's engine, into the version's
+shards: when every step runs in the workers (`parallel`), each worker writes the shards of
+the read units it ran (meddata/engines/units.py) and the driver only plans and commits;
+otherwise the driver's publisher writes the last step's batches. Rejects go to the
+version's rejects.parquet; each stage's row conservation and each step's report come from
+the ledger and land in the manifest.
 Spill files of two-pass steps live in a temporary folder under `<store>/.tmp/`, removed
 when the run ends. The engine (meddata/engines/) decides where the steps run; the
 publisher, and so the version, is the same.
@@ -20,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from meddata.engines.base import Engine, ProgressReader, VersionReader
+from meddata.engines.units import all_parallel
 from meddata.steps.base import BATCH_ROWS, Ledger, Step
 from meddata.store import Store, Version
 
@@ -40,12 +44,13 @@ def with_progress(reader: VersionReader, desc: str, total: int,
 def publish(store: Store, kind: str, name: str, schema: pa.Schema,
             read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[Step],
             manifest: dict[str, Any], engine: Engine,
-            check: Callable[[pa.RecordBatch], None] | None = None,
+            check: Any = None,
             finish: Callable[[dict[str, Any]], None] | None = None,
             report: bool = False,
             attach: Callable[[Any], None] | None = None) -> Version:
-    """Run `steps` over `read`, write the output to `kind/name`, and commit. `check` sees
-    every output batch before it is written; `finish(extra)` runs before the commit and
+    """Run `steps` over `read`, write the output to `kind/name`, and commit. `check` (a
+    validation Checker) sees every output batch before it is written (when every step runs
+    in the workers, a copy of it in each worker, absorbed back in input order); `finish(extra)` runs before the commit and
     may add to the manifest or raise to publish nothing; `attach(publisher)` then adds
     files to the version (a retrieval index's); `report` writes the version's report.html
     (meddata/report.py). `engine` says where the steps run; the version is the same.
@@ -82,10 +87,13 @@ def _publish(store, kind, name, schema, read, steps, manifest, check, finish, re
         spill.mkdir(parents=True, exist_ok=True)
         spill_dir = tempfile.mkdtemp(prefix="spill-", dir=spill)
         try:
-            for batch in engine.run_steps(read, steps, ledger, Path(spill_dir)):
-                if check is not None:
-                    check(batch)
-                pub.write(batch)
+            if all_parallel(steps):  # the workers write the shards (meddata/engines/units.py)
+                engine.write_steps(read, steps, ledger, Path(spill_dir), pub, check)
+            else:
+                for batch in engine.run_steps(read, steps, ledger, Path(spill_dir)):
+                    if check is not None:
+                        check.feed(batch)
+                    pub.write(batch)
         finally:
             shutil.rmtree(spill_dir, ignore_errors=True)
         for step in steps:

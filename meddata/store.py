@@ -732,12 +732,9 @@ class Publisher:
             raise StoreWriteError(f"cannot publish {kind}/{name} in the store {store.root}: "
                                   f"{os_problem(e)}; nothing was published") from None
         self._clean_own_orphans()
-        self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
-        self._pending: dict[str, list[pa.Table]] = {}
-        self._shards: list[dict[str, Any]] = []  # appended by the writer thread
+        self._writer = ShardWriter(self.tmp, self.schema, background=True)
+        self._shards: list[dict[str, Any]] = []  # written by the workers (add_written)
         self._files: list[dict[str, Any]] = []   # other content (add_file)
-        self._pool: ThreadPoolExecutor | None = None
-        self._inflight: deque[Future] = deque()
         self._rejects: pq.ParquetWriter | None = None
         self.reject_counts: Counter[str] = Counter()
         self.rows = 0
@@ -795,90 +792,38 @@ class Publisher:
 
     # ---- rows ------------------------------------------------------------------------
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        if batch.num_rows == 0:
-            return
-        if batch.schema.remove_metadata() != self.schema:
-            batch = batch.select(self.schema.names).cast(self.schema)
-        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        self.rows += table.num_rows
-        for col, counter in self._counts.items():
-            for item in pc.value_counts(table.column(col)).to_pylist():
-                counter[str(item["values"])] += item["counts"]
-        for col in self.schema.names:
-            self._nulls[col] += table.column(col).null_count
-        if "split" in self.schema.names:
-            column = table.column("split")
-            splits = pc.unique(column)  # Arrow scalars (a Python str would import pandas)
-            for split in splits:
-                part = table if len(splits) == 1 else table.filter(
-                    pc.is_null(column) if not split.is_valid else pc.equal(column, split))
-                self._write_split(split.as_py() or "unsplit", part)
-        else:
-            self._write_split("train", table)
+        """Rows written by this process (shards `<split>-00000.parquet`, ...)."""
+        self._writer.write(batch)
 
-    def _write_split(self, split: str, table: pa.Table) -> None:
-        """Buffer rows and write whole row groups, so the bytes (and the id) do not depend on
-        how the rows were batched when they arrived."""
-        split = re.sub(r"[^A-Za-z0-9._-]", "_", split)
-        pending = self._pending.setdefault(split, [])
-        pending.append(table)
-        buffered = sum(t.num_rows for t in pending)
-        if buffered >= ROW_GROUP_ROWS:
-            whole = pa.concat_tables(pending)
-            cut = buffered - buffered % ROW_GROUP_ROWS
-            self._emit(split, whole.slice(0, cut))
-            self._pending[split] = [whole.slice(cut)] if cut < buffered else []
+    @property
+    def data_dir(self) -> Path:
+        """Where workers write the shards of their units (a ShardWriter each, `unit=`)."""
+        return self.tmp
 
-    def _emit(self, split: str, table: pa.Table) -> None:
-        writer, idx, rows = self._writers.get(split, (None, -1, SHARD_ROWS))
-        offset = 0
-        while offset < table.num_rows:
-            if writer is None or rows >= SHARD_ROWS:
-                if writer is not None:
-                    self._in_background(self._close_shard, split, writer, idx, rows)
-                idx += 1
-                writer, rows = self._open_shard(split, idx), 0
-            take = min(SHARD_ROWS - rows, table.num_rows - offset)
-            self._in_background(_write_row_groups, writer, table.slice(offset, take))
-            rows += take
-            offset += take
-        self._writers[split] = (writer, idx, rows)
+    def add_written(self, written: dict[str, Any]) -> None:
+        """Shards a worker wrote into this version (`ShardWriter.close()` of its unit)."""
+        self._shards += written["shards"]
+        self._add_stats(written)
 
-    def _in_background(self, fn, *args) -> None:
-        """Run Parquet encoding and file work on one writer thread, in submission order, while
-        the caller prepares the next batch (pyarrow releases the GIL while it encodes). At
-        most two tasks wait, which bounds the memory they hold; a task's error is raised here
-        or at commit."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meddata-write")
-        while len(self._inflight) >= 2 or (self._inflight and self._inflight[0].done()):
-            self._inflight.popleft().result()
-        self._inflight.append(self._pool.submit(fn, *args))
+    def find_ids(self, hashes) -> list[str]:
+        """The ids among the shards written so far whose hashes (meddata.steps.keys.
+        key_hashes) are `hashes`: examples for a unique-id check that only saw hashes."""
+        import numpy as np
 
-    def _drain(self, raise_errors: bool = True) -> None:
-        while self._inflight:
-            future = self._inflight.popleft()
-            if raise_errors:
-                future.result()
-            else:
-                with contextlib.suppress(BaseException):
-                    future.result()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        from meddata.steps.keys import key_hashes
 
-    def _open_shard(self, split: str, idx: int) -> pq.ParquetWriter:
-        path = self.tmp / "data" / f"{split}-{idx:05d}.parquet"
-        return pq.ParquetWriter(path, self.schema, compression="zstd",
-                                use_dictionary=dictionary_columns(self.schema),
-                                use_content_defined_chunking=True, write_statistics=True)
+        found: list[str] = []
+        for shard in self._shards:
+            for batch in pq.ParquetFile(self.tmp / shard["path"]).iter_batches(columns=["id"]):
+                ids = batch.column("id")
+                found += ids.filter(pa.array(np.isin(key_hashes(ids), hashes))).to_pylist()
+        return list(dict.fromkeys(found))
 
-    def _close_shard(self, split: str, writer: pq.ParquetWriter, idx: int, rows: int) -> None:
-        writer.close()
-        rel = f"data/{split}-{idx:05d}.parquet"
-        path = self.tmp / rel
-        self._shards.append({"path": rel, "split": split, "rows": rows,
-                             "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    def _add_stats(self, written: dict[str, Any]) -> None:
+        self.rows += written["rows"]
+        for col, counts in written["counts"].items():
+            self._counts[col].update(counts)
+        self._nulls.update(written["nulls"])
 
     def add_file(self, rel: str, source: Path) -> None:
         """Move `source` into the version as `rel` (e.g. index/bm25/params.index.json): part
@@ -914,10 +859,7 @@ class Publisher:
     # ---- finishing -------------------------------------------------------------------
     def abort(self) -> None:
         self._closed = True
-        self._drain(raise_errors=False)
-        for writer, _, _ in self._writers.values():
-            with contextlib.suppress(Exception):
-                writer.close()
+        self._writer.abort()
         if self._rejects is not None:
             with contextlib.suppress(Exception):
                 self._rejects.close()
@@ -937,10 +879,7 @@ class Publisher:
         try:
             return self._commit()
         except BaseException as e:
-            self._drain(raise_errors=False)
-            for writer, _, _ in self._writers.values():
-                with contextlib.suppress(Exception):
-                    writer.close()
+            self._writer.abort()
             if self._rejects is not None:
                 with contextlib.suppress(Exception):
                     self._rejects.close()
@@ -957,14 +896,9 @@ class Publisher:
             self._release()
 
     def _commit(self) -> Version:
-        for split, pending in sorted(self._pending.items()):
-            if pending:
-                self._emit(split, pa.concat_tables(pending))
-        if not self._writers:  # an empty version still has one shard carrying the schema
-            self._writers["train"] = (self._open_shard("train", 0), 0, 0)
-        for split, (writer, idx, rows) in sorted(self._writers.items()):
-            self._in_background(self._close_shard, split, writer, idx, rows)
-        self._drain()
+        written = self._writer.close(empty=not self._shards)
+        self._shards += written["shards"]
+        self._add_stats(written)
         if self._rejects is not None:
             self._rejects.close()
         self._shards.sort(key=lambda s: s["path"])
@@ -1055,6 +989,148 @@ class Publisher:
             "stats": stats,
             **extra,
         }
+
+
+class ShardWriter:
+    """Rows into a version's shards under `folder`/data: a file per split (and per
+    SHARD_ROWS rows), whole row groups of ROW_GROUP_ROWS, so the bytes (and the id) do not
+    depend on how the rows arrived in batches. The driver's publisher writes
+    `<split>-00000.parquet`, ...; a worker writing one read unit of a run writes
+    `<split>-<unit>-00000.parquet`, ... into the same folder: sorted by path, the shards are
+    in input order whichever worker wrote which. Each file is written under a temporary name
+    and renamed when complete, so a task that Ray runs again replaces its files whole.
+    `close()` gives the shards (path, split, rows, bytes, sha256) and the rows, value counts
+    and nulls the manifest's stats need."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, unit: int | None = None,
+                 background: bool = False):
+        self.folder, self.schema = Path(folder), schema.remove_metadata()
+        self.prefix = "" if unit is None else f"{unit:05d}-"
+        self.background = background
+        self._writers: dict[str, tuple[pq.ParquetWriter, int, int]] = {}  # split -> (w, idx, rows)
+        self._pending: dict[str, list[pa.Table]] = {}
+        self._shards: list[dict[str, Any]] = []  # appended by the writer thread
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: deque[Future] = deque()
+        self.rows = 0
+        self.counts: dict[str, Counter[str]] = {c: Counter() for c in COUNTED_COLUMNS
+                                                if c in self.schema.names}
+        self.nulls: Counter[str] = Counter()
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        if batch.schema.remove_metadata() != self.schema:
+            batch = batch.select(self.schema.names).cast(self.schema)
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        self.rows += table.num_rows
+        for col, counter in self.counts.items():
+            for item in pc.value_counts(table.column(col)).to_pylist():
+                counter[str(item["values"])] += item["counts"]
+        for col in self.schema.names:
+            self.nulls[col] += table.column(col).null_count
+        if "split" in self.schema.names:
+            column = table.column("split")
+            splits = pc.unique(column)  # Arrow scalars (a Python str would import pandas)
+            for split in splits:
+                part = table if len(splits) == 1 else table.filter(
+                    pc.is_null(column) if not split.is_valid else pc.equal(column, split))
+                self._write_split(split.as_py() or "unsplit", part)
+        else:
+            self._write_split("train", table)
+
+    def _write_split(self, split: str, table: pa.Table) -> None:
+        split = re.sub(r"[^A-Za-z0-9._-]", "_", split)
+        pending = self._pending.setdefault(split, [])
+        pending.append(table)
+        buffered = sum(t.num_rows for t in pending)
+        if buffered >= ROW_GROUP_ROWS:
+            whole = pa.concat_tables(pending)
+            cut = buffered - buffered % ROW_GROUP_ROWS
+            self._emit(split, whole.slice(0, cut))
+            self._pending[split] = [whole.slice(cut)] if cut < buffered else []
+
+    def _emit(self, split: str, table: pa.Table) -> None:
+        writer, idx, rows = self._writers.get(split, (None, -1, SHARD_ROWS))
+        offset = 0
+        while offset < table.num_rows:
+            if writer is None or rows >= SHARD_ROWS:
+                if writer is not None:
+                    self._run(self._close_shard, split, writer, idx, rows)
+                idx += 1
+                writer, rows = self._open_shard(split, idx), 0
+            take = min(SHARD_ROWS - rows, table.num_rows - offset)
+            self._run(_write_row_groups, writer, table.slice(offset, take))
+            rows += take
+            offset += take
+        self._writers[split] = (writer, idx, rows)
+
+    def _run(self, fn, *args) -> None:
+        """Parquet encoding and file work, here or (`background`) on one writer thread, in
+        submission order, while the caller prepares the next batch (pyarrow releases the
+        GIL while it encodes). At most two tasks wait, which bounds the memory they hold; a
+        task's error is raised here or at close."""
+        if not self.background:
+            fn(*args)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meddata-write")
+        while len(self._inflight) >= 2 or (self._inflight and self._inflight[0].done()):
+            self._inflight.popleft().result()
+        self._inflight.append(self._pool.submit(fn, *args))
+
+    def _drain(self, raise_errors: bool = True) -> None:
+        while self._inflight:
+            future = self._inflight.popleft()
+            if raise_errors:
+                future.result()
+            else:
+                with contextlib.suppress(BaseException):
+                    future.result()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _rel(self, split: str, idx: int) -> str:
+        return f"data/{split}-{self.prefix}{idx:05d}.parquet"
+
+    def _open_shard(self, split: str, idx: int) -> pq.ParquetWriter:
+        path = self.folder / (self._rel(split, idx) + ".part")
+        return pq.ParquetWriter(path, self.schema, compression="zstd",
+                                use_dictionary=dictionary_columns(self.schema),
+                                use_content_defined_chunking=True, write_statistics=True)
+
+    def _close_shard(self, split: str, writer: pq.ParquetWriter, idx: int, rows: int) -> None:
+        writer.close()
+        rel = self._rel(split, idx)
+        path = self.folder / rel
+        os.replace(self.folder / (rel + ".part"), path)
+        self._shards.append({"path": rel, "split": split, "rows": rows,
+                             "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+
+    def close(self, empty: bool = False) -> dict[str, Any]:
+        """Finish every shard; `empty`: with no rows at all, still write one (empty) shard,
+        which carries the schema."""
+        for split, pending in sorted(self._pending.items()):
+            if pending:
+                self._emit(split, pa.concat_tables(pending))
+        self._pending = {}
+        if not self._writers and empty:
+            self._writers["train"] = (self._open_shard("train", 0), 0, 0)
+        for split, (writer, idx, rows) in sorted(self._writers.items()):
+            self._run(self._close_shard, split, writer, idx, rows)
+        self._writers = {}
+        self._drain()
+        return {"shards": sorted(self._shards, key=lambda s: s["path"]), "rows": self.rows,
+                "counts": {c: dict(v) for c, v in self.counts.items()},
+                "nulls": dict(self.nulls)}
+
+    def abort(self) -> None:
+        self._drain(raise_errors=False)
+        for writer, _, _ in self._writers.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+        self._writers = {}
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:

@@ -164,6 +164,51 @@ class Checker:
         if self.buffered >= CHUNK_ROWS:
             self._flush()
 
+    def spawn(self) -> Checker:
+        """A new, empty checker with this one's settings: a worker checks the rows it
+        writes with one, and hands its `partial()` back to this one (`absorb`)."""
+        return Checker(self.kind, self.bounds, self.contaminated, self.want_tokens, self.keep)
+
+    def __getstate__(self) -> dict[str, Any]:  # shipped to workers empty (`spawn`)
+        return {"args": (self.kind, self.bounds, self.contaminated, self.want_tokens,
+                         self.keep)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(*state["args"])
+
+    def partial(self) -> dict[str, Any]:
+        """What this checker found, for `absorb` on the driver's: the merged results of its
+        suite runs, the distinct values, row counts and the hashes of the ids it saw (a
+        unique-id check over all rows needs them; 8 bytes a row)."""
+        self._flush()
+        return {"names": sorted(self.bounds.columns) if self.rules is not None else None,
+                "checks": list(self.checks.values()), "distinct": self.distinct,
+                "rows_total": self.rows_total, "rows_checked": self.rows_checked,
+                "ids": np.concatenate(self.seen.runs) if self.seen.runs else
+                np.empty(0, np.uint64)}
+
+    def absorb(self, partial: dict[str, Any], find_ids=None) -> None:
+        """Add a worker's `partial()`, in input order. Ids another worker's rows had too
+        fail the unique-id check here; `find_ids(hashes)` names them for its examples."""
+        if partial["names"] is None:
+            return
+        if self.rules is None:
+            self._start(partial["names"])
+        self._merge([dict(c) for c in partial["checks"]])
+        for column, values in partial["distinct"].items():
+            self.distinct.setdefault(column, set()).update(values)
+        self.rows_total += partial["rows_total"]
+        self.rows_checked += partial["rows_checked"]
+        ids = partial["ids"]
+        again = ids[self.seen.contains(ids)]
+        self.seen.add(ids)
+        check = self.checks.get("unique_ids")
+        if len(again) and check is not None:
+            check["success"] = False
+            check["failing_rows"] += len(again)
+            found = find_ids(again[:EXAMPLES]) if find_ids is not None else []
+            check["examples"] = list(dict.fromkeys(check["examples"] + found))[:EXAMPLES]
+
     def _merge(self, results: list[dict[str, Any]]) -> None:
         for r in results:
             seen = self.checks.get(r["name"])

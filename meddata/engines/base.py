@@ -5,15 +5,20 @@ meddata/engines/ knows which engine runs. A command chooses one engine (meddata.
 choose: `--engine`, the recipe's `engine`, MEDDATA_ENGINE, else local), opens one
 `with engine.session():` around everything it does, and hands the engine down.
 
-- `run_steps(read, steps, ledger, spill_dir)`: the last step's batches, in input order,
-  with every stage's books in `ledger`. `read` is a `VersionReader` (the input versions'
+- `map_units(phase, units)`: one task per read unit (meddata/engines/units.py), the
+  results in unit order; with `ship`/`unbox`, how a step reaches a task. On these,
+  `write_steps` runs a list of steps that all run in the workers (`parallel`), where each
+  worker writes its units' shards, the same on every engine.
+- `run_steps(read, steps, ledger, spill_dir)`: for a list with a step that cannot run in
+  the workers: the last step's batches, in input order, with every stage's books in
+  `ledger`, for the driver to write. `read` is a `VersionReader` (the input versions'
   shards, in order), optionally wrapped in a `ProgressReader`.
 - `convert_files(convert_file, conv, files)`: the parts `convert_file(conv, path)` yields
   for each file, in file order (see meddata.convert), with what the converter gathered
   for its report merged back into `conv`; `convert_stream(convert_records, conv,
   records)` the same for a stream of records (a hub dataset), where the engine can.
 
-A new engine (Spark, Daft) is one module here implementing these three methods; see
+A new engine (Spark, Daft) is one module here implementing these methods; see
 docs/scale.md.
 """
 
@@ -43,6 +48,38 @@ class Engine:
 
     def run_steps(self, read: Callable[[bool], Iterator[pa.RecordBatch]], steps: list[Step],
                   ledger: Ledger, spill_dir: Path) -> Iterator[pa.RecordBatch]:
+        """The last step's batches, in input order, for the driver to write: a run with a
+        step that cannot run in the workers (not `parallel`)."""
+        raise NotImplementedError
+
+    def write_steps(self, read: Callable[[bool], Iterator[pa.RecordBatch]],
+                    steps: list[Step], ledger: Ledger, spill_dir: Path, publisher,
+                    check=None) -> None:
+        """Every step in the workers, over the read units of `read` (meddata/engines/
+        units.py), each unit's rows written by its worker into `publisher`'s shards and
+        checked there by a copy of `check` (a validation Checker, whose findings are
+        absorbed in unit order); the driver plans and merges books."""
+        from meddata.engines.units import Run
+
+        def take(result: dict[str, Any]) -> None:
+            publisher.add_written(result["written"])
+            if check is not None and result["checked"] is not None:
+                check.absorb(result["checked"], publisher.find_ids)
+
+        Run(self, read, steps, ledger, spill_dir).write(publisher.data_dir, publisher.schema,
+                                                        check, take)
+
+    def ship(self, step: Step) -> Any:
+        """`step` as the tasks get it (Ray: in its object store, once)."""
+        return step
+
+    def unbox(self, shipped: Any) -> Step:
+        """The step a task got from `ship`."""
+        return shipped
+
+    def map_units(self, phase, units: list) -> Iterator[dict[str, Any]]:
+        """`meddata.engines.units.run_unit(phase, unit, ...)` for every unit, wherever the
+        engine runs tasks; the results in unit order."""
         raise NotImplementedError
 
     def convert_files(self, convert_file: Callable[[Any, Path], Iterator[tuple]], conv: Any,

@@ -1,5 +1,6 @@
-"""The local engine: every step in this process, batch after batch (`--engine local`, the
-default)."""
+"""The local engine: every step in this process (`--engine local`, the default): the read
+units one after another (meddata/engines/units.py), or, for a run with a step that cannot
+run in the workers, batch after batch through the chained steps."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ class LocalEngine(Engine):
         True when it is read again; `replayable` says whether reading again is cheap) and
         return the last step's batches."""
         return chain(read, steps, ledger, spill_dir, replayable)
+
+    def map_units(self, phase, units: list) -> Iterator[dict[str, Any]]:
+        from meddata.engines.units import run_unit
+
+        for unit in units:
+            yield run_unit(phase, unit, self.unbox)
 
     def convert_files(self, convert_file, conv: Any, files: list[Path]) -> Iterator[tuple]:
         for path in files:

@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from meddata.engines.base import Engine, ProgressReader
+from meddata.engines.base import Engine
 from meddata.engines.local import chain as chain_locally
-from meddata.steps.base import BATCH_ROWS, Books, Ledger, Step, StepError
+from meddata.steps.base import BATCH_ROWS, Books, Ledger, Step
 
 # one Ray CPU, one thread: tokenizers and polars would otherwise each start a thread per
 # core in every task, and a worker's CPU count would mean nothing
@@ -209,9 +208,29 @@ class RayEngine(Engine):
             finally:
                 self._depth = 0
 
+    def ship(self, step: Step) -> list:
+        return [_ray().put(step)]  # (in a list: Ray would resolve a bare reference itself)
+
+    def unbox(self, box: list) -> Step:
+        return _unbox(box)
+
+    def map_units(self, phase, units: list) -> Iterator[dict[str, Any]]:
+        return _map_units(phase, units)
+
     def run_steps(self, read, steps: list[Step], ledger: Ledger,
                   spill_dir: Path) -> Iterator[pa.RecordBatch]:
-        return _run_steps(read, steps, ledger, spill_dir)
+        """The leading parallel steps in Ray tasks (their output spilled per unit, read back
+        in order); the rest, from the first step that cannot run in the workers, here."""
+        from meddata.engines.units import Run
+
+        ahead = 0
+        while ahead < len(steps) and steps[ahead].parallel:
+            ahead += 1
+        if not ahead:
+            return chain_locally(read, steps, ledger, spill_dir)
+        run = Run(self, read, steps[:ahead], ledger, spill_dir)
+        return chain_locally(lambda replay: run.handoff(), steps[ahead:], ledger, spill_dir,
+                             replayable=False)
 
     def convert_files(self, convert_file, conv, files: list[Path]) -> Iterator[tuple]:
         return _convert_files(convert_file, conv, files)
@@ -227,77 +246,6 @@ def _unbox(box: list):
     if key not in _UNBOXED:
         _UNBOXED[key] = ray.get(box[0])
     return _UNBOXED[key]
-
-
-def _batches(table: pa.Table) -> list[pa.RecordBatch]:
-    return table.combine_chunks().to_batches() or [pa.RecordBatch.from_pylist(
-        [], schema=table.schema)]
-
-
-UNIT = "_unit"  # the read unit a block came from: a block is one unit, all along the chain
-
-
-def _read_units(units: pa.Table, columns: list[str] | None,
-                tag: Callable | None) -> pa.Table:
-    """The rows of a read unit (a row group of a shard), tagged as the local reader tags
-    them (`tag(i, batch)` for the i-th version), with the unit's number."""
-    import pyarrow.parquet as pq
-
-    (unit, i, path, group), = zip(*(units.column(c).to_pylist()
-                                    for c in ("unit", "version", "path", "row_group")))
-    table = pq.ParquetFile(path).read_row_group(group, columns=columns)
-    parts = [tag(i, batch) if tag else batch for batch in _batches(table)]
-    table = pa.Table.from_batches(parts)
-    return table.append_column(UNIT, pa.array([unit] * table.num_rows, pa.int64()))
-
-
-def _unit_of(table: pa.Table) -> tuple[int, pa.Table]:
-    """(the block's unit, its rows without the unit column)."""
-    units = table.column(UNIT)
-    unit = units[0].as_py()
-    if pc.count_distinct(units).as_py() != 1:
-        raise StepError("a Ray block holds rows of several read units; the "
-                                  "engine needs one unit per block")
-    return unit, table.drop_columns([UNIT])
-
-
-def _scan(table: pa.Table, box: list) -> pa.Table:
-    step = _unbox(box)
-    step.ready()
-    if not table.num_rows:  # every row of the block dropped upstream: nothing to scan
-        return pa.table({})
-    _, table = _unit_of(table)
-    step.check_columns(table)
-    return step.scan(table)
-
-
-def _map(table: pa.Table, box: list, k: int, tally) -> pa.Table:
-    """Step k over one block; its books go to the tally, keyed by (step, unit), so a task
-    that Ray runs again after a failure replaces its report instead of adding to it."""
-    ray = _ray()
-    step = _unbox(box)
-    step.ready()
-    if not table.num_rows:
-        return table
-    unit, rows = _unit_of(table)
-    rejects: list[dict[str, Any]] = []
-    books = Books(step.name, rejects.extend)
-    outs = []
-    for batch in _batches(rows):
-        step.check_columns(batch)
-        out = step.map(batch, books)
-        if out is not None and out.num_rows:
-            outs.append(out)
-    out = pa.Table.from_batches(outs) if outs else None
-    state = step.take_state()
-    if tally is not None:
-        rows_out = (out.num_rows if out else 0) if books.count_out else books.rows_out
-        ray.get(tally.add.remote(k, unit, rows.num_rows, rows_out,
-                                 dict(books.dropped), books.info, state, rejects,
-                                 dict(books.edited), books.rows_changed))
-    if out is None:
-        return table.slice(0, 0)
-    return out.append_column(UNIT, pa.array([unit] * out.num_rows, pa.int64()))
 
 
 class _Tally:
@@ -342,83 +290,33 @@ class _Tally:
         return self.books
 
 
-# ---- the driver ------------------------------------------------------------------------------------
-def _run_steps(read, steps: list[Step], ledger: Ledger,
-               spill_dir: Path) -> Iterator[pa.RecordBatch]:
-    """`steps` over `read` (a VersionReader, maybe in a ProgressReader) on Ray; the last
-    step's batches, in the order the local engine gives them. Call inside a session."""
+# ---- a run over read units (meddata/engines/units.py) --------------------------------------------
+def _unit_task(table: pa.Table, phase, units: list) -> pa.Table:
+    """A Ray Data task: the read unit named by the block's one row through `phase`; its
+    result (books, compact scan rows, shards written) pickled into one row."""
+    import pickle
+
+    from meddata.engines.units import run_unit
+
+    (n,) = table.column("unit").to_pylist()
+    result = run_unit(phase, units[n], _unbox)
+    return pa.table({"unit": [n], "result": pa.array([pickle.dumps(result)], pa.large_binary())})
+
+
+def _map_units(phase, units: list) -> Iterator[dict[str, Any]]:
+    """One Ray Data task per read unit (a block of one row each, so Ray schedules units,
+    not bundles of them), the results in unit order (`preserve_order`)."""
+    import pickle
+
     ray = _ray()
-    reader, bar = (read.reader, read) if isinstance(read, ProgressReader) else (read, None)
-    ahead = 0
-    while ahead < len(steps) and steps[ahead].parallel:
-        ahead += 1
-    on_ray, after = steps[:ahead], steps[ahead:]
-    books = [ledger.open(step.name) for step in on_ray]
-    tally = ray.remote(**TALLY_OPTIONS)(_Tally).remote(str(spill_dir))
-    boxes: list[list] = []  # each step in the object store, once it has its plan
-
-    def chain(ds, start: int, end: int, report: bool):
-        """`ds` through steps start..end-1; only the run whose rows are kept reports. Each
-        task maps whole blocks (a row group each): a batch size would make Ray bundle that
-        many read units into one task, and run the whole input in one."""
-        for k in range(start, end):
-            ds = ds.map_batches(_map, fn_args=(boxes[k], k, tally if report else None),
-                                batch_size=None, batch_format="pyarrow")
-        return ds
-
-    head, start = _dataset(ray, reader), 0  # head: the input through steps[:start]
-    for k, step in enumerate(on_ray):
-        if step.passes == 2:
-            if not all(s.replayable for s in on_ray[start:k]):
-                # what came before is costly: computed once (and booked), kept by Ray
-                head, start = chain(head, start, k, True).materialize(), k
-            step.begin(spill_dir)
-            scanned = chain(head, start, k, False).map_batches(
-                _scan, fn_args=([ray.put(step)],), batch_size=None, batch_format="pyarrow")
-            with _task_errors():
-                step.plan((t for t in scanned.iter_batches(batch_format="pyarrow",
-                                                           batch_size=None) if t.num_rows),
-                          spill_dir)
-        boxes.append([ray.put(step)])
-    ds = chain(head, start, len(on_ray), True)
-
-    def stream(replay: bool) -> Iterator[pa.RecordBatch]:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_task_errors())
-            progress = stack.enter_context(bar.bar()) if bar is not None else None
-            polled = time.monotonic()
-            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                if progress is not None and not on_ray:
-                    progress.update(table.num_rows)
-                elif progress is not None and time.monotonic() - polled > POLL_SECONDS:
-                    progress.n = ray.get(tally.rows_read.remote())
-                    progress.refresh()
-                    polled = time.monotonic()
-                yield from (b for b in table.drop_columns([UNIT]).to_batches() if b.num_rows)
-            if progress is not None and on_ray:
-                progress.n = ray.get(tally.rows_read.remote())
-                progress.refresh()
-        _merge(ray.get(tally.result.remote()), on_ray, books, ledger, spill_dir)
-
-    return chain_locally(stream, after, ledger, spill_dir, replayable=False)
-
-
-def _dataset(ray, reader):
-    """The input versions' rows as a Ray Dataset: one block per row group of each shard, in
-    order. (read_parquet splits a large file into bins of row groups, and gives the bins
-    back out of file order; the version id depends on the order.)"""
-    import pyarrow.parquet as pq
-
-    if not hasattr(reader, "versions"):
-        raise TypeError("the Ray engine reads store versions (a meddata.engines."
-                        "VersionReader), not an arbitrary batch iterator")
-    units = [{"version": i, "path": str(path), "row_group": g}
-             for i, v in enumerate(reader.versions) for path in v.shard_paths()
-             for g in range(pq.ParquetFile(str(path)).metadata.num_row_groups)]
-    units = [{"unit": n, **u} for n, u in enumerate(units)]
-    return ray.data.from_items(units, override_num_blocks=max(len(units), 1)).map_batches(
-        _read_units, fn_args=(reader.columns, reader.tag), batch_size=None,
-        batch_format="pyarrow")
+    ds = ray.data.from_items([{"unit": u.n} for u in units],
+                             override_num_blocks=max(len(units), 1))
+    ds = ds.map_batches(_unit_task, fn_args=(phase, units), batch_size=None,
+                        batch_format="pyarrow")
+    with _task_errors():
+        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for blob in table.column("result").to_pylist():
+                yield pickle.loads(blob)
 
 
 # ---- convert: one task per input file ------------------------------------------------------------
@@ -509,7 +407,6 @@ def _part_table(parts: list[tuple]) -> pa.Table:
 def _parts(table: pa.Table) -> Iterator[tuple]:
     """A task's table back into parts: its rejects, then its rows."""
     import polars as pl
-    import pyarrow.compute as pc
 
     from meddata.schema import CANONICAL
 

@@ -261,6 +261,14 @@ class Step:
     def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
         raise NotImplementedError(f"step {self.name} implements neither run nor map")
 
+    def map_unit(self, batches: Iterator[pa.RecordBatch], books: Books,
+                 unit: int) -> Iterator[pa.RecordBatch | None]:
+        """A parallel step over one read unit's batches, in a worker (meddata/engines/
+        units.py): `map` per batch, unless the step works on a unit as a whole (packing
+        cuts the documents of one unit into sequences, numbered within `unit`)."""
+        for batch in batches:
+            yield self.map(batch, books)
+
     def begin(self, spill_dir: Path) -> None:
         """Before the first `scan` (on the driver, so before the step is shipped to the
         workers): `spill_dir` is the run's spill folder, which every worker sees; a scan

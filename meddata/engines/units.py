@@ -1,0 +1,375 @@
+"""A run as tasks over read units: what both engines share, so they publish the same id.
+
+The input versions' row groups are cut into read units (`plan_units`): runs of consecutive
+row groups of about `unit_rows` rows, a number that depends only on the inputs (never on
+the workers), so every engine cuts the same units. A task takes one unit through a phase:
+the steps from `start` to `end`, reading either the inputs or the unit's spill file of an
+earlier phase, and ending in one of three sinks:
+
+- `scan`: the next two-phase step's `scan` of the unit's rows (compact per-row state,
+  which the driver reads back in unit order and `plan`s from);
+- `spill`: the unit's rows, into an Arrow file of its own in the run's spill folder (when
+  the steps before a two-phase step are costly to run twice, or a step that cannot run in
+  the workers comes next);
+- `shards`: the unit's rows into the version's shards (meddata.store.ShardWriter, the
+  files `<split>-<unit>-<n>.parquet` in the publisher's temporary folder), each batch
+  checked by the kind's validation first (a worker's own `Checker`).
+
+A task's dropped rows go to an Arrow file of its own in the spill folder (per step and
+unit); it returns only its books (rows in and out, drops, edits, facts), its steps'
+report state, and for `shards` the shards it wrote with their stats and its checker's
+findings. The driver merges those in unit order: the same ledger, reports, rejects and
+shards on every engine, whichever worker ran which unit, and a task run again after a
+failure replaces its files and is counted once. The driver holds the plans and those
+books, never the rows.
+
+An engine only decides where the tasks run: `Engine.map_units(task, units)` gives the
+tasks' results in unit order (meddata/engines/local.py: one after another in this
+process; meddata/engines/ray.py: Ray Data tasks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from meddata.steps.base import BATCH_ROWS, Books, Ledger, Step
+
+TARGET_UNITS = 256  # aim: enough units to keep many workers busy, yet shards not tiny
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Consecutive row groups of the inputs: (version index, shard path, row group)."""
+
+    n: int
+    parts: tuple[tuple[int, str, int], ...]
+    rows: int
+
+
+def unit_rows(total: int) -> int:
+    """Rows per read unit for `total` input rows: about TARGET_UNITS units, at least one
+    row group (8,192 rows) and at most one shard's rows (499,712) each."""
+    from meddata.store import ROW_GROUP_ROWS, SHARD_ROWS
+
+    return min(SHARD_ROWS, max(ROW_GROUP_ROWS, math.ceil(total / TARGET_UNITS)))
+
+
+def plan_units(versions: list) -> list[Unit]:
+    """The read units of `versions`' shards, in order (from the shards' Parquet footers)."""
+    import pyarrow.parquet as pq
+
+    groups = []
+    for i, v in enumerate(versions):
+        for path in v.shard_paths():
+            meta = pq.ParquetFile(str(path)).metadata
+            groups += [(i, str(path), g, meta.row_group(g).num_rows)
+                       for g in range(meta.num_row_groups)]
+    target = unit_rows(sum(g[3] for g in groups))
+    units: list[Unit] = []
+    parts: list[tuple[int, str, int]] = []
+    rows = 0
+    for i, path, g, n in groups:
+        parts.append((i, path, g))
+        rows += n
+        if rows >= target:
+            units.append(Unit(len(units), tuple(parts), rows))
+            parts, rows = [], 0
+    if parts or not units:
+        units.append(Unit(len(units), tuple(parts), rows))
+    return units
+
+
+@dataclass
+class Phase:
+    """Steps `start`..`end`-1 over every unit, from `source` (None: the inputs; else the
+    spill folder of an earlier phase), into `sink` ("scan": then steps[end]'s scan;
+    "spill": a spill folder; "shards": the version's shards). `steps` are what the engine
+    shipped (`Engine.ship`), one per step of the run."""
+
+    steps: list[Any]
+    start: int
+    end: int
+    sink: str
+    spill_dir: str
+    columns: list[str] | None = None
+    tag: Callable | None = None
+    source: str | None = None
+    target: str | None = None       # spill: the folder; shards: the publisher's folder
+    schema: pa.Schema | None = None  # shards: the version's schema
+    check: Any = None                # shards: an empty Checker to spawn per unit
+    book: bool = True                # the books, report state and rejects count
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+
+def run_unit(phase: Phase, unit: Unit, unbox: Callable[[Any], Step]) -> dict[str, Any]:
+    """One task: `unit` through `phase`. Returns its books and what its sink made."""
+    steps = [unbox(box) for box in phase.steps[phase.start:phase.end + (
+        1 if phase.sink == "scan" else 0)]]
+    for step in steps:
+        step.ready()
+    chain, scanner = (steps[:-1], steps[-1]) if phase.sink == "scan" else (steps, None)
+    rejects = _Rejects(Path(phase.spill_dir), unit.n, phase.run_id) if phase.book else None
+    books = [Books(step.name, rejects.sink(phase.start + k) if rejects else None)
+             for k, step in enumerate(chain)]
+    batches = _read(phase, unit)
+    for step, b in zip(chain, books):
+        batches = _through(step, batches, b, unit.n)
+    result: dict[str, Any] = {"unit": unit.n}
+    try:
+        if scanner is not None:
+            result["scanned"] = list(_scan(scanner, batches))
+        elif phase.sink == "spill":
+            _spill(batches, Path(phase.target) / f"{unit.n:09d}.arrow")
+        else:
+            result.update(_write(phase, unit, batches))
+    finally:
+        if rejects is not None:
+            rejects.close()
+    result["books"] = [{"rows_in": b.rows_in, "rows_out": b.rows_out,
+                        "dropped": dict(b.dropped), "edited": dict(b.edited),
+                        "rows_changed": b.rows_changed, "info": b.info,
+                        "count_out": b.count_out, "state": step.take_state()} for step, b in zip(chain, books)]
+    if scanner is not None:
+        scanner.take_state()  # a scan's copy gathers nothing the report counts
+    return result
+
+
+def _read(phase: Phase, unit: Unit) -> Iterator[pa.RecordBatch]:
+    if phase.source is not None:
+        yield from _read_spill(Path(phase.source) / f"{unit.n:09d}.arrow")
+        return
+    import pyarrow.parquet as pq
+
+    files: dict[str, pq.ParquetFile] = {}
+    for i, path, g in unit.parts:
+        if path not in files:
+            files = {path: pq.ParquetFile(path)}
+        table = files[path].read_row_group(g, columns=phase.columns)
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+            yield phase.tag(i, batch) if phase.tag else batch
+
+
+def _read_spill(path: Path) -> Iterator[pa.RecordBatch]:
+    if not path.exists():  # every row of the unit was dropped before the spill
+        return
+    with pa.OSFile(str(path)) as source:  # read, not mapped: pages do not pile up in RSS
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
+def _through(step: Step, batches: Iterator[pa.RecordBatch], books: Books,
+             unit: int) -> Iterator[pa.RecordBatch]:
+    """`step` over a unit's batches, its rows in and out counted in `books`."""
+    def counted_in() -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            books.rows_in += batch.num_rows
+            step.check_columns(batch)
+            yield batch
+
+    for out in step.map_unit(counted_in(), books, unit):
+        if out is None or not out.num_rows:
+            continue
+        if books.count_out:
+            books.rows_out += out.num_rows
+        yield out
+
+
+def _scan(step: Step, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        step.check_columns(batch)
+        pending.append(batch)
+        held += batch.num_rows
+        if held >= step.scan_rows:
+            yield step.scan(pa.Table.from_batches(pending))
+            pending, held = [], 0
+    if pending:
+        yield step.scan(pa.Table.from_batches(pending))
+
+
+def _spill(batches: Iterator[pa.RecordBatch], path: Path) -> None:
+    writer = None
+    tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.part")
+    try:
+        for batch in batches:
+            if writer is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                writer = pa.ipc.new_file(tmp, batch.schema, options=pa.ipc.IpcWriteOptions(
+                    compression="zstd"))
+            writer.write_batch(batch)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        os.replace(tmp, path)
+    else:
+        path.unlink(missing_ok=True)  # (a run of this task before may have left one)
+
+
+def _write(phase: Phase, unit: Unit, batches: Iterator[pa.RecordBatch]) -> dict[str, Any]:
+    from meddata.store import ShardWriter
+
+    writer = ShardWriter(Path(phase.target), phase.schema, unit=unit.n)
+    checker = phase.check.spawn() if phase.check is not None else None
+    try:
+        for batch in batches:
+            if checker is not None:
+                checker.feed(batch)
+            writer.write(batch)
+        written = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return {"written": written, "checked": checker.partial() if checker else None}
+
+
+class _Rejects:
+    """A task's dropped rows, a file per step: `rejects-<step>-<unit>.arrow`."""
+
+    def __init__(self, folder: Path, unit: int, run_id: str):
+        self.folder, self.unit, self.run_id = folder, unit, run_id
+        self.writers: dict[int, Any] = {}
+
+    def path(self, k: int) -> Path:
+        return self.folder / f"rejects-{self.run_id}-{k:04d}-{self.unit:09d}.arrow"
+
+    def sink(self, k: int) -> Callable[[list[dict[str, Any]]], None]:
+        from meddata.schema import REJECTS
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            if k not in self.writers:
+                tmp = self.path(k).with_suffix(".part")
+                self.writers[k] = (tmp, pa.ipc.new_file(tmp, REJECTS))
+            self.writers[k][1].write_table(pa.Table.from_pylist(rows, schema=REJECTS))
+        return write
+
+    def close(self) -> None:
+        for k, (tmp, writer) in sorted(self.writers.items()):
+            writer.close()
+            os.replace(tmp, self.path(k))
+
+
+# ---- the driver --------------------------------------------------------------------------------
+def all_parallel(steps: list[Step]) -> bool:
+    """Whether every step runs in the workers, so the workers write the shards."""
+    return all(step.parallel for step in steps)
+
+
+class Run:
+    """The driver's side of a run of `steps` over `read` (a VersionReader, maybe in a
+    ProgressReader) on `engine`: plans the units, runs the phases, merges the tasks' books
+    into `ledger` in unit order. Every step given runs in the workers (see all_parallel)."""
+
+    def __init__(self, engine, read, steps: list[Step], ledger: Ledger, spill_dir: Path):
+        from meddata.engines.base import ProgressReader
+
+        self.engine, self.steps, self.ledger = engine, steps, ledger
+        self.spill_dir = Path(spill_dir)
+        self.reader, self.progress = (read.reader, read) if isinstance(read, ProgressReader) \
+            else (read, None)
+        if not hasattr(self.reader, "versions"):
+            raise TypeError("a run over units reads store versions (a meddata.engines."
+                            "VersionReader), not an arbitrary batch iterator")
+        self.units = plan_units(self.reader.versions)
+        self.books = [ledger.open(step.name) for step in steps]
+        self.shipped: list[Any] = []
+        self.start, self.source = 0, None
+
+    def phase(self, end: int, sink: str, book: bool, **more: Any) -> Phase:
+        return Phase(list(self.shipped), self.start, end, sink, str(self.spill_dir),
+                     self.reader.columns, self.reader.tag, self.source, book=book, **more)
+
+    def prepare(self) -> None:
+        """Ship every step to the workers, planning each two-phase step first (from its
+        scan of every unit), and spilling the units' rows before it where the steps before
+        it are costly to run twice."""
+        for k, step in enumerate(self.steps):
+            if step.passes == 2:
+                if not all(s.replayable for s in self.steps[self.start:k]):
+                    self.spill(k)
+                step.begin(self.spill_dir)
+                self.shipped.append(self.engine.ship(step))  # to scan
+                scanned = (t for r in self.map(self.phase(k, "scan", False))
+                           for t in r["scanned"] if t.num_rows)
+                step.plan(scanned, self.spill_dir)
+                self.shipped[k] = self.engine.ship(step)  # with its plan
+            else:
+                self.shipped.append(self.engine.ship(step))
+
+    def spill(self, end: int) -> None:
+        """The units through steps start..end-1 into spill files (booked), read from there
+        on."""
+        target = self.spill_dir / f"stage-{end:04d}"
+        target.mkdir(parents=True, exist_ok=True)
+        self.absorb(self.map(self.phase(end, "spill", True, target=str(target))))
+        self.start, self.source = end, str(target)
+
+    def map(self, phase: Phase) -> Iterator[dict[str, Any]]:
+        """The tasks' results, in unit order (a pass over the inputs counted on the bar)."""
+        counted = self.progress is not None and phase.source is None
+        with self.progress.bar() if counted else contextlib.nullcontext() as bar:
+            for result in self.engine.map_units(phase, self.units):
+                if bar is not None:
+                    bar.update(self.units[result["unit"]].rows)
+                yield result
+
+    def absorb(self, results: Iterator[dict[str, Any]],
+               each: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """The tasks' books into the ledger and their states into the driver's steps, in
+        unit order (`each` sees every result too)."""
+        for result in results:
+            for k, t in enumerate(result["books"], start=self.start):
+                b = self.books[k]
+                b.rows_in += t["rows_in"]
+                b.rows_out += t["rows_out"]
+                b.dropped.update(t["dropped"])
+                b.edited.update(t["edited"])
+                b.rows_changed += t["rows_changed"]
+                b.info.update(t["info"])
+                b.count_out = b.count_out and t["count_out"]
+                if t["state"] is not None:
+                    self.steps[k].merge_state(t["state"])
+            if each is not None:
+                each(result)
+
+    def finish(self) -> None:
+        """Close the steps and put their tasks' dropped rows into the ledger's sink, step by
+        step, unit by unit."""
+        for step, b in zip(self.steps, self.books):
+            step.close(b)
+        if self.ledger.sink is None:
+            return
+        for path in sorted(self.spill_dir.glob("rejects-*.arrow"),
+                           key=lambda p: p.name.split("-", 2)[2]):
+            for batch in _read_spill(path):
+                self.ledger.sink(batch.to_pylist())
+
+    def write(self, target: Path, schema: pa.Schema, check: Any,
+              take: Callable[[dict[str, Any]], None]) -> None:
+        """Every step in the workers, and the units' rows into shards under `target`;
+        `take(result)` gets each unit's shards and checks, in unit order."""
+        self.prepare()
+        self.absorb(self.map(self.phase(len(self.steps), "shards", True, target=str(target),
+                                        schema=schema, check=check)), take)
+        self.finish()
+
+    def handoff(self) -> Iterator[pa.RecordBatch]:
+        """Every step in the workers; their output, in unit order, for the driver to go on
+        with (the steps that cannot run in the workers)."""
+        self.prepare()
+        if self.start < len(self.steps) or self.source is None:
+            self.spill(len(self.steps))
+        self.finish()
+        for unit in self.units:
+            yield from _read_spill(Path(self.source) / f"{unit.n:09d}.arrow")
