@@ -128,7 +128,6 @@ class Checker:
         self.suite: _Suite | None = None
         self.checks: dict[str, dict[str, Any]] = {}
         self.rows_total = self.rows_checked = 0
-        _import_in_background()
 
     def _start(self, names: list[str]) -> None:
         self.tokens = self.want_tokens and bool(self.bounds.max_tokens) and TOKENS in names
@@ -140,6 +139,7 @@ class Checker:
 
     def feed(self, batch: pa.RecordBatch) -> None:
         if self.rules is None:
+            _import_in_background()  # (not on a driver that only absorbs workers' checks)
             self._start(batch.schema.names)
         if not batch.num_rows:
             return
