@@ -11,6 +11,7 @@ from meddata import recipe as recipe_mod
 from meddata.builders import export, pipeline, render
 from meddata.builders.rejected import CrossSample, Distractor, NoRejected
 from meddata.cli import cli
+from meddata.steps import StepError
 
 MSGS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 OPTS = pa.list_(pa.struct([("label", pa.string()), ("text", pa.string())]))
@@ -399,9 +400,11 @@ def _reference_cross(rows, chosen, seed):
     return [chosen[partner[i]] if i in partner else None for i in range(len(rows))]
 
 
-def test_cross_sample_streams_in_order_past_duckdbs_memory(tmp_path):
-    """Many rows, a tiny DuckDB memory limit (it spills), many small batches: the partners
-    come back in order and equal the plain rule."""
+def test_cross_sample_in_phases_past_duckdbs_memory(tmp_path):
+    """Many rows, a tiny DuckDB memory limit (it spills), many small scans in input order,
+    lookups in batches of other sizes and other order, each by its own copy of the strategy
+    (as workers would): every row's partner equals the plain rule's."""
+    import pickle
     from pathlib import Path
 
     recipe = examples()
@@ -409,14 +412,18 @@ def test_cross_sample_streams_in_order_past_duckdbs_memory(tmp_path):
              "meta": json.dumps({"subject": f"sub{i % 7}"} if i % 5 else {})}
             for i in range(20_000)]
     chosen = [f"answer {i} " + "x" * 200 for i in range(20_000)]
-    cross = CrossSample(recipe)
-    for s in range(0, len(rows), 777):
-        cross.add(rows[s:s + 777], chosen[s:s + 777], Path(tmp_path))
-    cross.finish(Path(tmp_path), memory_limit="64MB")
-    got = []
-    while len(got) < len(rows):
-        got += [None if isinstance(t, NoRejected) else t for t in cross.take(1000)]
+    scans = [CrossSample(recipe).scan(rows[s:s + 777], chosen[s:s + 777], Path(tmp_path))
+             for s in range(0, len(rows), 777)]
+    plan = CrossSample.plan(iter(scans), Path(tmp_path), memory_limit="64MB")
+    plan = pickle.loads(pickle.dumps(plan))  # (shipped to the workers)
+    got: list = [None] * len(rows)
+    for s in reversed(range(0, len(rows), 1000)):
+        worker = CrossSample(recipe)
+        for i, t in enumerate(worker.lookup(plan, rows[s:s + 1000])):
+            got[s + i] = None if isinstance(t, NoRejected) else t
     assert got == _reference_cross(rows, chosen, recipe.seed)
+    with pytest.raises(StepError, match="did not see"):
+        CrossSample(recipe).lookup(plan, [{**rows[0], "id": "never scanned"}])
 
 
 def test_unpair_interleaves_in_seeded_order_at_scale(tmp_path, monkeypatch):
