@@ -31,7 +31,6 @@ from meddata.models import resolve_model
 from . import render
 from .rejected import NoRejected, Strategy
 
-
 BUSY_SECONDS = 300  # how long a worker waits for another's write to the generation cache
 
 

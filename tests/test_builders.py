@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, canonical_rows, through_workers
 from meddata import recipe as recipe_mod
 from meddata.builders import export, pipeline, render
 from meddata.builders.rejected import CrossSample, Distractor, NoRejected
@@ -424,6 +424,38 @@ def test_cross_sample_in_phases_past_duckdbs_memory(tmp_path):
     assert got == _reference_cross(rows, chosen, recipe.seed)
     with pytest.raises(StepError, match="did not see"):
         CrossSample(recipe).lookup(plan, [{**rows[0], "id": "never scanned"}])
+
+
+@pytest.mark.parametrize("strategy", ["cross_sample", "distractor", "auto"])
+def test_pairs_made_in_workers_are_the_pairs_made_in_one_go(strategy, tmp_path):
+    """Pair split over read units, each scanned and mapped by its own copy (the plan on the
+    driver's), gives the rows, drops and report of one pass over all the rows."""
+    from meddata.builders.preference import Pair
+    from meddata.engines.local import run_rows
+    from meddata.schema import CANONICAL
+
+    rows = canonical_rows(900)
+    recipe = examples(rejected={"strategy": strategy, "similarity": 0.8})
+    whole = Pair(recipe)
+    expected, ledger = run_rows([whole], rows, CANONICAL, tmp_path)
+    table = pa.Table.from_pylist(rows, schema=CANONICAL)
+    cuts = [0, 37, 300, 301, 650, 900]
+    units = [table.slice(a, b - a) for a, b in zip(cuts, cuts[1:])]
+    split = Pair(recipe)
+    got, books = through_workers(split, units, tmp_path)
+    assert got == expected
+    assert dict(books.dropped) == ledger.stages()[0]["dropped"]
+    assert split.report() == whole.report()
+    check = whole.report()["check"]
+    assert check["matched"] > 300
+    if strategy != "distractor":
+        assert check["no_matching_rejected"] > 0
+        assert whole.report()["cross_sample"]["unmatched"] == check["no_matching_rejected"]
+        # partners are read from other units' texts
+        unit_of = {r["id"]: n for n, u in enumerate(units) for r in u.to_pylist()}
+        chosen = {r["chosen"][0]["content"]: r["id"] for r in got}
+        assert any(unit_of[chosen[r["rejected"][0]["content"]]] != unit_of[r["id"]]
+                   for r in got if r["rejected"][0]["content"] in chosen)
 
 
 def test_unpair_interleaves_in_seeded_order_at_scale(tmp_path, monkeypatch):
