@@ -62,24 +62,28 @@ def canonical_rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(n):
         task = ("open_qa", "instruction", "mcq", "reasoning", "yes_no")[i % 5]
-        lang = "zh" if i % 3 == 0 else "en"
+        zh = i % 3 == 0
+        lang = "zh" if zh else "en"
         source = f"solo{i}" if i % 97 == 0 else f"src{i % 3}"
         subject = rng.choice([None, "cardiology", "nephrology", f"rare {i}"])
         options, label, answer, response = [], None, None, None
         if task == "mcq":
-            options = [{"label": c, "text": f"option {c} {i % 7}"} for c in "ABCD"]
+            options = [{"label": c, "text": f"选项{c}{i % 7}" if zh else f"option {c} {i % 7}"}
+                       for c in "ABCD"]
             label = "ABCD"[i % 4]
             answer = options[i % 4]["text"]
         elif task == "yes_no":
             label = answer = ("yes", "no", "maybe")[i % 3]
         elif i % 41:
             response = (f"Reply {i} on {subject}: rest and fluids. " * (1 + i % 3)
-                        if lang == "en" else f"回答{i}：多休息，多喝水。" * (1 + i % 2))
+                        if not zh else f"回答{i}：多休息，多喝水。" * (1 + i % 2))
         rows.append({
             "id": f"{source}/x/train/{i:05d}", "source": source, "subset": "x",
-            "split": "train", "lang": lang, "task": task, "question": f"Question {i}?",
+            "split": "train", "lang": lang, "task": task,
+            "question": f"第{i}题：这是什么病？" if zh else f"Question {i}: which disease is it?",
             "context": None, "options": options, "answer_label": label, "answer": answer,
-            "rationale": f"Because of finding {i}." if i % 4 == 0 else None,
+            "rationale": (f"依据检查结果{i}。" if zh else f"Because of finding {i}.")
+            if i % 4 == 0 else None,
             "response": response, "meta": json.dumps({"subject": subject} if subject else {}),
             "raw_sha1": f"{i:040x}"})
     return rows
