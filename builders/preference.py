@@ -13,6 +13,14 @@ not dropped. The manifest's `rejected.check` counts the pairs checked, matched, 
 dropped by each reason, with the rows no partner matched (cross_sample's
 `no_matching_rejected`); the report shows it. Steps: pair, bound the length (the
 longer of prompt + chosen and prompt + rejected, chat-templated), split.
+
+Where it runs: pairing is a parallel step, so an engine pairs each batch in whichever
+worker reads it, with the strategies built in that worker (a weak model loads there, once
+per worker process, never on the driver). cross_sample adds a first pass: the workers'
+scans leave each batch's chosen texts in a file of their own in the run's spill folder
+and hand the driver compact rows (hashes and each text's place); the driver plans every
+row's partner from those; the workers, pairing, read only their partners' texts back. The
+pair check and the strategies' counts are merged into the driver's report.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ Strategies register by name in STRATEGIES and load only when asked for; `weak_mo
   for yes/no, the opposite decision. Needs no model.
 - cross_sample: the reference answer of another row of the same source, language, task and
   answer format (a <think> block or not) and, where the source records one, the same
-  subject (two phases over the stream; see CrossSample). A row with no such partner is
-  dropped as `no_matching_rejected`.
+  subject (scan, plan and lookup over the stream, in any worker; see CrossSample). A row
+  with no such partner is dropped as `no_matching_rejected`.
 The rejected answer always has the chosen answer's format and language: the preference
 builder checks every pair and drops one that differs (builders/preference.py).
 """

@@ -8,6 +8,10 @@ rejected one (the seeds used Qwen2.5-0.5B-Instruct).
   (model, revision, generation settings), keyed by the sha256 of the rendered prompt;
   every batch is committed as soon as it is generated, so a killed build, run again,
   generates only what is missing (and the cache is never held in memory).
+- Each worker of a parallel build loads its own model (`setup`) and opens the same cache:
+  in WAL mode the workers read while one writes, a writer waits its turn (busy timeout),
+  and the first answer stored for a prompt is the one every worker uses (INSERT OR
+  IGNORE, then read back), so rows of one prompt agree and a rebuild finds those answers.
 - Filters, each a drop reason: `empty_generation`; `unfinished_generation` (hit
   max_new_tokens without EOS, when drop_unfinished); a rejected equal or nearly equal to
   the chosen is dropped by the preference builder as `rejected_near_chosen`.
