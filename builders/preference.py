@@ -125,7 +125,7 @@ class Pair(Step):
             [usable[i] for i in pick], [chosen[i] for i in pick], self.folder)
 
     def plan(self, compact: Iterator[pa.Table], spill_dir: Path) -> None:
-        self.partners = CrossSample.plan(compact, self.folder)
+        self.partners = CrossSample.plan(compact, self.folder or Path(spill_dir))
 
     def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
         out = self._pairs(batch.to_pylist(), books)

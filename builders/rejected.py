@@ -185,7 +185,7 @@ COMPACT = pa.schema([("group", pa.uint64()), ("subject", pa.uint64()), ("h", pa.
 
 @dataclass
 class Partners:
-    """cross_sample's plan: the scans' text files, by number, and two memory-mappable
+    """cross_sample's plan: the scans' text files (paths), by number, and two memory-mappable
     arrays, the rows' seeded id hashes (sorted) and each one's partner, as file number
     << 32 | row in that file (-1: none)."""
 
@@ -227,13 +227,13 @@ class CrossSample(Strategy):
         """The compact rows of `rows`; their chosen texts go to a new file in `folder`
         (uncompressed, so that `lookup` reads single rows of it in place)."""
         n = len(rows)
-        name = f"texts-{uuid.uuid4().hex}.arrow"
+        path = Path(folder) / f"texts-{uuid.uuid4().hex}.arrow"
         if n:
-            tmp = Path(folder) / f".{name}.tmp"
+            tmp = path.with_name(f".{path.name}.tmp")
             with pa.OSFile(str(tmp), "wb") as sink, \
                     pa.ipc.new_file(sink, pa.schema([("chosen", pa.string())])) as writer:
                 writer.write_table(pa.table({"chosen": pa.array(chosen, pa.string())}))
-            os.replace(tmp, Path(folder) / name)
+            os.replace(tmp, path)
         subjects = [subject_of(r) for r in rows]
         groups = [group_key(r, c) for r, c in zip(rows, chosen)]
         return pa.table({
@@ -242,7 +242,7 @@ class CrossSample(Strategy):
                                 mask=np.array([s is None for s in subjects], bool)),
             "h": self._hashes(rows),
             "file": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
-                                                   pa.array([name])),
+                                                   pa.array([str(path)])),
             "row": pa.array(np.arange(n, dtype=np.int32))}, schema=COMPACT)
 
     @staticmethod
@@ -256,7 +256,7 @@ class CrossSample(Strategy):
 
         folder = Path(folder)
         spill = folder / f"compact-{uuid.uuid4().hex}.parquet"
-        number: dict[str, int] = {}  # a scan's text file -> its number
+        number: dict[str, int] = {}  # a scan's text file (its path) -> its number
         writer, k = None, 0
         for part in compact:
             if not part.num_rows:
@@ -290,7 +290,7 @@ class CrossSample(Strategy):
             WINDOW wg AS (PARTITION BY g ORDER BY h, k), ws AS (PARTITION BY g, s ORDER BY h, k)
             ORDER BY h""").to_arrow_reader(BATCH_ROWS)
         tag = spill.stem.removeprefix("compact-")
-        plan = Partners([str(folder / f) for f in number], folder / f"keys-{tag}.npy",
+        plan = Partners(list(number), folder / f"keys-{tag}.npy",
                         folder / f"partners-{tag}.npy")
         keys = np.lib.format.open_memmap(plan.keys, "w+", np.uint64, (k,))
         where = np.lib.format.open_memmap(plan.where, "w+", np.int64, (k,))
@@ -303,6 +303,7 @@ class CrossSample(Strategy):
             keys[at:at + len(h)] = h
             where[at:at + len(h)] = batch.column("partner").to_numpy()
             at += len(h)
+        con.close()
         keys.flush()
         where.flush()
         del keys, where
