@@ -13,11 +13,21 @@ not dropped. The manifest's `rejected.check` counts the pairs checked, matched, 
 dropped by each reason, with the rows no partner matched (cross_sample's
 `no_matching_rejected`); the report shows it. Steps: pair, bound the length (the
 longer of prompt + chosen and prompt + rejected, chat-templated), split.
+
+Where it runs: pairing is a parallel step, so an engine pairs each batch in whichever
+worker reads it, with the strategies built in that worker (a weak model loads there, once
+per worker process, never on the driver). cross_sample adds a first pass: the workers'
+scans leave each batch's chosen texts in a file of their own in the run's spill folder
+and hand the driver compact rows (hashes and each text's place); the driver plans every
+row's partner from those; the workers, pairing, read only their partners' texts back. The
+pair check and the strategies' counts are merged into the driver's report.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -26,7 +36,7 @@ import pyarrow as pa
 from meddata.length import joined
 from meddata.minhash import near_equal_many
 from meddata.schema import MESSAGES
-from meddata.steps import Books, Source, Step
+from meddata.steps import Books, Step
 from meddata.steps.length import Length
 from meddata.steps.split import Split
 from meddata.validation import suites
@@ -34,7 +44,7 @@ from meddata.validation import suites
 from . import render
 from .common import SHAREGPT_TAGS, answer, lineage, schema, split_system, with_system
 from .registry import Kind
-from .rejected import NoRejected, has_think, strategy
+from .rejected import CrossSample, NoRejected, Partners, has_think, strategy
 
 SCHEMA = schema(("prompt", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES),
                 ("rejected_by", pa.string()))
@@ -48,10 +58,19 @@ def strategy_name(recipe, row: dict[str, Any]) -> str:
 
 class Pair(Step):
     """Canonical rows -> preference pairs, the rejected text from the recipe's strategy.
-    Two passes when cross_sample may be used (it needs every row's answer first)."""
+
+    A parallel step: each batch is paired on its own, in whichever worker runs it. The
+    strategies are per-worker state (`setup` builds them, so a weak model loads in each
+    worker and is never shipped). When cross_sample may be used it is two-phase: `begin`
+    makes a folder in the run's spill folder, `scan` leaves each batch's chosen texts there
+    and returns compact rows, `plan` (on the driver) gives each row its partner's place,
+    and `map` reads only the partners' texts back (rejected.CrossSample). The pair check
+    and the strategies' totals go to the driver's copy through take_state/merge_state."""
 
     name = "preference"
     report_key = "rejected"
+    parallel = True
+    worker_state = ("strategies",)
     needs = ("id", "source", "lang", "task", "split", "question", "options", "answer",
              "answer_label", "rationale", "response", "meta")
     adds = tuple(SCHEMA.names)
@@ -59,16 +78,25 @@ class Pair(Step):
     def __init__(self, recipe, store=None, progress: bool = False):
         self.recipe, self.store, self.progress = recipe, store, progress
         self.passes = 2 if recipe.rejected.strategy in ("auto", "cross_sample") else 1
-        self.strategies: dict[str, Any] = {}
+        self.folder: Path | None = None      # where the scans leave the chosen texts
+        self.partners: Partners | None = None  # cross_sample's plan
         self.check = {"pairs_checked": 0, "matched": 0, "rejected_format_mismatch": 0,
                       "rejected_lang_mismatch": 0, "no_matching_rejected": 0,
                       "kept_mismatched": 0}
 
-    def _strategy(self, name: str):
-        if name not in self.strategies:
-            self.strategies[name] = strategy(name, self.recipe, store=self.store,
-                                             progress=self.progress)
-        return self.strategies[name]
+    def setup(self) -> None:
+        if self.recipe.rejected.strategy == "weak_model":
+            self._strategy("weak_model")  # the model loads here, in each worker
+
+    def _strategy(self, name: str, setup: bool = True):
+        """This copy's strategy `name` (set up for use, unless it only keeps totals)."""
+        strategies = self.__dict__.setdefault("strategies", {})
+        if name not in strategies:
+            strategies[name] = strategy(name, self.recipe, store=self.store,
+                                        progress=self.progress)
+            if setup:
+                strategies[name].setup()
+        return strategies[name]
 
     def _usable(self, rows: list[dict[str, Any]], books: Books | None):
         """(rows with a reference answer, their answers, their strategy names)."""
@@ -86,21 +114,22 @@ class Pair(Step):
                 books.drop(reason, rows=gone)
         return usable, chosen, names
 
-    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
-        if self.passes == 2:  # cross_sample: every row's answer first, to a spill
-            cross = self._strategy("cross_sample")
-            for batch in source.batches():
-                self.check_columns(batch)
-                usable, chosen, names = self._usable(batch.to_pylist(), None)
-                pick = [i for i, n in enumerate(names) if n == "cross_sample"]
-                cross.add([usable[i] for i in pick], [chosen[i] for i in pick],
-                          source.spill_dir)
-            cross.finish(source.spill_dir)
-        for batch in source.batches():
-            self.check_columns(batch)
-            out = self._pairs(batch.to_pylist(), books)
-            if out:
-                yield pa.RecordBatch.from_pylist(out, schema=SCHEMA)
+    def begin(self, spill_dir: Path) -> None:
+        self.folder = Path(spill_dir) / f"pairs-{uuid.uuid4().hex[:12]}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def scan(self, batch: pa.Table) -> pa.Table:
+        usable, chosen, names = self._usable(batch.to_pylist(), None)
+        pick = [i for i, n in enumerate(names) if n == "cross_sample"]
+        return self._strategy("cross_sample").scan(
+            [usable[i] for i in pick], [chosen[i] for i in pick], self.folder)
+
+    def plan(self, compact: Iterator[pa.Table], spill_dir: Path) -> None:
+        self.partners = CrossSample.plan(compact, self.folder or Path(spill_dir))
+
+    def map(self, batch: pa.RecordBatch, books: Books) -> pa.RecordBatch | None:
+        out = self._pairs(batch.to_pylist(), books)
+        return pa.RecordBatch.from_pylist(out, schema=SCHEMA) if out else None
 
     def _pairs(self, rows: list[dict[str, Any]], books: Books) -> list[dict[str, Any]]:
         usable, chosen, names = self._usable(rows, books)
@@ -109,8 +138,9 @@ class Pair(Step):
         for name in dict.fromkeys(names):
             idx = [i for i, n in enumerate(names) if n == name]
             strat = self._strategy(name)
-            texts = strat.take(len(idx)) if strat.passes == 2 else strat.rejected(
-                [usable[i] for i in idx], [chosen[i] for i in idx])
+            texts = strat.lookup(self.partners, [usable[i] for i in idx]) \
+                if strat.passes == 2 else strat.rejected([usable[i] for i in idx],
+                                                         [chosen[i] for i in idx])
             for i, text in zip(idx, texts):
                 rejected[i], labels[i] = text, strat.label()
         out, dropped = [], {}
@@ -163,8 +193,21 @@ class Pair(Step):
             return "rejected_lang_mismatch"
         return None
 
+    def take_state(self) -> dict[str, Any]:
+        state = {"check": self.check, "strategies": {
+            name: s.take_state() for name, s in self.__dict__.get("strategies", {}).items()}}
+        self.check = dict.fromkeys(self.check, 0)
+        return state
+
+    def merge_state(self, state: dict[str, Any]) -> None:
+        for key, n in state["check"].items():
+            self.check[key] += n
+        for name, totals in state["strategies"].items():
+            self._strategy(name, setup=False).merge_state(totals)
+
     def report(self) -> dict[str, Any]:
-        out = {name: rep for name, s in self.strategies.items() if (rep := s.report())}
+        out = {name: rep for name, s in self.__dict__.get("strategies", {}).items()
+               if (rep := s.report())}
         return {**out, "check": dict(self.check)}
 
 

@@ -11,8 +11,8 @@ Strategies register by name in STRATEGIES and load only when asked for; `weak_mo
   for yes/no, the opposite decision. Needs no model.
 - cross_sample: the reference answer of another row of the same source, language, task and
   answer format (a <think> block or not) and, where the source records one, the same
-  subject (two phases over the stream; see CrossSample). A row with no such partner is
-  dropped as `no_matching_rejected`.
+  subject (scan, plan and lookup over the stream, in any worker; see CrossSample). A row
+  with no such partner is dropped as `no_matching_rejected`.
 The rejected answer always has the chosen answer's format and language: the preference
 builder checks every pair and drops one that differs (builders/preference.py).
 """
@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from meddata.recipe import Recipe
-from meddata.steps import DUCKDB_MEMORY, seeded, seeded_array
+from meddata.steps import BATCH_ROWS, DUCKDB_MEMORY, StepError, seeded, seeded_array
 
 from . import render
 
@@ -69,11 +73,19 @@ class NoRejected:
 
 
 class Strategy:
+    """A way to write rejected answers. One copy works in each process that pairs rows:
+    `setup()` builds its heavy state there (a model), and `totals` counts its work for the
+    report, handed from each copy to the driver's by `take_state` and `merge_state`."""
+
     name = ""
-    passes = 1  # 2: needs every row first (add, finish, take) instead of `rejected`
+    passes = 1  # 2: needs every row first (scan, plan, then lookup) instead of `rejected`
 
     def __init__(self, recipe: Recipe, store=None, progress: bool = False):
         self.recipe, self.store, self.progress = recipe, store, progress
+        self.totals: dict[str, int] = {}
+
+    def setup(self) -> None:
+        """Heavy state, built in the process that uses the strategy."""
 
     def label(self) -> str:
         return self.name
@@ -85,6 +97,15 @@ class Strategy:
                  ) -> list[str | NoRejected | None]:
         """One rejected text per row; None or NoRejected(reason) where there is none."""
         raise NotImplementedError
+
+    def take_state(self) -> dict[str, int]:
+        """The totals counted since the last call (then zeroed here)."""
+        state, self.totals = dict(self.totals), dict.fromkeys(self.totals, 0)
+        return state
+
+    def merge_state(self, state: dict[str, int]) -> None:
+        for key, n in state.items():
+            self.totals[key] = self.totals.get(key, 0) + n
 
     def report(self) -> dict[str, Any]:
         return {}
@@ -152,113 +173,192 @@ def group_key(row: dict[str, Any], chosen: str) -> str:
                        "think" if has_think(chosen) else "plain"], ensure_ascii=False)
 
 
+def subject_of(row: dict[str, Any]) -> str | None:
+    """The subject the row's source records for it (JSON), or None."""
+    subject = json.loads(row.get("meta") or "{}").get("subject")
+    return json.dumps(subject, ensure_ascii=False) if subject else None
+
+
+COMPACT = pa.schema([("group", pa.uint64()), ("subject", pa.uint64()), ("h", pa.uint64()),
+                     ("file", pa.dictionary(pa.int32(), pa.string())), ("row", pa.int32())])
+
+
+@dataclass
+class Partners:
+    """cross_sample's plan: the scans' text files (paths), by number, and two memory-mappable
+    arrays, the rows' seeded id hashes (sorted) and each one's partner, as file number
+    << 32 | row in that file (-1: none)."""
+
+    files: list[str]
+    keys: Path
+    where: Path
+
+
 class CrossSample(Strategy):
     """The reference answer of another row of the same group (source, language, task and
     answer format: a <think> block or not) and subject, where the source records one and
     the subject has more rows: each group's rows are ordered by a seeded hash of their ids
-    and each takes the next one's answer, cyclically. A row alone in its group has no
-    partner (`no_matching_rejected`): an answer in another language or format would give
-    the pair away.
+    (then by input order) and each takes the next one's answer, cyclically. A row alone in
+    its group has no partner (`no_matching_rejected`): an answer in another language or
+    format would give the pair away.
 
-    It needs every row before it can answer for any, so it works in two phases over a
-    stream: `add` every batch (the rows' source, subject, hash and chosen text go to a
-    Parquet spill, not to memory), `finish`, then `take` the rejected texts back in the
-    same order. DuckDB computes the partners and joins their texts (window functions and a
-    join that spill to disk past its memory limit)."""
+    It needs every row before it can answer for any, so it works in three phases, each of
+    which may run in another process: `scan` writes a batch's chosen texts to an Arrow IPC
+    file of its own and returns compact rows (group, subject and id hashes, the text's
+    file and row); `plan`, once, over every scan's compact rows in input order, gives each
+    row its partner's place (DuckDB window functions, which spill to disk past their
+    memory limit) and saves the lookup as .npy files; `lookup` finds a batch's rows there
+    by their id hashes and reads only their partners' texts from the memory-mapped files.
+    The rows must have unique ids."""
 
     name = "cross_sample"
     passes = 2
+    OPEN_FILES = 256  # memory-mapped text files a copy keeps open
 
     def __init__(self, recipe: Recipe, store=None, progress: bool = False):
         super().__init__(recipe, store=store, progress=progress)
-        self._writer = None
-        self._spill: Path | None = None
-        self._k = 0
-        self._reader = None
-        self._next = 0  # the k the partner stream must give next
-        self._pending: list[str | None] = []
-        self.unmatched = 0  # rows with no partner of their source, language, task, format
+        self.totals = {"unmatched": 0}  # rows with no partner
+        self._open: dict[str, Any] = {}
 
-    def add(self, rows: list[dict[str, Any]], chosen: list[str], spill_dir: Path) -> None:
-        import pyarrow as pa
+    def _hashes(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        return seeded_array(self.recipe.seed, "cross", [r["id"] for r in rows])
+
+    def scan(self, rows: list[dict[str, Any]], chosen: list[str], folder: Path) -> pa.Table:
+        """The compact rows of `rows`; their chosen texts go to a new file in `folder`
+        (uncompressed, so that `lookup` reads single rows of it in place)."""
+        n = len(rows)
+        path = Path(folder) / f"texts-{uuid.uuid4().hex}.arrow"
+        if n:
+            tmp = path.with_name(f".{path.name}.tmp")
+            with pa.OSFile(str(tmp), "wb") as sink, \
+                    pa.ipc.new_file(sink, pa.schema([("chosen", pa.string())])) as writer:
+                writer.write_table(pa.table({"chosen": pa.array(chosen, pa.string())}))
+            os.replace(tmp, path)
+        subjects = [subject_of(r) for r in rows]
+        groups = [group_key(r, c) for r, c in zip(rows, chosen)]
+        return pa.table({
+            "group": seeded_array(0, "group", groups),
+            "subject": pa.array(seeded_array(0, "subject", [s or "" for s in subjects]),
+                                mask=np.array([s is None for s in subjects], bool)),
+            "h": self._hashes(rows),
+            "file": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                                   pa.array([str(path)])),
+            "row": pa.array(np.arange(n, dtype=np.int32))}, schema=COMPACT)
+
+    @staticmethod
+    def plan(compact: Iterable[pa.Table], folder: Path,
+             memory_limit: str = DUCKDB_MEMORY) -> Partners | None:
+        """Every row's partner, from every scan's compact rows in input order; None when
+        there are no rows."""
+        import duckdb
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        if not rows:
-            return
-        subjects = []
-        for row in rows:
-            subject = json.loads(row.get("meta") or "{}").get("subject")
-            subjects.append(json.dumps(subject, ensure_ascii=False) if subject else None)
-        table = pa.table({
-            "k": pa.array(range(self._k, self._k + len(rows)), pa.int64()),
-            "source": pa.array([group_key(r, c) for r, c in zip(rows, chosen)], pa.string()),
-            "subject": pa.array(subjects, pa.string()),
-            "h": pa.array(seeded_array(self.recipe.seed, "cross", [r["id"] for r in rows]),
-                          pa.uint64()),
-            "chosen": pa.array(chosen, pa.string())})
-        self._k += len(rows)
-        if self._writer is None:
-            self._spill = Path(spill_dir) / f"cross-{id(self)}.parquet"
-            self._writer = pq.ParquetWriter(self._spill, table.schema)
-        self._writer.write_table(table)
-
-    def finish(self, spill_dir: Path, memory_limit: str = DUCKDB_MEMORY) -> None:
-        import duckdb
-
-        if self._writer is None:
-            return
-        self._writer.close()
+        folder = Path(folder)
+        spill = folder / f"compact-{uuid.uuid4().hex}.parquet"
+        number: dict[str, int] = {}  # a scan's text file (its path) -> its number
+        writer, k = None, 0
+        for part in compact:
+            if not part.num_rows:
+                continue
+            files = pc.dictionary_encode(part.column("file").cast(pa.string())).combine_chunks()
+            nums = np.array([number.setdefault(f, len(number)) for f in
+                             files.dictionary.to_pylist()], np.int64)[files.indices.to_numpy()]
+            table = pa.table({"k": np.arange(k, k + part.num_rows, dtype=np.int64),
+                              "g": part.column("group"), "s": part.column("subject"),
+                              "h": part.column("h"),
+                              "loc": nums << 32 | part.column("row").to_numpy().astype(np.int64)})
+            if writer is None:
+                writer = pq.ParquetWriter(spill, table.schema)
+            writer.write_table(table)
+            k += part.num_rows
+        if writer is None:
+            return None
+        writer.close()
         con = duckdb.connect()
         con.execute(f"SET memory_limit = '{memory_limit}'")
-        con.execute("SET temp_directory = ?", [str(spill_dir)])
-        path = str(self._spill).replace("'", "''")
-        self._reader = con.sql(f"""
-            WITH r AS (SELECT * FROM read_parquet('{path}')),
-            src AS (SELECT k, source, row_number() OVER w - 1 AS pos, count(*) OVER w AS n
-                    FROM r WINDOW w AS (PARTITION BY source ORDER BY h, k
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
-            src_p AS (SELECT a.k, b.k AS pk FROM src a JOIN src b
-                      ON a.source = b.source AND b.pos = (a.pos + 1) % a.n WHERE a.n >= 2),
-            sub AS (SELECT k, source, subject, row_number() OVER w - 1 AS pos,
-                           count(*) OVER w AS n
-                    FROM r WHERE subject IS NOT NULL WINDOW w AS (PARTITION BY source, subject
-                    ORDER BY h, k ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
-            sub_p AS (SELECT a.k, b.k AS pk FROM sub a JOIN sub b ON a.source = b.source
-                      AND a.subject = b.subject AND b.pos = (a.pos + 1) % a.n WHERE a.n >= 2)
-            SELECT r.k, c.chosen AS rejected FROM r
-            LEFT JOIN sub_p ON sub_p.k = r.k LEFT JOIN src_p ON src_p.k = r.k
-            LEFT JOIN r c ON c.k = coalesce(sub_p.pk, src_p.pk)
-            ORDER BY r.k""").to_arrow_reader(8192)
+        con.execute("SET temp_directory = ?", [str(folder)])
+        path = str(spill).replace("'", "''")
+        reader = con.sql(f"""
+            SELECT h, CASE
+                WHEN s IS NOT NULL AND count(*) OVER (PARTITION BY g, s) > 1
+                    THEN coalesce(lead(loc) OVER ws, first_value(loc) OVER ws)
+                WHEN count(*) OVER (PARTITION BY g) > 1
+                    THEN coalesce(lead(loc) OVER wg, first_value(loc) OVER wg)
+                ELSE -1 END AS partner
+            FROM read_parquet('{path}')
+            WINDOW wg AS (PARTITION BY g ORDER BY h, k), ws AS (PARTITION BY g, s ORDER BY h, k)
+            ORDER BY h""").to_arrow_reader(BATCH_ROWS)
+        tag = spill.stem.removeprefix("compact-")
+        plan = Partners(list(number), folder / f"keys-{tag}.npy",
+                        folder / f"partners-{tag}.npy")
+        keys = np.lib.format.open_memmap(plan.keys, "w+", np.uint64, (k,))
+        where = np.lib.format.open_memmap(plan.where, "w+", np.int64, (k,))
+        at = 0
+        for batch in reader:
+            h = batch.column("h").to_numpy()
+            if (h[1:] == h[:-1]).any() or (at and h[0] == keys[at - 1]):
+                raise StepError("cross_sample needs unique ids, and two rows share an id (or, "
+                                "rarely, a 64-bit hash of their ids)")
+            keys[at:at + len(h)] = h
+            where[at:at + len(h)] = batch.column("partner").to_numpy()
+            at += len(h)
+        con.close()
+        keys.flush()
+        where.flush()
+        del keys, where
+        spill.unlink()
+        return plan
 
-    def take(self, n: int) -> list[str | None]:
-        """The next `n` rejected texts, in the order the rows were added."""
-        while len(self._pending) < n and self._reader is not None:
-            try:
-                batch = self._reader.read_next_batch()
-            except StopIteration:
-                self._reader = None
-                break
-            ks = batch.column("k").to_numpy()
-            if len(ks) and not np.array_equal(ks, np.arange(self._next, self._next + len(ks))):
-                raise RuntimeError("cross_sample: the partner stream is out of order")
-            self._next += len(ks)
-            self._pending += batch.column("rejected").to_pylist()
-        out, self._pending = self._pending[:n], self._pending[n:]
-        out += [None] * (n - len(out))
-        self.unmatched += sum(t is None for t in out)
-        return [NoRejected("no_matching_rejected") if t is None else t for t in out]
+    def lookup(self, plan: Partners | None, rows: list[dict[str, Any]]
+               ) -> list[str | NoRejected]:
+        """The partners' texts of scanned and planned rows."""
+        if not rows:
+            return []
+        h = self._hashes(rows)
+        keys = self._opened(plan.keys, np.load) if plan is not None else np.empty(0, np.uint64)
+        pos = np.minimum(np.searchsorted(keys, h), max(len(keys) - 1, 0))
+        if not len(keys) or (keys[pos] != h).any():
+            raise StepError("cross_sample: rows to pair that its plan did not see (the rows "
+                            "of the second pass differ from the first's)")
+        loc = np.asarray(self._opened(plan.where, np.load)[pos])
+        out: list[str | NoRejected] = [NoRejected("no_matching_rejected")] * len(rows)
+        have = np.flatnonzero(loc >= 0)
+        files, at = loc[have] >> 32, loc[have] & 0xFFFFFFFF
+        for f in np.unique(files):
+            texts = self._opened(plan.files[f], _texts)
+            for i, text in zip(have[files == f].tolist(),
+                               texts.take(pa.array(at[files == f])).to_pylist()):
+                out[i] = text
+        self.totals["unmatched"] += len(rows) - len(have)
+        return out
+
+    def _opened(self, path, load):
+        """`load(path)`, memory-mapped, kept open for the next batches."""
+        if path not in self._open:
+            if len(self._open) >= self.OPEN_FILES:
+                self._open.clear()
+            self._open[path] = load(path, mmap_mode="r")
+        return self._open[path]
 
     def report(self) -> dict[str, Any]:
-        return {"unmatched": self.unmatched} if self.unmatched else {}
+        return {"unmatched": self.totals["unmatched"]} if self.totals["unmatched"] else {}
 
     def rejected(self, rows, chosen):
         """All at once, for rows in memory."""
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            self.add(rows, chosen, Path(tmp))
-            self.finish(Path(tmp))
-            return self.take(len(rows))
+            plan = self.plan([self.scan(rows, chosen, Path(tmp))], Path(tmp))
+            try:
+                return self.lookup(plan, rows)
+            finally:
+                self._open.clear()
+
+
+def _texts(path: str, mmap_mode: str = "r") -> pa.ChunkedArray:
+    """The chosen texts of a scan's file, memory-mapped."""
+    return pa.ipc.open_file(pa.memory_map(path, mmap_mode)).read_all().column("chosen")
 
 
 STRATEGIES: dict[str, str] = {

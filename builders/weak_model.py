@@ -8,6 +8,10 @@ rejected one (the seeds used Qwen2.5-0.5B-Instruct).
   (model, revision, generation settings), keyed by the sha256 of the rendered prompt;
   every batch is committed as soon as it is generated, so a killed build, run again,
   generates only what is missing (and the cache is never held in memory).
+- Each worker of a parallel build loads its own model (`setup`) and opens the same cache:
+  in WAL mode the workers read while one writes, a writer waits its turn (busy timeout),
+  and the first answer stored for a prompt is the one every worker uses (INSERT OR
+  IGNORE, then read back), so rows of one prompt agree and a rebuild finds those answers.
 - Filters, each a drop reason: `empty_generation`; `unfinished_generation` (hit
   max_new_tokens without EOS, when drop_unfinished); a rejected equal or nearly equal to
   the chosen is dropped by the preference builder as `rejected_near_chosen`.
@@ -17,6 +21,7 @@ rejected one (the seeds used Qwen2.5-0.5B-Instruct).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +34,8 @@ from meddata.models import resolve_model
 
 from . import render
 from .rejected import NoRejected, Strategy
+
+BUSY_SECONDS = 300  # how long a worker waits for another's write to the generation cache
 
 
 @dataclass
@@ -51,17 +58,19 @@ class GenerationCache:
     def __init__(self, folder: Path, model: str, revision: str | None, settings: dict):
         import sqlite3
 
-        ident = json.dumps({"model": model, "revision": revision, **settings}, sort_keys=True)
-        self.namespace = hashlib.sha256(ident.encode()).hexdigest()[:20]
+        ident = self.ident(model, revision, settings)
+        self.path = self.path_of(folder, model, revision, settings)
+        self.namespace = self.path.stem
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{self.namespace}.sqlite"
-        self.db = sqlite3.connect(self.path)
+        # several workers may share the file: WAL lets them read while one writes, and a
+        # writer waits its turn (busy timeout) instead of failing
+        self.db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, "
                         "text TEXT, finished INTEGER, tokens INTEGER)")
         legacy = folder / f"{self.namespace}.jsonl"
         if legacy.exists():
-            with open(legacy, encoding="utf-8") as f:
+            with contextlib.suppress(FileNotFoundError), open(legacy, encoding="utf-8") as f:
                 rows = []
                 for line in f:
                     try:
@@ -69,12 +78,25 @@ class GenerationCache:
                     except ValueError:  # a line cut by a kill
                         continue
                     rows.append((rec["key"], rec["text"], int(rec["finished"]), rec["tokens"]))
-            self.db.executemany("INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?)", rows)
-            self.db.commit()
-            legacy.rename(legacy.with_suffix(".jsonl.imported"))
+                self.db.executemany("INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?)",
+                                    rows)
+                self.db.commit()
+                legacy.rename(legacy.with_suffix(".jsonl.imported"))
         header = folder / f"{self.namespace}.json"
         if not header.exists():
-            header.write_text(ident, encoding="utf-8")
+            tmp = header.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(ident, encoding="utf-8")
+            os.replace(tmp, header)
+
+    @staticmethod
+    def ident(model: str, revision: str | None, settings: dict) -> str:
+        return json.dumps({"model": model, "revision": revision, **settings}, sort_keys=True)
+
+    @classmethod
+    def path_of(cls, folder: Path, model: str, revision: str | None, settings: dict) -> Path:
+        """The cache file of a model and its settings."""
+        ident = cls.ident(model, revision, settings)
+        return folder / f"{hashlib.sha256(ident.encode()).hexdigest()[:20]}.sqlite"
 
     @staticmethod
     def key(prompt: str) -> str:
@@ -92,10 +114,13 @@ class GenerationCache:
                 out[key] = Generation(text, bool(finished), tokens)
         return out
 
-    def add(self, items: dict[str, Generation]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)",
+    def add(self, items: dict[str, Generation]) -> dict[str, Generation]:
+        """Store `items` (a key another worker stored first keeps its text) and return what
+        the cache holds for their keys, so every row of a prompt gets the same answer."""
+        self.db.executemany("INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?)",
                             [(k, g.text, int(g.finished), g.tokens) for k, g in items.items()])
         self.db.commit()  # each batch is durable as soon as it is generated
+        return self.get(list(items))
 
 
 class TransformersBackend:
@@ -193,14 +218,22 @@ BACKENDS = {"transformers": TransformersBackend, "vllm": VLLMBackend}
 
 
 class WeakModel(Strategy):
+    """A small model's answer to each prompt. `setup` loads the model and opens the cache,
+    in the process that generates (each worker of a parallel build: the preference
+    builder keeps its strategies as per-worker state, never shipped)."""
+
     name = "weak_model"
 
     def __init__(self, recipe, store=None, progress: bool = False, backend=None):
         super().__init__(recipe, store=store, progress=progress)
         self.spec = recipe.rejected
-        self.backend = backend  # tests may pass one; else built from the recipe on first use
+        self.backend = backend  # tests may pass one; else built from the recipe
         self.cache: GenerationCache | None = None
         self.totals = {"generated": 0, "from_cache": 0, "new_tokens": 0}
+
+    def setup(self) -> None:
+        self._backend()
+        self._cache()
 
     def label(self) -> str:
         return f"weak_model:{self.spec.model}"
@@ -210,12 +243,15 @@ class WeakModel(Strategy):
             self.backend = BACKENDS[self.spec.backend](self.spec)
         return self.backend
 
+    def _folder(self) -> Path:
+        root = self.store.root if self.store is not None else Path(
+            os.environ.get("MEDDATA_STORE", "meddata-store"))
+        return root / ".cache" / "generations"
+
     def _cache(self) -> GenerationCache:
         if self.cache is None:
-            root = self.store.root if self.store is not None else Path(
-                os.environ.get("MEDDATA_STORE", "meddata-store"))
-            self.cache = GenerationCache(root / ".cache" / "generations", self.spec.model,
-                                         self.spec.revision, settings_of(self.spec))
+            self.cache = GenerationCache(self._folder(), self.spec.model, self.spec.revision,
+                                         settings_of(self.spec))
         return self.cache
 
     def rejected(self, rows, chosen):
@@ -238,9 +274,7 @@ class WeakModel(Strategy):
             for i in range(0, len(missing), spec.batch_size):
                 batch = missing[i:i + spec.batch_size]
                 gens = backend.generate([p for _, p in batch])
-                new = {k: g for (k, _), g in zip(batch, gens)}
-                cache.add(new)
-                found.update(new)
+                found.update(cache.add({k: g for (k, _), g in zip(batch, gens)}))
                 tokens += sum(g.tokens for g in gens)
                 b.update(len(batch))
                 b.set_postfix(tok_s=f"{tokens / max(1e-9, time.perf_counter() - start):.0f}")
@@ -260,4 +294,6 @@ class WeakModel(Strategy):
     def report(self) -> dict[str, Any]:
         spec = self.spec
         return {"model": spec.model, "revision": spec.revision, "backend": spec.backend,
-                "cache": str(self._cache().path), **self.totals, "settings": settings_of(spec)}
+                "cache": str(GenerationCache.path_of(self._folder(), spec.model, spec.revision,
+                                                     settings_of(spec))),
+                **self.totals, "settings": settings_of(spec)}

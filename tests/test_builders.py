@@ -6,11 +6,12 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, canonical_rows, through_workers
 from meddata import recipe as recipe_mod
 from meddata.builders import export, pipeline, render
 from meddata.builders.rejected import CrossSample, Distractor, NoRejected
 from meddata.cli import cli
+from meddata.steps import StepError
 
 MSGS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 OPTS = pa.list_(pa.struct([("label", pa.string()), ("text", pa.string())]))
@@ -399,9 +400,11 @@ def _reference_cross(rows, chosen, seed):
     return [chosen[partner[i]] if i in partner else None for i in range(len(rows))]
 
 
-def test_cross_sample_streams_in_order_past_duckdbs_memory(tmp_path):
-    """Many rows, a tiny DuckDB memory limit (it spills), many small batches: the partners
-    come back in order and equal the plain rule."""
+def test_cross_sample_in_phases_past_duckdbs_memory(tmp_path):
+    """Many rows, a tiny DuckDB memory limit (it spills), many small scans in input order,
+    lookups in batches of other sizes and other order, each by its own copy of the strategy
+    (as workers would): every row's partner equals the plain rule's."""
+    import pickle
     from pathlib import Path
 
     recipe = examples()
@@ -409,14 +412,50 @@ def test_cross_sample_streams_in_order_past_duckdbs_memory(tmp_path):
              "meta": json.dumps({"subject": f"sub{i % 7}"} if i % 5 else {})}
             for i in range(20_000)]
     chosen = [f"answer {i} " + "x" * 200 for i in range(20_000)]
-    cross = CrossSample(recipe)
-    for s in range(0, len(rows), 777):
-        cross.add(rows[s:s + 777], chosen[s:s + 777], Path(tmp_path))
-    cross.finish(Path(tmp_path), memory_limit="64MB")
-    got = []
-    while len(got) < len(rows):
-        got += [None if isinstance(t, NoRejected) else t for t in cross.take(1000)]
+    scans = [CrossSample(recipe).scan(rows[s:s + 777], chosen[s:s + 777], Path(tmp_path))
+             for s in range(0, len(rows), 777)]
+    plan = CrossSample.plan(iter(scans), Path(tmp_path), memory_limit="64MB")
+    plan = pickle.loads(pickle.dumps(plan))  # (shipped to the workers)
+    got: list = [None] * len(rows)
+    for s in reversed(range(0, len(rows), 1000)):
+        worker = CrossSample(recipe)
+        for i, t in enumerate(worker.lookup(plan, rows[s:s + 1000])):
+            got[s + i] = None if isinstance(t, NoRejected) else t
     assert got == _reference_cross(rows, chosen, recipe.seed)
+    with pytest.raises(StepError, match="did not see"):
+        CrossSample(recipe).lookup(plan, [{**rows[0], "id": "never scanned"}])
+
+
+@pytest.mark.parametrize("strategy", ["cross_sample", "distractor", "auto"])
+def test_pairs_made_in_workers_are_the_pairs_made_in_one_go(strategy, tmp_path):
+    """Pair split over read units, each scanned and mapped by its own copy (the plan on the
+    driver's), gives the rows, drops and report of one pass over all the rows."""
+    from meddata.builders.preference import Pair
+    from meddata.engines.local import run_rows
+    from meddata.schema import CANONICAL
+
+    rows = canonical_rows(900)
+    recipe = examples(rejected={"strategy": strategy, "similarity": 0.8})
+    whole = Pair(recipe)
+    expected, ledger = run_rows([whole], rows, CANONICAL, tmp_path)
+    table = pa.Table.from_pylist(rows, schema=CANONICAL)
+    cuts = [0, 37, 300, 301, 650, 900]
+    units = [table.slice(a, b - a) for a, b in zip(cuts, cuts[1:])]
+    split = Pair(recipe)
+    got, books = through_workers(split, units, tmp_path)
+    assert got == expected
+    assert dict(books.dropped) == ledger.stages()[0]["dropped"]
+    assert split.report() == whole.report()
+    check = whole.report()["check"]
+    assert check["matched"] > 300
+    if strategy != "distractor":
+        assert check["no_matching_rejected"] > 0
+        assert whole.report()["cross_sample"]["unmatched"] == check["no_matching_rejected"]
+        # partners are read from other units' texts
+        unit_of = {r["id"]: n for n, u in enumerate(units) for r in u.to_pylist()}
+        chosen = {r["chosen"][0]["content"]: r["id"] for r in got}
+        assert any(unit_of[chosen[r["rejected"][0]["content"]]] != unit_of[r["id"]]
+                   for r in got if r["rejected"][0]["content"] in chosen)
 
 
 def test_unpair_interleaves_in_seeded_order_at_scale(tmp_path, monkeypatch):

@@ -373,3 +373,35 @@ def test_a_lost_worker_and_tally_are_retried(local_ray, store, tmp_path):
                             manifest={}, engine=e)
              for e in (RAY, LOCAL)]
     assert built[0].id == built[1].id and (marker / "crashed").exists()
+
+
+# ---- preference pairing in the workers -------------------------------------------------------
+def test_preference_pairs_in_the_workers_the_same_version(local_ray, store, monkeypatch):
+    """cross_sample over several blocks: the workers scan and map (the driver only plans:
+    its own Pair.scan and Pair.map are made to fail), and the version, stages, rejects and
+    the rejected report are the local engine's."""
+    from conftest import canonical_rows
+    from meddata import runner
+    from meddata.builders.preference import Pair
+    from meddata.engines import ray as ray_engine
+
+    v = publish_rows(store, "mixed", canonical_rows(24_000, seed=3))
+    assert ray_engine._dataset(ray, runner.read_versions([v])).materialize().num_blocks() >= 3
+    recipe = recipe_mod.from_dict({"kind": "preference", "sources": [{"ref": "canonical/mixed"}],
+                                   "rejected": {"strategy": "cross_sample"},
+                                   "validation_ratio": 0.1})
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("pairing ran on the driver")
+
+    def build(engine, tag):
+        with monkeypatch.context() as m:
+            if tag == "ray":
+                m.setattr(Pair, "scan", not_here)
+                m.setattr(Pair, "map", not_here)
+            return pipeline.build("preference", recipe, store, name=f"pairs-{tag}",
+                                  progress=False, report=False, engine=engine)
+
+    v = same(store, build)
+    check = v.manifest["rejected"]["check"]
+    assert check["matched"] > 10_000 and check["no_matching_rejected"] > 0

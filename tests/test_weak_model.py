@@ -112,3 +112,91 @@ def test_cli_rejected_model_and_clear_errors(tmp_path, tiny):
                                   "--rejected-backend", "vllm", "--quiet"])
     assert out.exit_code == 1
     assert "vllm" in out.output.lower()
+
+
+def test_the_weak_model_loads_in_each_worker_and_is_never_shipped(store, tiny, monkeypatch,
+                                                                    tmp_path):
+    """setup() loads the model in each copy of the step (each worker), the pickled step
+    carries no model, the copies share the generation cache, and the driver's report
+    counts each copy's work once: a second run, in one go, finds every answer cached."""
+    import pickle
+
+    import pyarrow as pa
+
+    from conftest import canonical_rows, through_workers
+    from meddata.builders.preference import Pair
+    from meddata.engines.local import run_rows
+    from meddata.schema import CANONICAL
+
+    real, loaded = weak_model.TransformersBackend, []
+
+    class Counted(real):
+        def __init__(self, spec):
+            loaded.append(spec.model)
+            super().__init__(spec)
+
+    monkeypatch.setitem(weak_model.BACKENDS, "transformers", Counted)
+    rows = [r for r in canonical_rows(40) if r["task"] == "mcq"]  # 8 rows, all answered
+    r = recipe(tiny)
+    step = Pair(r, store)
+    step.ready()
+    assert len(loaded) == 1 and step.strategies["weak_model"].backend is not None
+    blob = pickle.dumps(step)
+    assert b"torch" not in blob and "strategies" not in vars(pickle.loads(blob))
+
+    table = pa.Table.from_pylist(rows, schema=CANONICAL)
+    driver = Pair(r, store)
+    got, books = through_workers(driver, [table.slice(0, 3), table.slice(3)], tmp_path)
+    assert len(loaded) == 3  # one model per worker copy; none on the driver
+    assert "strategies" not in vars(pickle.loads(pickle.dumps(driver)))
+    rep = driver.report()["weak_model"]
+    assert rep["generated"] == len(rows) == len(got) and rep["from_cache"] == 0
+    assert rep["new_tokens"] > 0 and rep["cache"].startswith(str(store.root))
+
+    again = Pair(r, store)
+    expected, _ = run_rows([again], rows, CANONICAL, tmp_path)
+    assert expected == got  # the workers' answers, read back from the shared cache
+    assert again.report()["weak_model"]["generated"] == 0
+    assert again.report()["weak_model"]["from_cache"] == len(rows)
+
+
+def test_an_injected_backend_is_used_in_process(store, tmp_path):
+    from conftest import canonical_rows
+    from meddata.builders.preference import Pair
+    from meddata.engines.local import run_rows
+    from meddata.schema import CANONICAL
+
+    rows = [r for r in canonical_rows(20) if r["task"] == "mcq"]
+    step = Pair(recipe("scripted"), store)
+    backend = Scripted(lambda p: Generation("A scripted wrong answer.", True, 5))
+    step._strategy("weak_model", setup=False).backend = backend
+    out, _ = run_rows([step], rows, CANONICAL, tmp_path)
+    assert [x["rejected"][0]["content"] for x in out] == ["A scripted wrong answer."] * 4
+    assert backend.calls == 4 and step.strategies["weak_model"].backend is backend
+
+
+def test_workers_share_the_generation_cache(tmp_path):
+    """Processes writing the same keys at once: no lock errors, the first text stored
+    stays, and every process gets the text the cache kept."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        seen = pool.map(_write_cache, [(str(tmp_path), w) for w in range(3)])
+    kept = weak_model.GenerationCache(tmp_path, "m", None, {}).get(
+        [f"k{i}" for i in range(60)])
+    assert len(kept) == 60
+    for texts in seen:
+        assert {k: kept[k].text for k in texts} == texts
+
+
+def _write_cache(args):
+    from pathlib import Path
+
+    folder, worker = args
+    cache = weak_model.GenerationCache(Path(folder), "m", None, {})
+    seen = {}
+    for b in range(60):
+        keys = [f"k{(b * 7 + i) % 60}" for i in range(5)]
+        stored = cache.add({k: Generation(f"{k} from {worker}", True, 1) for k in keys})
+        seen.update({k: stored[k].text for k in keys})
+    return seen
