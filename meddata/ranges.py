@@ -143,12 +143,15 @@ class FileRanges:
 def _line_spans(path: Path, layout: str, number: int, chunks: list[Chunk],
                 counts: list[Count]) -> list[Span]:
     """The spans of a JSON Lines or CSV file, from its chunks' counts: each chunk after the
-    first offers the line start its parity of quotes so far picks."""
+    first offers the line start its parity of quotes so far picks, else the other one (a
+    stray quote flips the count for the rest of the file; where no line start of a chunk
+    has the parity counted, every one has the other, and in a CSV without quoted fields
+    over several lines they are all record starts; the reading checks it anyway)."""
     size = path.stat().st_size
     starts = [(0, 1)]  # (byte offset, line number)
     quotes, line = 0, 1
     for chunk, count in zip(chunks, counts):
-        cut = count.cuts[quotes % 2] if chunk.start else None
+        cut = (count.cuts[quotes % 2] or count.cuts[1 - quotes % 2]) if chunk.start else None
         if cut is not None and cut.offset < size:
             starts.append((cut.offset, line + cut.lines))
         quotes += count.quotes
@@ -252,6 +255,10 @@ def stitch(spans: list[Span], run_here: Callable[[Span], Iterator[tuple]],
     reached: int | None = None  # where the span before stopped (None: at the file's end)
     for span in spans:
         own = _parts_of(ahead, span.number) if ahead is not None else None
+        if span.part and reached is not None and reached < span.first:
+            raise RuntimeError(f"{span.path}: a span's reading stopped at line {reached}, "
+                               f"before the next span's line {span.first}: did the file "
+                               "change while it was converted?")
         if span.part == 0 or reached == span.first:
             parts = own if own is not None else run_here(span)
         else:

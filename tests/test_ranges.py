@@ -83,9 +83,15 @@ def test_a_chunk_starting_inside_a_quoted_field_cuts_after_the_record(tmp_path):
     assert c.cuts[1] == ranges.Cut(data.index(b"2,plain"), 2)
     # with an even count before it, the first newline after an even number of quotes
     assert c.cuts[0] == ranges.Cut(data.index(b"four"), 1)
-    spans = plan(path, inside)
-    assert [(s.start, s.first) for s in spans] == [(0, 1), (data.index(b"2,plain"), 5)]
     assert [r.position for r in read_csv(path)] == [2, 5]
+    # chunks of `inside` bytes: the second, 'two, ""three""\n', has no line start outside
+    # quotes and offers its only one ("four", inside the field); the third offers the
+    # record start after the field. Reading drops the span that starts inside the field.
+    spans = plan(path, inside)
+    assert [(s.start, s.first) for s in spans] == [
+        (0, 1), (data.index(b"four"), 4), (data.index(b"2,plain"), 5)]
+    records, _, dropped = stitched(path, inside, tasks=True)
+    assert [key(r) for r in records] == [key(r) for r in read_csv(path)] and dropped == {1}
 
 
 def test_crlf_split_between_cr_and_lf_and_lone_crs_end_csv_lines(tmp_path):
@@ -112,10 +118,29 @@ def test_a_record_longer_than_a_range_makes_one_span_of_several_chunks(tmp_path)
     assert len(ranges.FileRanges(Reading(), [path], 10).chunks) == 12
     assert [(s.start, s.first) for s in spans] == [(0, 1), (110, 2)]
     csv_path = tmp_path / "long.csv"
-    csv_path.write_bytes(b'id,text\n1,"' + b"y\n" * 50 + b'"\n2,b\n')
+    data = b'id,text\n1,"' + b"y\n" * 50 + b'"\n2,b\n'
+    csv_path.write_bytes(data)
     spans = plan(csv_path, 10)
-    assert [(s.start, s.first) for s in spans][-1] == (csv_path.read_bytes().index(b"2,b"), 53)
-    assert not [s for s in spans if 8 < s.start < 111]  # no cut inside the quoted field
+    assert (data.index(b"2,b"), 53) in [(s.start, s.first) for s in spans]
+    # a chunk wholly inside the quoted field offers a line start inside it (its newlines
+    # all have the other parity): the first span reads on over those spans
+    inside = [s.number for s in spans if 8 < s.start < data.index(b"2,b")]
+    records, _, dropped = stitched(csv_path, 10, tasks=True)
+    assert [key(r) for r in records] == [key(r) for r in read_file(csv_path)]
+    assert inside and dropped == set(inside)
+
+
+def test_a_stray_quote_does_not_end_the_splitting(tmp_path):
+    """A quote inside an unquoted field flips the quote count for the rest of the file;
+    where every line start of a chunk has the other parity, that parity is taken."""
+    path = tmp_path / "stray.csv"
+    data = b"id,text\n1,5\" tall\n" + b"".join(b'%d,"plain, quoted"\n' % i for i in range(2, 60))
+    path.write_bytes(data)
+    spans = plan(path, 50)
+    assert len(spans) > 10 and spans[-1].start > len(data) / 2
+    records, _, dropped = stitched(path, 50, tasks=True)
+    assert [key(r) for r in records] == [key(r) for r in read_file(path)] and not dropped
+    assert records[0].record == {"id": "1", "text": '5" tall'}
 
 
 def test_what_is_read_whole(tmp_path):
