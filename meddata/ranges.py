@@ -10,7 +10,8 @@ A file larger than RANGE_BYTES is split when its layout allows it:
   record start only outside quotes. Each chunk is counted (newlines and lone carriage
   returns, which end lines too, and quote characters) and offers, for an even and for an
   odd number of quotes before it, its first line start with an even number of quotes
-  before it; the driver's prefix sums of the quote counts pick one. Quotes and line ends
+  before it; the driver's prefix sums of the quote counts pick one (or the other, where
+  the one picked does not exist: see `_line_spans`). Quotes and line ends
   are single bytes that no multi-byte character of UTF-8 or GB18030 (or any cp1252 byte)
   contains, so counting bytes counts characters. A stray quote in an unquoted field can
   still fool the count, and a broken record recovers over the lines after it: each span's
@@ -44,7 +45,6 @@ from meddata.readers import _WIDE_BOMS, Span, base_suffix, detect_encoding, snif
 RANGE_BYTES = 64 << 20
 COUNT_BLOCK = 1 << 20  # what a counting task reads at once
 END = "end"  # the last part of a span: (END, span number, where its reading stopped)
-
 
 
 @dataclass(frozen=True)
