@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from meddata.convert import ConversionError, Converter
-from meddata.readers import RawRecord, base_suffix, read_csv, read_file
+from meddata.readers import RawRecord, Span, base_suffix, read_csv, read_file
 
 CATEGORIES = ("stem", "humanities", "social_sciences", "other")
 
@@ -82,8 +82,9 @@ class SubjectFiles(Converter):
         left = getattr(self, "left_out", [])
         return {"files_of_other_subjects": len(left)} if left else {}
 
-    def read(self, path: Path):
-        return read_csv(path) if base_suffix(path) == ".csv" else read_file(path)
+    def read(self, path: Path, span: Span | None = None):
+        return read_csv(path, span=span) if base_suffix(path) == ".csv" \
+            else read_file(path, span)
 
     def split_for(self, rec: RawRecord) -> str:
         return self.split or self.subject_split(rec.file)[1] or super().split_for(rec)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from meddata.convert import ConversionError, Converter, Reject, as_record, require
-from meddata.readers import RawRecord, _open, base_suffix, read_file
+from meddata.readers import RawRecord, Span, _open, base_suffix, read_file
 from meddata.text import clean, normalize_key
 
 from . import _mcq
@@ -104,9 +104,9 @@ class CMB(JoinedIds, Converter):
                 "answer_key_joined": len(self.matched),
                 "answers_without_question": len(self.key) - len(self.matched)}
 
-    def read(self, path: Path):
+    def read(self, path: Path, span: Span | None = None):
         """CMB-Clin cases become one record per question-answer pair."""
-        for rec in read_file(path):
+        for rec in read_file(path, span):
             case = rec.record
             pairs = case.get("QA_pairs") if not rec.error and isinstance(case, dict) else None
             if not isinstance(pairs, list) or not pairs:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from meddata.convert import Converter, Reject, as_record, require
-from meddata.readers import RawRecord, read_file
+from meddata.readers import RawRecord, Span, read_file
 from meddata.text import clean
 
 
@@ -42,9 +42,9 @@ class Huatuo26M(Converter):
     #: fields a record of this source has (all of one group)
     signatures = (("questions",), ("answers",), ("question", "answer"))
 
-    def read(self, path: Path):
+    def read(self, path: Path, span: Span | None = None):
         """A record with several answers becomes one record per answer."""
-        for rec in read_file(path):
+        for rec in read_file(path, span):
             r = rec.record
             if rec.error or not isinstance(r, dict) or not isinstance(r.get("answers"), list) \
                     or len(r["answers"]) < 2:

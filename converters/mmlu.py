@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from meddata.convert import Reject, as_record, require
-from meddata.readers import RawRecord, base_suffix, read_csv, read_file
+from meddata.readers import RawRecord, Span, base_suffix, read_csv, read_file
 from meddata.text import clean, normalize_key
 
 from . import _mcq, _subjects
@@ -88,10 +88,10 @@ class MMLU(_subjects.SubjectFiles):
         # subject per record
         return subject_split(str(path))[0] if base_suffix(path) == ".csv" else None
 
-    def read(self, path: Path):
-        if base_suffix(path) == ".csv":
-            return read_csv(path, fields=FIELDS)  # the release has no header row
-        return read_file(path)
+    def read(self, path: Path, span: Span | None = None):
+        if base_suffix(path) == ".csv":  # the release has no header row
+            return read_csv(path, fields=FIELDS, span=span)
+        return read_file(path, span)
 
     def split_for(self, rec: RawRecord) -> str:
         return self.split or rec.split or subject_split(rec.file)[1] or super().split_for(rec)

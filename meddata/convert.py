@@ -24,7 +24,8 @@ import pyarrow as pa
 
 from meddata.engines.base import Engine
 from meddata.engines.local import LocalEngine
-from meddata.readers import RawRecord, is_empty, jsonl_record, list_files, read_file
+from meddata.ranges import END
+from meddata.readers import RawRecord, Span, is_empty, jsonl_record, list_files, read_file
 from meddata.schema import CANONICAL, LANGS, TASKS
 from meddata.steps.keys import SeenKeys
 from meddata.store import Store, Version, sha256_file
@@ -78,11 +79,13 @@ class Converter:
     def infer_subset(self, file: str) -> str | None:
         return None
 
-    def read(self, path: Path) -> Iterator[RawRecord]:
-        """The raw records of one file (meddata.readers by its suffix). A converter whose
-        source packs several rows into one record (a case with its question-answer pairs)
-        yields one RawRecord per row here, so each row keeps its own raw text and position."""
-        return read_file(path)
+    def read(self, path: Path, span: Span | None = None) -> Iterator[RawRecord]:
+        """The raw records of one file (meddata.readers by its suffix), or of one span of a
+        large file (meddata.ranges; hand `span` to the reader). A converter whose source
+        packs several rows into one record (a case with its question-answer pairs) yields
+        one RawRecord per row here, so each row keeps its own raw text and position. A
+        converter whose `read` takes no `span` has each file read whole, by one task."""
+        return read_file(path, span)
 
     #: set by converters that implement `frame`; tests turn it off to compare both paths
     fast: bool = False
@@ -106,8 +109,9 @@ class Converter:
 
     def take_state(self) -> Any:
         """What this copy gathered for its report while converting (then forgotten here):
-        the Ray engine converts each file with a copy and merges this back (`merge_state`);
-        None when it gathers nothing."""
+        the Ray engine converts each file (or span of a large file) with a copy and merges
+        this back (`merge_state`), in file order, then span order; None when it gathers
+        nothing."""
         return None
 
     def merge_state(self, state: Any) -> None:
@@ -255,7 +259,7 @@ class _Converting:
     order: `("rows", rows, origin)`, canonical rows (a polars frame, up to ROWS_PER_PART)
     with the file, position and raw text of each, and `("reject", file, position, raw,
     reason, detail)`. It runs wherever the records are read: in this process, or in an
-    engine's worker (`convert_file`)."""
+    engine's worker (`convert_span`)."""
 
     def __init__(self, conv: Converter):
         self.conv = conv
@@ -399,20 +403,23 @@ class _FastChunk:
     frame: Any
 
 
-def _fast_chunks(conv: Converter, path: Path, chunk_bytes: int = 16 << 20):
-    """JSON Lines for a converter's vectorized path, in chunks of whole lines (a line longer
-    than `chunk_bytes` is read on to its end and goes with its chunk). Yields a
-    `_FastChunk` for a chunk `frame` can take, else the list of the chunk's RawRecords (a
-    blank line, malformed JSON, bytes that are not UTF-8, a field of another type or layout:
-    the careful path handles and quarantines them)."""
+def _fast_chunks(conv: Converter, path: Path, span: Span | None = None,
+                 chunk_bytes: int = 16 << 20):
+    """JSON Lines (the file, or a span of it) for a converter's vectorized path, in chunks
+    of whole lines (a line longer than `chunk_bytes` is read on to its end and goes with its
+    chunk). Yields a `_FastChunk` for a chunk `frame` can take, else the list of the chunk's
+    RawRecords (a blank line, malformed JSON, bytes that are not UTF-8, a field of another
+    type or layout: the careful path handles and quarantines them)."""
     import io
 
     import polars as pl
 
-    from meddata.readers import _open
+    from meddata.readers import open_span
 
-    first_line = 1
-    with _open(path) as f:
+    if span is not None and span.begin is not None:
+        raise ValueError(f"{path}: a JSON Lines span is read from its first line")
+    first_line = span.first if span is not None else 1
+    with open_span(path, span) as f:
         rest = b""
         while True:
             block = f.read(chunk_bytes)
@@ -499,28 +506,34 @@ def _prefetch(items: Iterator, depth: int = 1) -> Iterator:
         thread.join()
 
 
-def _file_items(conv: Converter, path: Path):
-    """RawRecords, or `_FastChunk`s where the converter has a vectorized path and the file
-    is JSON Lines."""
+def _file_items(conv: Converter, span: Span):
+    """RawRecords of a span (a whole file, or a span of a large one), or `_FastChunk`s
+    where the converter has a vectorized path and the file is JSON Lines."""
     from meddata.readers import base_suffix, sniff_json
 
+    path = Path(span.path)
     suffix = base_suffix(path)
-    jsonl = suffix in (".jsonl", ".ndjson") or (suffix == ".json" and sniff_json(path) == "jsonl")
+    jsonl = span.layout == "jsonl" or span.whole and (
+        suffix in (".jsonl", ".ndjson") or (suffix == ".json" and sniff_json(path) == "jsonl"))
     if conv.fast and jsonl:
-        with contextlib.closing(_prefetch(_fast_chunks(conv, path))) as chunks:
+        chunks = _fast_chunks(conv, path, None if span.whole else span)
+        with contextlib.closing(_prefetch(chunks)) as chunks:
             for chunk in chunks:
                 if isinstance(chunk, list):
                     yield from chunk
                 else:
                     yield chunk
     else:
-        yield from conv.read(path)
+        yield from conv.read(path) if span.whole else conv.read(path, span=span)
 
 
-def convert_file(conv: Converter, path: Path) -> Iterator[tuple]:
-    """The parts (see `_Converting`) of one raw file, in order: what an engine runs for
-    each input file, here or in a worker."""
-    yield from convert_records(conv, _file_items(conv, path))
+def convert_span(conv: Converter, span: Span) -> Iterator[tuple]:
+    """The parts (see `_Converting`) of one span of a raw file (the whole file, or a span
+    of a large one: meddata.ranges), in order, then `(END, span.number, where its reading
+    stopped)`: what an engine runs for each span, here or in a worker."""
+    span.reached = span.stop
+    yield from convert_records(conv, _file_items(conv, span))
+    yield (END, span.number, span.reached)
 
 
 def convert_records(conv: Converter, records: Iterator) -> Iterator[tuple]:
@@ -540,9 +553,10 @@ def publish(conv: Converter, inputs: list[str], store: Store, name: str | None =
             progress: bool = True, engine: Engine | None = None,
             license: str | None = None) -> ConversionResult:
     """Convert `inputs` (files, folders, or one hub id) and publish canonical/<name>. The
-    engine (default local) converts each file, on the Ray engine as a task of its own; the
-    rows come back in file order: the same version on every engine. The version records
-    the source's licence (`license` overrides the converter's)."""
+    engine (default local) converts each file, a large JSON Lines, CSV or Parquet file in
+    spans (meddata.ranges), on the Ray engine each span as a task of its own; the rows come
+    back in file order: the same version on every engine and with any split. The version
+    records the source's licence (`license` overrides the converter's)."""
     from meddata import licenses
     from meddata.progress import bar
 
@@ -582,7 +596,7 @@ def publish(conv: Converter, inputs: list[str], store: Store, name: str | None =
         sink = _Sink(conv, pub)
         with bar(f"convert {conv.source}", unit=" rec", enabled=progress) as b:
             try:
-                parts = engine.convert_files(convert_file, conv, files) if files is not None \
+                parts = engine.convert_files(convert_span, conv, files) if files is not None \
                     else engine.convert_stream(convert_records, conv, stream)
             except NotImplementedError as e:
                 raise ConversionError(str(e)) from None

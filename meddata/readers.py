@@ -13,6 +13,7 @@ reads cleanly, see `decode_line`), and any of these compressed with gzip (`.gz`)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -43,6 +44,35 @@ class RawRecord:
         JSON as raw text."""
         return RawRecord(self.file, self.position, json.dumps(record, ensure_ascii=False),
                          record, split=self.split)
+
+
+@dataclass
+class Span:
+    """What one task reads of an input file: the whole file, or one of the byte ranges of a
+    large JSON Lines or CSV file, or one of the runs of row groups of a large Parquet file
+    (meddata.ranges plans them). Positions (line numbers; row numbers in Parquet) count from
+    the file's start, so a record's position, and everything built from it, is the same
+    however the file is split."""
+
+    path: str
+    number: int = 0          # its place among every span of one conversion
+    part: int = 0            # its place among its file's spans
+    layout: str | None = None  # `jsonl`, `csv` or `parquet`; None for a whole file
+    start: int = 0           # byte offset of its first line
+    end: int | None = None   # byte offset of the next span's first line (None: the file's end)
+    first: int = 1           # position of its first line (or row)
+    stop: int | None = None  # position of the next span's first line (or row); None: the end
+    row_groups: tuple[int, int] | None = None  # Parquet: the row groups [from, to)
+    encoding: str | None = None  # CSV: the file's first-choice encoding, from its start
+    begin: int | None = None     # read from this line on: resumed where the span before stopped
+    #: where the reading stopped, set by the reader: `stop` for JSON Lines and Parquet; for
+    #: CSV the first line at or after `stop` where no record is open (a record that starts
+    #: before `stop` is read on to its end), None at the file's end
+    reached: int | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.part == 0 and self.stop is None
 
 
 def base_suffix(path: Path) -> str:
@@ -141,6 +171,42 @@ def _open(path: Path) -> BinaryIO:
     return f
 
 
+def _open_at(path: Path, start: int) -> BinaryIO:
+    """The file's bytes from byte offset `start` on (from 0: as `_open` reads them)."""
+    if start == 0:
+        return _open(path)
+    f = open(path, "rb")
+    f.seek(start)
+    return f
+
+
+class _Window(io.RawIOBase):
+    """An open file's bytes up to byte offset `end`: a span read as a file of its own."""
+
+    def __init__(self, f: BinaryIO, end: int):
+        self.f, self.left = f, max(0, end - f.tell())
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.f.readinto(memoryview(buffer)[:min(len(buffer), self.left)]) or 0
+        self.left -= n
+        return n
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+def open_span(path: Path, span: Span | None = None) -> BinaryIO:
+    """The bytes of a span of the file (all of it without one), as `_open` reads them."""
+    if span is None:
+        return _open(path)
+    f = _open_at(path, span.start)
+    return f if span.end is None else io.BufferedReader(_Window(f, span.end))
+
+
 def is_empty(path: Path) -> bool:
     """True when the file holds nothing but whitespace (and perhaps a BOM)."""
     with _open(path) as f:
@@ -205,7 +271,16 @@ def sniff_json(path: Path) -> str:
     return "object" if _KEYED_BY_ID.match(line) else "jsonl"
 
 
-def read_file(path: Path) -> Iterator[RawRecord]:
+def read_file(path: Path, span: Span | None = None) -> Iterator[RawRecord]:
+    """The records of a file, or of one span of it (see `Span`; meddata.ranges splits only
+    JSON Lines, CSV and Parquet files)."""
+    if span is not None and not span.whole:
+        readers = {"jsonl": read_jsonl, "parquet": read_parquet,
+                   "csv": lambda p, s: read_csv(p, span=s)}
+        if span.layout not in readers:
+            raise ValueError(f"{path}: a {span.layout} file is read whole, not in spans")
+        yield from readers[span.layout](path, span)
+        return
     suffix = base_suffix(path)
     if suffix in (".jsonl", ".ndjson"):
         yield from read_jsonl(path)
@@ -248,11 +323,15 @@ def jsonl_record(file: str, lineno: int, line: bytes) -> RawRecord | None:
     return RawRecord(file, lineno, text, value, error=error)
 
 
-def read_jsonl(path: Path) -> Iterator[RawRecord]:
+def read_jsonl(path: Path, span: Span | None = None) -> Iterator[RawRecord]:
+    """The lines of the file, or of a span of it (its byte range, numbered from its first
+    line's number)."""
     name = str(path)
-    with _open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            rec = jsonl_record(name, lineno, line)
+    first = span.first if span is not None else 1
+    begin = (span.begin or first) if span is not None else 1
+    with open_span(path, span) as f:
+        for lineno, line in enumerate(f, first):
+            rec = jsonl_record(name, lineno, line) if lineno >= begin else None
             if rec is not None:
                 yield rec
 
@@ -389,12 +468,14 @@ def _escaped_end(tok: bytes) -> bool:
     return run % 2 == 1
 
 
-def read_parquet(path: Path) -> Iterator[RawRecord]:
+def read_parquet(path: Path, span: Span | None = None) -> Iterator[RawRecord]:
+    """The rows of the file, or of a span's row groups (numbered from its first row's)."""
     import pyarrow.parquet as pq
 
     name = str(path)
-    position = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+    groups = range(*span.row_groups) if span is not None and span.row_groups else None
+    position = span.first - 1 if span is not None else 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, row_groups=groups):
         for row in batch.to_pylist():
             position += 1
             yield RawRecord(name, position, _dump(row), row)
@@ -504,15 +585,18 @@ def _cr_lines(f: BinaryIO) -> Iterator[bytes]:
 
 class _Lines:
     """(line number, text, None or why the line does not decode) for each physical line,
-    decoded line by line (`decode_line`); `restart(lineno)` reads again from a line."""
+    decoded line by line (`decode_line`); `restart(lineno)` reads again from a line. With a
+    span, the lines from its first byte on (to the file's end), numbered from its first
+    line's number, from its `begin` line on."""
 
-    def __init__(self, path: Path, encoding: str):
+    def __init__(self, path: Path, encoding: str, span: Span | None = None):
         self.path, self.encoding = path, encoding
-        self._it = self._read(1)
+        self.start, self.first = (span.start, span.first) if span is not None else (0, 1)
+        self._it = self._read((span.begin or span.first) if span is not None else 1)
 
     def _read(self, start: int) -> Iterator[tuple[int, str, str | None]]:
-        with _open(self.path) as f:
-            for lineno, line in enumerate(_cr_lines(f), 1):
+        with _open_at(self.path, self.start) as f:
+            for lineno, line in enumerate(_cr_lines(f), self.first):
                 if lineno >= start:
                     yield (lineno, *decode_line(line, self.encoding))
 
@@ -522,6 +606,9 @@ class _Lines:
 
     def next(self):
         return next(self._it, None)
+
+    def close(self) -> None:
+        self._it.close()
 
 
 def _csv_fields(text: str) -> tuple[list[str] | None, bool, bool]:
@@ -563,7 +650,8 @@ def _stray_quote(text: str) -> bool:
     return False
 
 
-def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]:
+def read_csv(path: Path, fields: list[str] | None = None,
+             span: Span | None = None) -> Iterator[RawRecord]:
     """CSV records as dicts keyed by the header row (or by `fields`, for files without a
     header). A quoted field may span any number of lines, up to CSV_RECORD_BYTES; one
     longer than that, that closes further on, is one reject (its text cut at the bound),
@@ -575,20 +663,63 @@ def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]
     record with the header's fields ends it. So a file never yields more records than it
     has record starts. While recovering, a quoted field may run over at most
     CSV_RESYNC_LINES lines and CSV_RESYNC_BYTES bytes. A record that does not decode is a
-    reject with its text."""
+    reject with its text.
+
+    With a span (meddata.ranges), the records from the span's first line on, in the file's
+    encoding and under its header (read from the file's start), until the first line at or
+    after the span's `stop` where the reader holds nothing: no record open, no broken
+    record being recovered. There the reader's state is what it is at the start of the
+    next span, so the span after it, read on its own from that line, gives what one reader
+    over the whole file gives. The line is recorded in `span.reached`; where it is not the
+    next span's first line (a record ran over the boundary), the caller reads on from it
+    (`meddata.ranges.stitch`)."""
     import sys
 
     csv.field_size_limit(min(sys.maxsize, (1 << 31) - 1))
-    name = str(path)
-    source = _Lines(path, detect_encoding(path))
-    again: deque[tuple[int, str, str | None]] = deque()
-    header = list(fields) if fields is not None else None
-    broken: list | None = None  # [position, raw parts, bytes, error, lines absorbed]
+    if span is None or span.whole:
+        reader = _CsvRecords(path, detect_encoding(path), fields)
+        with contextlib.closing(reader):
+            yield from reader.records()
+        return
+    encoding = span.encoding or detect_encoding(path)
+    reader = _CsvRecords(path, encoding, fields, span)
+    with contextlib.closing(reader):
+        if reader.header is None and span.part > 0:
+            reader.header = csv_header(path, encoding)
+        yield from reader.records(stop=span.stop)
+    span.reached = reader.stopped
 
-    def next_line():
-        return again.popleft() if again else source.next()
 
-    def record(first, max_bytes: int, max_lines: int | None):
+def csv_header(path: Path, encoding: str) -> list[str] | None:
+    """The header `read_csv` takes from the file (its first whole record), read from the
+    file's start as `read_csv` reads it; None when the file has none."""
+    reader = _CsvRecords(path, encoding, None)
+    with contextlib.closing(reader):
+        for _ in reader.records(header_only=True):
+            pass
+    return reader.header
+
+
+class _CsvRecords:
+    """The reading of `read_csv`. Between two records its state is the header, the broken
+    record being recovered (if any) and the lines to read again (the lines that follow)."""
+
+    def __init__(self, path: Path, encoding: str, fields: list[str] | None,
+                 span: Span | None = None):
+        self.name = str(path)
+        self.source = _Lines(path, encoding, span)
+        self.again: deque[tuple[int, str, str | None]] = deque()
+        self.header = list(fields) if fields is not None else None
+        self.broken: list | None = None  # [position, raw parts, bytes, error, lines absorbed]
+        self.stopped: int | None = None  # the line where `records(stop)` stopped
+
+    def close(self) -> None:
+        self.source.close()
+
+    def next_line(self):
+        return self.again.popleft() if self.again else self.source.next()
+
+    def record(self, first, max_bytes: int, max_lines: int | None):
         """(lines, row, complete, overflow): a record from line `first` on; overflow is
         None, or (lines, bytes) of a quoted field that went past `max_bytes` and closed."""
         lines, size = [first], len(first[1])
@@ -596,7 +727,7 @@ def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]
         row, complete, strict = _csv_fields(first[1])
         while not complete and size < max_bytes and (max_lines is None or
                                                      len(lines) < max_lines):
-            nxt = next_line()
+            nxt = self.next_line()
             if nxt is None:
                 return lines, row, False, None
             lines.append(nxt)
@@ -613,76 +744,93 @@ def read_csv(path: Path, fields: list[str] | None = None) -> Iterator[RawRecord]
         # over the bound: count on (keeping nothing) to where the quote closes
         count, extra = len(lines), 0
         while quotes % 2:
-            nxt = next_line()
+            nxt = self.next_line()
             if nxt is None:  # it never closes: the first line alone is broken
-                again.extend(lines[1:])
-                source.restart(lines[-1][0] + 1)
+                self.again.extend(lines[1:])
+                self.source.restart(lines[-1][0] + 1)
                 return lines[:1], row, False, None
             count, extra, quotes = count + 1, extra + len(nxt[1]), quotes + nxt[1].count('"')
         return lines, row, False, (count, size + extra)
 
-    def flush_broken():
-        nonlocal broken
-        if broken is None:
+    def flush_broken(self) -> RawRecord | None:
+        if self.broken is None:
             return None
-        position, parts, _, error, absorbed = broken
-        broken = None
+        position, parts, _, error, absorbed = self.broken
+        self.broken = None
         if absorbed:
             error += f"; the {absorbed} line(s) after it do not form records either"
-        return RawRecord(name, position, "".join(parts).rstrip("\r\n"), error=error)
+        return RawRecord(self.name, position, "".join(parts).rstrip("\r\n"), error=error)
 
-    def absorb(lines, error: str):
+    def absorb(self, lines, error: str) -> None:
         """A broken record: its first line joins (or starts) the current reject; the rest
         is read again."""
-        nonlocal broken
-        again.extendleft(reversed(lines[1:]))
+        self.again.extendleft(reversed(lines[1:]))
         text = lines[0][1]
-        if broken is None:
-            broken = [lines[0][0], [text], len(text), error, 0]
-        elif broken[2] < CSV_RECORD_BYTES:
-            broken[1].append(text)
-            broken[2] += len(text)
-            broken[4] += 1
+        if self.broken is None:
+            self.broken = [lines[0][0], [text], len(text), error, 0]
+        elif self.broken[2] < CSV_RECORD_BYTES:
+            self.broken[1].append(text)
+            self.broken[2] += len(text)
+            self.broken[4] += 1
         else:
-            broken[4] += 1
+            self.broken[4] += 1
 
-    while (first := next_line()) is not None:
-        resync = broken is not None
-        lines, row, complete, overflow = record(
-            first, CSV_RESYNC_BYTES if resync else CSV_RECORD_BYTES,
-            CSV_RESYNC_LINES if resync else None)
-        if overflow is not None:
-            if (rec := flush_broken()) is not None:
+    def holds_nothing(self) -> bool:
+        """Whether reading on from the next line is reading a file from there: the header
+        is known and no broken record is being recovered (between two records)."""
+        return self.header is not None and self.broken is None
+
+    def records(self, stop: int | None = None,
+                header_only: bool = False) -> Iterator[RawRecord]:
+        """The records, to the file's end, or to the first line at or after `stop` where
+        the reader holds nothing (its number in `stopped`), or to the header."""
+        name = self.name
+        while (first := self.next_line()) is not None:
+            if stop is not None and first[0] >= stop and self.holds_nothing():
+                self.again.appendleft(first)
+                self.stopped = first[0]
+                return
+            resync = self.broken is not None
+            lines, row, complete, overflow = self.record(
+                first, CSV_RESYNC_BYTES if resync else CSV_RECORD_BYTES,
+                CSV_RESYNC_LINES if resync else None)
+            if overflow is not None:
+                if (rec := self.flush_broken()) is not None:
+                    yield rec
+                count, size = overflow
+                yield RawRecord(name, first[0],
+                                "".join(t for _, t, _ in lines).rstrip("\r\n"),
+                                error=f"CSV error: a quoted field runs over {count} lines "
+                                      f"({size} bytes), more than a record may hold "
+                                      f"({CSV_RECORD_BYTES} bytes); the text is cut")
+                continue
+            if not complete:
+                self.absorb(lines, "CSV error: a quoted field opened on this line does not "
+                                   "close before the file ends" if not resync else
+                            "CSV error: a line that does not start a clean record")
+                continue
+            if len(lines) == 1 and not any(cell.strip() for cell in row):
+                continue  # a blank line
+            raw_text = "".join(t for _, t, _ in lines).rstrip("\r\n")
+            undecodable = next((err for _, _, err in lines if err), None)
+            if self.header is None:  # (an undecodable header keeps its replacement
+                self.header = [h.strip() for h in row]  # characters: the rows then miss
+                if header_only:                          # fields and say so)
+                    return
+                continue
+            if len(row) != len(self.header):
+                self.absorb(lines, f"CSV row has {len(row)} fields, header has "
+                                   f"{len(self.header)}")
+                continue
+            if (rec := self.flush_broken()) is not None:
                 yield rec
-            count, size = overflow
-            yield RawRecord(name, first[0], "".join(t for _, t, _ in lines).rstrip("\r\n"),
-                            error=f"CSV error: a quoted field runs over {count} lines "
-                                  f"({size} bytes), more than a record may hold "
-                                  f"({CSV_RECORD_BYTES} bytes); the text is cut")
-            continue
-        if not complete:
-            absorb(lines, "CSV error: a quoted field opened on this line does not close "
-                          "before the file ends" if not resync else
-                   "CSV error: a line that does not start a clean record")
-            continue
-        if len(lines) == 1 and not any(cell.strip() for cell in row):
-            continue  # a blank line
-        raw_text = "".join(t for _, t, _ in lines).rstrip("\r\n")
-        undecodable = next((err for _, _, err in lines if err), None)
-        if header is None:  # (an undecodable header keeps its replacement characters: the
-            header = [h.strip() for h in row]  # rows then miss fields and say so)
-            continue
-        if len(row) != len(header):
-            absorb(lines, f"CSV row has {len(row)} fields, header has {len(header)}")
-            continue
-        if (rec := flush_broken()) is not None:
+            if undecodable:
+                yield RawRecord(name, first[0], raw_text, error=undecodable)
+                continue
+            yield RawRecord(name, first[0], ",".join(row), dict(zip(self.header, row)))
+        self.stopped = None
+        if (rec := self.flush_broken()) is not None:
             yield rec
-        if undecodable:
-            yield RawRecord(name, first[0], raw_text, error=undecodable)
-            continue
-        yield RawRecord(name, first[0], ",".join(row), dict(zip(header, row)))
-    if (rec := flush_broken()) is not None:
-        yield rec
 
 
 def read_text(path: Path) -> Iterator[RawRecord]:

@@ -405,3 +405,181 @@ def test_preference_pairs_in_the_workers_the_same_version(local_ray, store, monk
     v = same(store, build)
     check = v.manifest["rejected"]["check"]
     assert check["matched"] > 10_000 and check["no_matching_rejected"] > 0
+
+
+# ---- large input files read in spans (issue 31) ---------------------------------------------------
+# A range size of a few hundred bytes splits each file below into many spans; the version,
+# rows, rejects (with their positions) and the converter's report must be what one reader
+# over the whole file gives, on the local engine and on Ray.
+TINY_RANGE = 700
+
+
+def _positions_hwtcm():
+    from meddata.converters.hwt_cm import HWTCM
+
+    class Positions(HWTCM):
+        """Keeps the position of every record it converts, as report state: merged back
+        from the tasks' copies, the list must come out in file order."""
+
+        def row(self, rec):
+            self.__dict__.setdefault("seen", []).append(rec.position)
+            return super().row(rec)
+
+        def take_state(self):
+            seen, self.seen = self.__dict__.get("seen", []), []
+            return seen or None
+
+        def merge_state(self, state):
+            self.__dict__.setdefault("seen", []).extend(state)
+
+        def report(self):
+            return {"positions": self.__dict__.get("seen", [])}
+
+    return Positions
+
+
+def _convert_split_and_whole(store, monkeypatch, make_conv, path):
+    """Convert `path` whole on the local engine, then split into spans on the local engine
+    and on Ray; assert the same version and books; return the three results."""
+    from meddata import convert, ranges
+
+    split = ranges.FileRanges(make_conv(), [path], TINY_RANGE)
+    assert len(split.spans([ranges.count_chunk(c) for c in split.chunks])) > 5
+    results = []
+    for tag, size, engine in (("whole", ranges.RANGE_BYTES, LOCAL), ("local", TINY_RANGE, LOCAL),
+                              ("ray", TINY_RANGE, RAY)):
+        monkeypatch.setattr(ranges, "RANGE_BYTES", size)
+        results.append(convert.publish(make_conv(), [str(path)], store,
+                                       name=f"{path.stem}-{tag}", progress=False,
+                                       engine=engine, max_reject_rate=1.0))
+    whole, local, on_ray = results
+    for other in (local, on_ray):
+        assert other.version.id == whole.version.id
+        assert (other.rows_in, other.rows_out, other.rejects) == \
+            (whole.rows_in, whole.rows_out, whole.rejects)
+        assert other.version.manifest["convert_report"] == \
+            whole.version.manifest["convert_report"]
+    # the same rejects, each reason's in the same order (how the reasons interleave in
+    # rejects.parquet follows batching: a span's rows are flushed at its end)
+    for other in (local, on_ray):
+        assert _rejects_by_reason(other) == _rejects_by_reason(whole)
+    return results
+
+
+def _rejects_by_reason(result) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in result.version.rejects().select(
+            ["file", "position", "raw", "reason", "detail"]).to_pylist():
+        out.setdefault(r["reason"], []).append(r)
+    return out
+
+
+def _reject_positions(result, reason):
+    return sorted(r["position"] for r in result.version.rejects().to_pylist()
+                  if r["reason"] == reason)
+
+
+def test_a_large_jsonl_file_in_spans_is_the_same_version(local_ray, store, tmp_path,
+                                                         monkeypatch):
+    """JSON Lines in spans, through the record path (with report state merged back in
+    span order) and through MedMCQA's vectorized path: malformed, blank, long and
+    non-UTF-8 lines, and ids seen before."""
+    from meddata.converters import get
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    rng = random.Random(31)
+    lines, broken = [], []
+    mcq = {"question": "", "opa": "A1", "opb": "B1", "opc": "C1", "opd": "D1", "cop": 1,
+           "exp": None, "subject_name": "Pharmacology", "topic_name": None}
+    for i in range(1, 401):
+        kind = rng.random()
+        if kind < 0.05:
+            lines.append(b"{not json")
+            broken.append(i)
+        elif kind < 0.08:
+            lines.append(b"")
+        elif kind < 0.11:  # cp1252 bytes: not UTF-8
+            lines.append(json.dumps({"instruction": f"caf\xe9 {i}?", "output": "x", **mcq,
+                                     "id": f"c{i}"}, ensure_ascii=False).encode("cp1252"))
+            broken.append(i)
+        else:
+            text = f"Question {i} " + " ".join(rng.choices(WORDS, k=rng.choice([5, 5, 400])))
+            lines.append(json.dumps({"instruction": text, "output": f"Answer {i % 40}.",
+                                     **mcq, "question": text, "cop": 1 + i % 4,
+                                     "id": "same" if i % 50 == 0 else f"q{i}"}).encode())
+    raw = tmp_path / "dev.jsonl"  # (MedMCQA's split comes from the name)
+    raw.write_bytes(b"\n".join(lines) + b"\n")
+    positions = _positions_hwtcm()
+    whole, _, _ = _convert_split_and_whole(store, monkeypatch, positions, raw)
+    assert _reject_positions(whole, "unparseable") == broken
+    seen = whole.version.manifest["convert_report"]["positions"]
+    assert seen == sorted(seen) and len(seen) == whole.rows_in - len(broken)
+    whole, _, _ = _convert_split_and_whole(store, monkeypatch, get("medmcqa"), raw)
+    assert whole.rejects["duplicate_id"] == len(range(50, 401, 50)) - 1 - sum(
+        1 for i in broken if i % 50 == 0)
+
+
+def test_a_large_csv_file_in_spans_is_the_same_version(local_ray, store, tmp_path, monkeypatch):
+    """CMExam CSV with quoted fields over several lines (embedded newlines, commas, escaped
+    "" quotes), CRLF record ends, a stray quote in an unquoted field (which fools the
+    quote count, so spans are read again on the driver) and a quote that never closes."""
+    from meddata import ranges
+    from meddata.converters import get
+
+    header = ("Question,Options,Answer,Explanation,Disease Group,Clinical Department,"
+              "Medical Discipline,Competency,Difficulty level")
+    rng = random.Random(32)
+    records = []
+    for i in range(300):
+        options = "\n".join(f"{lab} 选项{i}{lab}, 说明" for lab in "ABCDE")
+        question = f"第{i}题：患者，{rng.randint(20, 80)}岁，最可能的诊断是"
+        explain = f'"解析{i}：所谓""{rng.choice(WORDS)}"",见\n教材"'
+        if i == 170:
+            question += '（患者说"头痛）'  # a stray quote: taken literally
+        if i == 240:
+            question += '（又说"头晕）'
+        records.append(f'{question},"{options}",{"ABCDE"[i % 5]},{explain},循环,心内科,'
+                       f"临床医学,诊断,中")
+    records.insert(280, '未闭合,"A 一\nB 二,C,解析,循环,心内科,临床医学,诊断,中')
+    raw = tmp_path / "test.csv"
+    raw.write_bytes(("\r\n".join([header, *records]) + "\r\n").encode())
+
+    re_read: list[set[int]] = []
+    stitch = ranges.stitch
+
+    def spying(spans, run_here, ahead=None, dropped=None):
+        dropped = set() if dropped is None else dropped
+        re_read.append(dropped)
+        yield from stitch(spans, run_here, ahead, dropped)
+
+    monkeypatch.setattr(ranges, "stitch", spying)
+    whole, local, on_ray = _convert_split_and_whole(store, monkeypatch, get("cmexam"), raw)
+    assert re_read[-1]  # Ray's reading of some spans was dropped, and read again here
+    # (the stray quotes make one reader, split or not, take records 170 to 239 for one)
+    assert whole.rows_out > 200
+    line = raw.read_bytes()[:raw.read_bytes().index("未闭合".encode())].count(b"\n") + 1
+    assert [(r["position"], r["raw"][:3]) for r in whole.version.rejects().to_pylist()
+            if r["reason"] == "unparseable"] == [(line, "未闭合")]
+
+
+def test_a_large_parquet_file_in_spans_of_row_groups(local_ray, store, tmp_path, monkeypatch):
+    """A Parquet file of many row groups (as a hub dataset downloaded to a folder holds),
+    read a few row groups a task, with rejects and repeated ids."""
+    import pyarrow.parquet as pq
+
+    from meddata.converters import get
+
+    rows = [{"id": f"doc{i % 290}", "title": f"Title {i}",
+             "text": "" if i % 37 == 0 else " ".join(WORDS[i % 7:i % 7 + 12])}
+            for i in range(300)]
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), folder / "train-00000.parquet",
+                   row_group_size=16)
+    assert pq.ParquetFile(folder / "train-00000.parquet").metadata.num_row_groups == 19
+    whole, _, _ = _convert_split_and_whole(store, monkeypatch, get("corpus"),
+                                           folder / "train-00000.parquet")
+    assert _reject_positions(whole, "missing_field:text") == [i + 1 for i in range(0, 300, 37)]
+    # rows 290 to 299 repeat the ids of rows 0 to 9, where both rows have text
+    assert whole.rejects["duplicate_id"] == sum(1 for i in range(290, 300)
+                                                if i % 37 and (i - 290) % 37)

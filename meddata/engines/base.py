@@ -13,10 +13,12 @@ choose: `--engine`, the recipe's `engine`, MEDDATA_ENGINE, else local), opens on
   the workers: the last step's batches, in input order, with every stage's books in
   `ledger`, for the driver to write. `read` is a `VersionReader` (the input versions'
   shards, in order), optionally wrapped in a `ProgressReader`.
-- `convert_files(convert_file, conv, files)`: the parts `convert_file(conv, path)` yields
-  for each file, in file order (see meddata.convert), with what the converter gathered
-  for its report merged back into `conv`; `convert_stream(convert_records, conv,
-  records)` the same for a stream of records (a hub dataset), where the engine can.
+- `convert_files(convert_span, conv, files)`: the parts `convert_span(conv, span)` yields
+  for each span of the files (meddata.ranges: a large JSON Lines, CSV or Parquet file is
+  split, after a counting pass over its chunks), put in order by `meddata.ranges.stitch`
+  (see meddata.convert), with what the converter gathered for its report merged back into
+  `conv` in span order; `convert_stream(convert_records, conv, records)` the same for a
+  stream of records (a hub dataset), where the engine can.
 
 A new engine (Spark, Daft) is one module here implementing these methods; see
 docs/scale.md.
@@ -82,7 +84,7 @@ class Engine:
         engine runs tasks; the results in unit order."""
         raise NotImplementedError
 
-    def convert_files(self, convert_file: Callable[[Any, Path], Iterator[tuple]], conv: Any,
+    def convert_files(self, convert_span: Callable[[Any, Any], Iterator[tuple]], conv: Any,
                       files: list[Path]) -> Iterator[tuple]:
         raise NotImplementedError
 

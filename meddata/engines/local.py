@@ -32,9 +32,13 @@ class LocalEngine(Engine):
         for unit in units:
             yield run_unit(phase, unit, self.unbox)
 
-    def convert_files(self, convert_file, conv: Any, files: list[Path]) -> Iterator[tuple]:
-        for path in files:
-            yield from convert_file(conv, path)
+    def convert_files(self, convert_span, conv: Any, files: list[Path]) -> Iterator[tuple]:
+        """The files' spans one after another, in this process (the counting pass too)."""
+        from meddata import ranges
+
+        split = ranges.FileRanges(conv, files)
+        spans = split.spans(ranges.count_chunk(chunk) for chunk in split.chunks)
+        return ranges.stitch(spans, lambda span: convert_span(conv, span))
 
     def convert_stream(self, convert_records, conv: Any, records) -> Iterator[tuple]:
         return convert_records(conv, records)

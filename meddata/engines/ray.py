@@ -232,8 +232,8 @@ class RayEngine(Engine):
         return chain_locally(lambda replay: run.handoff(), steps[ahead:], ledger, spill_dir,
                              replayable=False)
 
-    def convert_files(self, convert_file, conv, files: list[Path]) -> Iterator[tuple]:
-        return _convert_files(convert_file, conv, files)
+    def convert_files(self, convert_span, conv, files: list[Path]) -> Iterator[tuple]:
+        return _convert_files(convert_span, conv, files)
 
 
 # ---- what runs in the tasks ---------------------------------------------------------------------
@@ -319,32 +319,65 @@ def _map_units(phase, units: list) -> Iterator[dict[str, Any]]:
                 yield pickle.loads(blob)
 
 
-# ---- convert: one task per input file ------------------------------------------------------------
-def _convert_files(convert_file, conv, files: list[Path]) -> Iterator[tuple]:
-    """The parts of converting `files`, in file order, each file converted by its own Ray
-    task with `convert_file(conv, path)`. The converter has seen every file (`prepare`)
-    here first; what its copies in the tasks gather for its report (`take_state`) is merged
-    back into it. Call inside a session."""
+# ---- convert: one task per span of the input files ------------------------------------------
+def _convert_files(convert_span, conv, files: list[Path]) -> Iterator[tuple]:
+    """The parts of converting `files`, in file order, each span (a whole file, or a span
+    of a large one: meddata.ranges) converted by its own Ray task with
+    `convert_span(conv, span)`, after a first pass of tasks that count the large files'
+    chunks. The converter has seen every file (`prepare`) here first; what its copies in
+    the tasks gather for its report (`take_state`) is merged back into it in span order.
+    A span that the span before it ran over is read again here (`ranges.stitch`), with a
+    copy of the converter of its own. Call inside a session."""
     import shutil
     import tempfile
 
+    from meddata import ranges
+
     ray = _ray()
+    split = ranges.FileRanges(conv, files)
+    with _task_errors():
+        spans = split.spans(_count_chunks(ray, split.chunks))
     folder = tempfile.mkdtemp(prefix="meddata-convert-tally-")
     try:
         tally = ray.remote(**TALLY_OPTIONS)(_Tally).remote(folder)
-        ds = ray.data.from_items([{"index": n, "path": str(f)} for n, f in enumerate(files)],
-                                 override_num_blocks=max(len(files), 1))
-        ds = ds.map_batches(_convert_task, fn_args=(convert_file, [ray.put(conv)], tally),
+        conv_ref = ray.put(conv)
+        ds = ray.data.from_items([{"number": s.number} for s in spans],
+                                 override_num_blocks=max(len(spans), 1))
+        ds = ds.map_batches(_convert_task, fn_args=(convert_span, [conv_ref],
+                                                    [ray.put(spans)], tally),
                             batch_size=1, batch_format="pyarrow")
+        ahead = (part for table in ds.iter_batches(batch_format="pyarrow", batch_size=None)
+                 for part in _parts(table))
+        here: dict[int, Any] = {}  # span number -> the state of a span read again here
+        dropped: set[int] = set()
         with _task_errors():
-            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                yield from _parts(table)
+            yield from ranges.stitch(spans, lambda span: _convert_here(
+                convert_span, ray.get(conv_ref), span, here), ahead, dropped)
             books = ray.get(tally.result.remote())
-        for _, t in sorted(books.items()):
-            if t["state"] is not None:
-                conv.merge_state(t["state"])
+        states = {unit: t["state"] for (_, unit), t in books.items() if unit not in dropped}
+        for _, state in sorted({**states, **here}.items()):
+            if state is not None:
+                conv.merge_state(state)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _count_chunks(ray, chunks: list) -> list:
+    """The counts of the large files' chunks (`ranges.count_chunk`), a Ray task each, in
+    the chunks' order."""
+    if not chunks:
+        return []
+    from meddata.ranges import count_chunk
+
+    count = ray.remote(num_cpus=1)(count_chunk)
+    return ray.get([count.remote(chunk) for chunk in chunks])
+
+
+def _convert_here(convert_span, conv, span, states: dict[int, Any]) -> Iterator[tuple]:
+    """A span read on the driver (with its own copy of the converter, whose state is kept
+    for the merge in span order)."""
+    yield from convert_span(conv, span)
+    states[span.number] = conv.take_state()
 
 
 def _part_schema() -> pa.Schema:
@@ -352,18 +385,24 @@ def _part_schema() -> pa.Schema:
 
     return pa.schema([f.with_nullable(True) for f in CANONICAL] + [
         ("_file", pa.string()), ("_position", pa.int64()), ("_raw", pa.string()),
-        ("_reason", pa.string()), ("_detail", pa.string())])
+        ("_reason", pa.string()), ("_detail", pa.string()),
+        ("_end", pa.int64()), ("_reached", pa.int64())])
 
 
-def _convert_task(table: pa.Table, convert_file, box: list, tally) -> Iterator[pa.Table]:
-    """A task: convert one file, yielding tables of rows and rejects as they fill; what
-    the converter gathered for its report goes to the tally, keyed by the file."""
+def _convert_task(table: pa.Table, convert_span, box: list, spans_box: list,
+                  tally) -> Iterator[pa.Table]:
+    """A task: convert one span, yielding tables of rows and rejects as they fill, the
+    span's end last; what the converter gathered for its report goes to the tally, keyed
+    by the span."""
+    import dataclasses
+
     ray = _ray()
     conv = _unbox(box)
-    (index, path), = zip(table.column("index").to_pylist(), table.column("path").to_pylist())
+    (number,) = table.column("number").to_pylist()
+    span = dataclasses.replace(_unbox(spans_box)[number])
     pending: list[tuple] = []
     held = 0
-    parts = convert_file(conv, Path(path))
+    parts = convert_span(conv, span)
     try:
         for part in parts:
             pending.append(part)
@@ -375,16 +414,19 @@ def _convert_task(table: pa.Table, convert_file, box: list, tally) -> Iterator[p
             yield _part_table(pending)
     finally:
         parts.close()
-    ray.get(tally.add.remote(0, index, 0, 0, {}, {}, conv.take_state(), []))
+    ray.get(tally.add.remote(0, number, 0, 0, {}, {}, conv.take_state(), []))
 
 
 def _part_table(parts: list[tuple]) -> pa.Table:
-    """Parts as one table: canonical rows with their origin, and rejects (no row)."""
+    """Parts as one table: canonical rows with their origin, rejects (no row), and the
+    span's end (no row, no reject)."""
     import polars as pl
 
+    from meddata.ranges import END
     from meddata.schema import CANONICAL
 
     schema = _part_schema()
+    none = {f.name: pa.nulls(1, f.type) for f in schema}
     tables = []
     for part in parts:
         if part[0] == "rows":
@@ -392,33 +434,41 @@ def _part_table(parts: list[tuple]) -> pa.Table:
             t = rows.select(CANONICAL.names).to_arrow().cast(CANONICAL)
             t = t.append_column("_file", origin["file"].to_arrow()) \
                 .append_column("_position", origin["position"].cast(pl.Int64).to_arrow()) \
-                .append_column("_raw", origin["raw"].to_arrow().cast(pa.string())) \
-                .append_column("_reason", pa.nulls(t.num_rows, pa.string())) \
-                .append_column("_detail", pa.nulls(t.num_rows, pa.string()))
+                .append_column("_raw", origin["raw"].to_arrow().cast(pa.string()))
+            for name in ("_reason", "_detail", "_end", "_reached"):
+                t = t.append_column(name, pa.nulls(t.num_rows, schema.field(name).type))
             tables.append(t.cast(schema))
+        elif part[0] == END:
+            _, number, reached = part
+            tables.append(pa.table(none | {"_end": [number], "_reached": [reached]},
+                                   schema=schema))
         else:
             _, file, position, raw, reason, detail = part
-            tables.append(pa.table({f.name: pa.nulls(1, f.type) for f in CANONICAL} | {
+            tables.append(pa.table(none | {
                 "_file": [file], "_position": [position], "_raw": [raw], "_reason": [reason],
                 "_detail": [detail]}, schema=schema))
     return pa.concat_tables(tables)
 
 
 def _parts(table: pa.Table) -> Iterator[tuple]:
-    """A task's table back into parts: its rejects, then its rows."""
+    """A task's table back into parts: its rejects, then its rows, then the span's end."""
     import polars as pl
 
+    from meddata.ranges import END
     from meddata.schema import CANONICAL
 
     rejected = pc.is_valid(table.column("_reason"))
+    ended = pc.is_valid(table.column("_end"))
     for r in table.filter(rejected).select(
             ["_file", "_position", "_raw", "_reason", "_detail"]).to_pylist():
         yield ("reject", r["_file"], r["_position"], r["_raw"], r["_reason"], r["_detail"])
-    rows = table.filter(pc.invert(rejected))
+    rows = table.filter(pc.invert(pc.or_(rejected, ended)))
     if rows.num_rows:
         origin = pl.from_arrow(rows.select(["_file", "_position", "_raw"])).rename(
             {"_file": "file", "_position": "position", "_raw": "raw"})
         yield ("rows", pl.from_arrow(rows.select(CANONICAL.names).cast(CANONICAL)), origin)
+    for r in table.filter(ended).select(["_end", "_reached"]).to_pylist():
+        yield (END, r["_end"], r["_reached"])
 
 
 def _merge(tallied: dict[tuple[int, int], dict[str, Any]], on_ray: list[Step],
