@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 
 from meddata.engines.base import Engine
 from meddata.engines.local import chain as chain_locally
-from meddata.steps.base import BATCH_ROWS, Books, Ledger, Step
+from meddata.steps.base import BATCH_ROWS, Ledger, Step
 
 # one Ray CPU, one thread: tokenizers and polars would otherwise each start a thread per
 # core in every task, and a worker's CPU count would mean nothing
@@ -469,28 +469,3 @@ def _parts(table: pa.Table) -> Iterator[tuple]:
         yield ("rows", pl.from_arrow(rows.select(CANONICAL.names).cast(CANONICAL)), origin)
     for r in table.filter(ended).select(["_end", "_reached"]).to_pylist():
         yield (END, r["_end"], r["_reached"])
-
-
-def _merge(tallied: dict[tuple[int, int], dict[str, Any]], on_ray: list[Step],
-           books: list[Books], ledger: Ledger, spill_dir: Path) -> None:
-    """The tasks' books into the ledger and their report state into the driver's steps, in
-    input order (unit by unit); then their dropped rows into the rejects, stage by stage."""
-    for (k, _), t in sorted(tallied.items()):
-        b = books[k]
-        b.rows_in += t["rows_in"]
-        b.rows_out += t["rows_out"]
-        b.dropped.update(t["dropped"])
-        b.edited.update(t["edited"])
-        b.rows_changed += t["rows_changed"]
-        b.info.update(t["info"])
-        if t["state"] is not None:
-            on_ray[k].merge_state(t["state"])
-    for step, b in zip(on_ray, books):
-        step.close(b)
-    if ledger.sink is None:
-        return
-    for path in sorted(spill_dir.glob("rejects-*.arrow")):
-        with pa.OSFile(str(path)) as source:
-            rejects = pa.ipc.open_file(source)
-            for i in range(rejects.num_record_batches):
-                ledger.sink(rejects.get_batch(i).to_pylist())
