@@ -423,10 +423,11 @@ def test_unpair_interleaves_in_seeded_order_at_scale(tmp_path, monkeypatch):
     from pathlib import Path
 
     from meddata.builders import kto, preference
+    from meddata.engines import units
     from meddata.engines.local import chain as run
     from meddata.steps import Ledger, seeded
 
-    monkeypatch.setattr(kto, "DUCKDB_MEMORY", "64MB")  # make DuckDB sort out of core
+    monkeypatch.setattr(units, "DUCKDB_MEMORY", "64MB")  # make DuckDB sort out of core
     n = 30_000
     msg = [{"role": "user", "content": "q"}]
     table = pa.Table.from_pylist([
