@@ -373,3 +373,49 @@ def test_a_lost_worker_and_tally_are_retried(local_ray, store, tmp_path):
                             manifest={}, engine=e)
              for e in (RAY, LOCAL)]
     assert built[0].id == built[1].id and (marker / "crashed").exists()
+
+
+# ---- KTO unpairing in the workers: an exchange over buckets of positions (issue 31) --------------
+def generated_pairs(n: int, seed: int) -> list[dict]:
+    """Preference pairs from `generated` MCQ rows: the answer chosen, another option
+    rejected; a tenth of them in the validation split."""
+    pairs = []
+    for i, r in enumerate(generated(n, "p", seed)):
+        wrong = next(o["text"] for o in r["options"] if o["text"] != r["answer"])
+        pairs.append({"id": r["id"], "source": r["source"], "lang": r["lang"],
+                      "task": r["task"], "split": "validation" if i % 10 == 0 else "train",
+                      "prompt": [{"role": "user", "content": r["question"]}],
+                      "chosen": [{"role": "assistant", "content": r["answer"]}],
+                      "rejected": [{"role": "assistant", "content": wrong}],
+                      "rejected_by": "distractor"})
+    return pairs
+
+
+def test_kto_from_a_preference_version_over_several_units_is_the_same_on_ray(
+        local_ray, store, monkeypatch):
+    """Unpairing runs in Ray tasks: the units scatter their rows into buckets of positions,
+    a task per bucket sorts one and writes its shards; the same id as the local engine."""
+    from meddata.builders import preference
+    from meddata.engines import units
+    from meddata.steps import seeded
+
+    table = pa.Table.from_pylist(generated_pairs(20_000, 8), schema=preference.SCHEMA)
+    pref = store.publish("preference", "pairs", preference.SCHEMA, table.to_batches(4096))
+    monkeypatch.setattr(units, "unit_rows", lambda total: 7000)  # (on the driver, which plans)
+    assert len(units.plan_units([pref])) == 3
+    v = same(store, lambda engine, tag: pipeline.build(
+        "kto", recipe_mod.from_dict({"from_ref": pref.ref, "name": f"kto-{tag}", "seed": 3}),
+        store, progress=False, report=False, engine=engine))
+    assert {p.name.split("-")[1] for p in v.shard_paths()} == {f"{b:05d}" for b in range(6)}
+    assert v.manifest["stats"]["kto"] == {"desirable": 20_000, "undesirable": 20_000,
+                                          "desirable_ratio": 0.5}
+    split_of = dict(zip(table.column("id").to_pylist(), table.column("split").to_pylist()))
+    order = []  # the seeded order of each label, interleaved
+    for good, bad in zip(*(sorted((f"{i}#{label}" for i in split_of),
+                                  key=lambda x: seeded(3, "kto", x))
+                           for label in ("chosen", "rejected"))):
+        order += [good, bad]
+    got = v.to_table(columns=["id", "split"]).to_pylist()
+    for split in ("train", "validation"):
+        assert [r["id"] for r in got if r["split"] == split] == \
+            [x for x in order if split_of[x.split("#")[0]] == split]
