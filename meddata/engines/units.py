@@ -4,16 +4,37 @@ The input versions' row groups are cut into read units (`plan_units`): runs of c
 row groups of about `unit_rows` rows, a number that depends only on the inputs (never on
 the workers), so every engine cuts the same units. A task takes one unit through a phase:
 the steps from `start` to `end`, reading either the inputs or the unit's spill file of an
-earlier phase, and ending in one of three sinks:
+earlier phase (or an exchange's bucket, below), and ending in one of four sinks:
 
 - `scan`: the next two-phase step's `scan` of the unit's rows (compact per-row state,
   which the driver reads back in unit order and `plan`s from);
 - `spill`: the unit's rows, into an Arrow file of its own in the run's spill folder (when
   the steps before a two-phase step are costly to run twice, or a step that cannot run in
   the workers comes next);
+- `exchange`: the unit's rows by bucket of positions (below);
 - `shards`: the unit's rows into the version's shards (meddata.store.ShardWriter, the
   files `<split>-<unit>-<n>.parquet` in the publisher's temporary folder), each batch
   checked by the kind's validation first (a worker's own `Checker`).
+
+An exchange step (KTO unpairing) orders rows globally: after its `plan` it knows how many
+rows it outputs, and its `map` gives each row its place in the whole output (the column
+POSITION, meddata/steps/base.py). The run exchanges them in two maps (`Run.exchange`):
+
+- scatter: each unit through the steps up to and including the exchange step; its rows go
+  by bucket of positions (`POSITION // bucket_rows(total)`, so the buckets, like the
+  units, depend only on the data) into one Arrow file of the unit's, a record batch per
+  bucket, written whenever EXCHANGE_ROWS rows wait; the task returns which batches hold
+  which bucket, and the exchange step's books;
+- gather: from then on a run's tasks take `Bucket`s where they took units (through
+  `Engine.map_units`, so Ray runs them as tasks and the local engine in turn): a task
+  reads its bucket's batches from every unit's file, sorts them by position (checking
+  that each position of the bucket comes once), drops POSITION and goes on with the steps
+  after the exchange step, and writes its shards with the bucket's number as their unit.
+
+A bucket task holds its bucket's rows (about a unit's: at most a shard's); the driver holds
+which batches hold which bucket. On the driver (a run with a step that cannot run in the
+workers) an exchange step's output is sorted by position instead (`in_position_order`:
+DuckDB, out of core).
 
 A task's dropped rows go to an Arrow file of its own in the spill folder (per step and
 unit); it returns only its books (rows in and out, drops, edits, facts), its steps'
