@@ -74,7 +74,7 @@ from meddata.steps.base import (
 )
 
 TARGET_UNITS = 256  # aim: enough units to keep many workers busy, yet shards not tiny
-EXCHANGE_ROWS = 8 * BATCH_ROWS  # rows an exchange task holds before it writes its buckets'
+EXCHANGE_ROWS = 4 * BATCH_ROWS  # rows an exchange task holds before it writes its buckets'
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,10 @@ class Phase:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
 
-def run_unit(phase: Phase, unit: Unit, unbox: Callable[[Any], Step]) -> dict[str, Any]:
-    """One task: `unit` through `phase`. Returns its books and what its sink made."""
+def run_unit(phase: Phase, unit: Unit | Bucket,
+             unbox: Callable[[Any], Step]) -> dict[str, Any]:
+    """One task: `unit` (a read unit, or an exchange's bucket) through `phase`. Returns its
+    books and what its sink made."""
     steps = [unbox(box) for box in phase.steps[phase.start:phase.end + (
         1 if phase.sink == "scan" else 0)]]
     for step in steps:
@@ -199,7 +201,7 @@ def run_unit(phase: Phase, unit: Unit, unbox: Callable[[Any], Step]) -> dict[str
     return result
 
 
-def _read(phase: Phase, unit: Unit) -> Iterator[pa.RecordBatch]:
+def _read(phase: Phase, unit: Unit | Bucket) -> Iterator[pa.RecordBatch]:
     if phase.gather:
         yield from _gather(Path(phase.source), unit)
         return
@@ -409,7 +411,8 @@ def in_position_order(step: Step, batches: Iterator[pa.RecordBatch],
                                          schema=schema)
 
 
-def _write(phase: Phase, unit: Unit, batches: Iterator[pa.RecordBatch]) -> dict[str, Any]:
+def _write(phase: Phase, unit: Unit | Bucket,
+           batches: Iterator[pa.RecordBatch]) -> dict[str, Any]:
     from meddata.store import ShardWriter
 
     writer = ShardWriter(Path(phase.target), phase.schema, unit=unit.n)
