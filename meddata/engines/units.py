@@ -467,11 +467,10 @@ class Run:
     into `ledger` in unit order. Every step given runs in the workers (see all_parallel)."""
 
     def __init__(self, engine, read, steps: list[Step], ledger: Ledger, spill_dir: Path):
-        from meddata.engines.base import ProgressReader
-
         self.engine, self.steps, self.ledger = engine, steps, ledger
         self.spill_dir = Path(spill_dir)
-        self.reader, self.progress = (read.reader, read) if isinstance(read, ProgressReader) \
+        # a ProgressReader (meddata/engines/base.py, which imports this module) has a bar
+        self.reader, self.progress = (read.reader, read) if hasattr(read, "bar") \
             else (read, None)
         if not hasattr(self.reader, "versions"):
             raise TypeError("a run over units reads store versions (a meddata.engines."
