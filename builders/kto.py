@@ -66,7 +66,7 @@ class Ties:
         `firsts` and `seconds` (both hashes of every row, in input order)."""
         tied = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
         if not len(tied):
-            return cls(tied, np.zeros(1, np.int64), np.empty(0, np.uint64))
+            return NO_TIES
         found_firsts, found_seconds = [], []
         for lo in range(0, len(firsts), CHUNK_ROWS):
             chunk = np.asarray(firsts[lo:lo + CHUNK_ROWS])
@@ -105,10 +105,12 @@ class Unpair(Step):
     row's rank is that of its seeded hash among its label's (ties ranked by a second seeded
     hash; two pairs with one id are an error).
 
-    A two-phase exchange step (meddata/steps/base.py), in the workers: `scan` gives each
-    pair's seeded hashes (16 bytes a row), `plan` sorts each label's into a .npy file in
-    the run's spill folder, which `map` memory-maps and looks its rows' hashes up in. The
-    engine puts the rows in the order of their positions (meddata/engines/units.py)."""
+    A two-phase exchange step (meddata/steps/base.py), in the workers: `scan` gives the
+    seeded hashes of each pair's two rows (the order's and the tiebreak's: 16 bytes a row),
+    `plan` sorts each label's order hashes into a .npy file in the run's spill folder
+    (the tiebreak's are kept on disk and read only for tied hashes), which `map`
+    memory-maps and looks its rows' hashes up in. The engine puts the rows in the order of
+    their positions (meddata/engines/units.py)."""
 
     name = "unpair"
     stats_key = "kto"

@@ -366,9 +366,10 @@ def _gather(folder: Path, bucket: Bucket) -> Iterator[pa.RecordBatch]:
     if not np.array_equal(positions[order], np.arange(bucket.first, bucket.first + len(order))):
         raise StepError(f"an exchange's bucket {bucket.n} holds positions other than "
                         f"{bucket.first} .. {bucket.first + bucket.rows - 1}, each once")
-    table = table.drop_columns([POSITION])
+    del parts
+    table = table.drop_columns([POSITION]).combine_chunks()  # one chunk: each take is cheap
     for lo in range(0, len(order), BATCH_ROWS):
-        yield from table.take(pa.array(order[lo:lo + BATCH_ROWS])).combine_chunks().to_batches()
+        yield from table.take(pa.array(order[lo:lo + BATCH_ROWS])).to_batches()
 
 
 def in_position_order(step: Step, batches: Iterator[pa.RecordBatch],
