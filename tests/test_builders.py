@@ -458,29 +458,136 @@ def test_pairs_made_in_workers_are_the_pairs_made_in_one_go(strategy, tmp_path):
                    for r in got if r["rejected"][0]["content"] in chosen)
 
 
+def pairs_table(n: int) -> pa.Table:
+    """`n` preference pairs `p000000`.. (every fifth in the validation split)."""
+    from meddata.builders import preference
+
+    msg = [{"role": "user", "content": "q"}]
+    return pa.Table.from_pylist([
+        {"id": f"p{i:06d}", "source": "s", "lang": "en", "task": "mcq",
+         "split": "validation" if i % 5 == 0 else "train", "prompt": msg,
+         "chosen": [{"role": "assistant", "content": f"good {i}"}],
+         "rejected": [{"role": "assistant", "content": f"bad {i}"}], "rejected_by": "x"}
+        for i in range(n)], schema=preference.SCHEMA)
+
+
+def seeded_interleaved(ids: list[str], key) -> list[str]:
+    """KTO's order: the desirable rows by `key`, the undesirable ones likewise, alternating."""
+    good = sorted((f"{i}#chosen" for i in ids), key=key)
+    bad = sorted((f"{i}#rejected" for i in ids), key=key)
+    return [x for pair in zip(good, bad) for x in pair]
+
+
 def test_unpair_interleaves_in_seeded_order_at_scale(tmp_path, monkeypatch):
+    """On the driver (after a step that cannot run in the workers): DuckDB sorts by
+    position, out of core."""
     from pathlib import Path
 
-    from meddata.builders import kto, preference
+    from meddata.builders import kto
+    from meddata.engines import units
     from meddata.engines.local import chain as run
     from meddata.steps import Ledger, seeded
 
-    monkeypatch.setattr(kto, "DUCKDB_MEMORY", "64MB")  # make DuckDB sort out of core
+    monkeypatch.setattr(units, "DUCKDB_MEMORY", "64MB")  # make DuckDB sort out of core
     n = 30_000
-    msg = [{"role": "user", "content": "q"}]
-    table = pa.Table.from_pylist([
-        {"id": f"p{i:06d}", "source": "s", "lang": "en", "task": "mcq", "split": "train",
-         "prompt": msg, "chosen": [{"role": "assistant", "content": f"good {i}"}],
-         "rejected": [{"role": "assistant", "content": f"bad {i}"}], "rejected_by": "x"}
-        for i in range(n)], schema=preference.SCHEMA)
+    table = pairs_table(n)
     step = kto.Unpair(seed=3)
     out = [r for b in run(lambda replay: iter(table.to_batches(4096)), [step], Ledger(),
                           Path(tmp_path)) for r in b.to_pylist()]
-    good = sorted((f"p{i:06d}#chosen" for i in range(n)), key=lambda x: seeded(3, "kto", x))
-    bad = sorted((f"p{i:06d}#rejected" for i in range(n)), key=lambda x: seeded(3, "kto", x))
-    assert [r["id"] for r in out] == [x for pair in zip(good, bad) for x in pair]
+    assert [r["id"] for r in out] == seeded_interleaved(
+        [f"p{i:06d}" for i in range(n)], lambda x: seeded(3, "kto", x))
     assert all(r["label"] == r["id"].endswith("#chosen") for r in out)
     assert out[1]["completion"][0]["content"].startswith("bad ")
+    assert set(out[0]) == set(kto.SCHEMA.names)  # no position column left
+
+
+def build_kto_from(store, pref, name: str):
+    return pipeline.build("kto", recipe_mod.from_dict({"from_ref": pref.ref, "name": name,
+                                                       "seed": 3}),
+                          store, progress=False, report=False)
+
+
+def buckets_of(version) -> set[str]:
+    """The bucket numbers of a version written by the workers (`<split>-<bucket>-<n>`)."""
+    return {p.name.split("-")[1] for p in version.shard_paths()}
+
+
+def rows_by_split(version) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in version.to_table(columns=["id", "split"]).to_pylist():
+        out.setdefault(r["split"], []).append(r["id"])
+    return out
+
+
+@pytest.fixture
+def many_pairs(store):
+    """A preference version of 20,000 pairs: three row groups, so up to three read units."""
+    from meddata.builders import preference
+
+    return store.publish("preference", "pairs", preference.SCHEMA,
+                         pairs_table(20_000).to_batches(4096))
+
+
+def test_kto_order_is_the_same_over_one_read_unit_and_many(store, many_pairs, monkeypatch):
+    """Unpairing in the workers: positions exchanged through buckets give the seeded,
+    interleaved order, whether the pairs came as one read unit or as several, and however
+    many buckets carried them."""
+    from meddata.engines import units
+    from meddata.steps import seeded
+
+    monkeypatch.setattr(units, "TARGET_UNITS", 1)  # one unit, one bucket
+    assert len(units.plan_units([many_pairs])) == 1
+    one = build_kto_from(store, many_pairs, "one")
+    monkeypatch.setattr(units, "unit_rows", lambda total: 7000)  # a unit per row group
+    assert len(units.plan_units([many_pairs])) == 3
+    many = build_kto_from(store, many_pairs, "many")
+    assert buckets_of(one) == {"00000"} and len(buckets_of(many)) == 6  # 40,000 / 7,000
+    expected = seeded_interleaved([f"p{i:06d}" for i in range(20_000)],
+                                  lambda x: seeded(3, "kto", x))
+    for version in (one, many):
+        got = rows_by_split(version)
+        assert got == {split: [x for x in expected if (int(x[1:7]) % 5 == 0) ==
+                               (split == "validation")] for split in ("train", "validation")}
+        stages = {s["stage"]: s for s in version.manifest["stages"]}
+        assert (stages["unpair"]["rows_in"], stages["unpair"]["rows_out"],
+                stages["unpair"]["kto_rows"]) == (20_000, 20_000, 40_000)
+        assert version.manifest["stats"]["kto"]["desirable"] == 20_000
+    assert one.to_table().to_pylist() == many.to_table().to_pylist()
+
+
+def test_kto_ties_on_the_hash_break_the_same_way_over_any_units(store, many_pairs,
+                                                                 monkeypatch):
+    """Rows whose order hashes are equal are ranked by a second seeded hash: forced here by
+    a hash of 3 bits, so every rank is a tie."""
+    from meddata.builders import kto
+    from meddata.engines import units
+    from meddata.steps import seeded
+
+    real = kto.seeded_array
+    monkeypatch.setattr(kto, "seeded_array", lambda seed, tag, ids: real(seed, tag, ids) % 8
+                        if tag == kto.ORDER else real(seed, tag, ids))
+    monkeypatch.setattr(units, "TARGET_UNITS", 1)
+    one = build_kto_from(store, many_pairs, "one")
+    monkeypatch.setattr(units, "unit_rows", lambda total: 7000)
+    many = build_kto_from(store, many_pairs, "many")
+    expected = seeded_interleaved([f"p{i:06d}" for i in range(20_000)], lambda x: (
+        seeded(3, "kto", x) % 8, seeded(3, "kto-tie", x)))
+    assert [x for x in expected if int(x[1:7]) % 5] == rows_by_split(many)["train"]
+    assert one.to_table().to_pylist() == many.to_table().to_pylist()
+
+
+def test_kto_unpairing_refuses_two_pairs_with_one_id(tmp_path):
+    from pathlib import Path
+
+    from meddata.builders import kto
+    from meddata.engines.local import chain as run
+    from meddata.steps import Ledger, StepError
+
+    table = pairs_table(10)
+    table = pa.concat_tables([table, table.slice(3, 1)])
+    with pytest.raises(StepError, match="unique pair ids"):
+        list(run(lambda replay: iter(table.to_batches()), [kto.Unpair(seed=3)], Ledger(),
+                 Path(tmp_path)))
 
 
 def test_progress_bars_each_on_its_own_line_and_none_under_quiet(tmp_path):

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from functools import partial
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
 
@@ -16,7 +18,7 @@ from meddata.builders import registry
 from meddata.builders.common import lineage, schema
 from meddata.cli import cli
 from meddata.engines.local import chain as run
-from meddata.steps import Books, Ledger, Source, Step, StepError
+from meddata.steps import POSITION, Books, Ledger, Source, Step, StepError, key_hashes
 from meddata.steps.length import Length
 from meddata.steps.render import Render
 from meddata.steps.split import Split
@@ -155,3 +157,91 @@ def test_dropped_rows_reach_the_rejects_with_their_reason(tmp_path):
     assert out[0].column("id").to_pylist() == ["b"]
     assert [(r["stage"], r["reason"], json.loads(r["raw"])["id"], json.loads(r["detail"]))
             for r in got] == [("drops", "too_small", "a", {"why": "small"})]
+
+
+class Keep(Step):
+    """Keeps the rows whose `n` passes `test`; drops the others with their rows."""
+
+    needs = ("n",)
+    parallel = True
+
+    def __init__(self, name: str, test):
+        self.name, self.test = name, test
+
+    def map(self, batch, books):
+        keep = pa.array([self.test(v) for v in batch.column("n").to_pylist()])
+        books.drop("failed", rows=batch.filter(pc.invert(keep)))
+        return batch.filter(keep)
+
+
+class ByHash(Step):
+    """A toy exchange step: rows ordered by a 64-bit hash of their id."""
+
+    name = "by_hash"
+    needs = ("id",)
+    passes = 2
+    parallel = True
+    exchange = True
+
+    def __init__(self):
+        self.sorted = np.empty(0, np.uint64)
+
+    def scan(self, batch):
+        return pa.table({"h": key_hashes(batch.column("id"))})
+
+    def plan(self, compact, spill_dir):
+        self.sorted = np.sort(np.concatenate([np.empty(0, np.uint64)] + [
+            t.column("h").to_numpy() for t in compact]))
+
+    def exchange_rows(self):
+        return len(self.sorted)
+
+    def map(self, batch, books):
+        places = np.searchsorted(self.sorted, key_hashes(batch.column("id")))
+        return batch.append_column(POSITION, pa.array(places.astype(np.int64)))
+
+
+class OnTheDriver(Step):
+    name = "on_the_driver"  # not parallel: the run before it goes to the driver
+
+    def map(self, batch, books):
+        return batch
+
+
+def test_an_exchange_orders_rows_the_same_in_the_workers_and_on_the_driver(store,
+                                                                            monkeypatch):
+    """An exchange step between other steps: in the workers (buckets of positions, the
+    steps after it run per bucket) and on the driver (a sort by position), the same rows in
+    the same order, the same books and rejects."""
+    from collections import Counter
+
+    from meddata import runner
+    from meddata.engines import LocalEngine, units
+
+    nums = pa.schema([("id", pa.string()), ("n", pa.int64())])
+    v = store.publish("canonical", "nums", nums, pa.table(
+        {"id": [f"r{i}" for i in range(20_000)], "n": list(range(20_000))},
+        schema=nums).to_batches(4096))
+    monkeypatch.setattr(units, "unit_rows", lambda total: 3000)
+    assert len(units.plan_units([v])) == 3
+
+    def build(name, *more):
+        steps = [Keep("even", lambda n: n % 2 == 0), ByHash(),
+                 Keep("not_three", lambda n: n % 3 != 0), *more]
+        return runner.publish(store, "canonical", name, nums, runner.read_versions([v]),
+                              steps, manifest={}, engine=LocalEngine())
+
+    workers, driver = build("workers"), build("driver", OnTheDriver())
+    kept = [f"r{i}" for i in range(20_000) if i % 2 == 0 and i % 3]
+    expected = [kept[i] for i in np.argsort(key_hashes(pa.array(kept)), kind="stable")]
+    for version in (workers, driver):
+        assert version.to_table().column("id").to_pylist() == expected
+    assert len({p.name for p in workers.shard_paths()}) == 4  # 10,000 rows / 3,000
+    assert workers.manifest["stages"] == driver.manifest["stages"][:3]
+    assert [(s["rows_in"], s["rows_out"]) for s in workers.manifest["stages"]] == [
+        (20_000, 10_000), (10_000, 10_000), (10_000, len(kept))]
+
+    def rejects(version):
+        return Counter((r["stage"], r["raw"]) for r in version.rejects().to_pylist())
+    assert rejects(workers) == rejects(driver)
+    assert sum(rejects(workers).values()) == 20_000 - len(kept)

@@ -583,3 +583,117 @@ def test_a_large_parquet_file_in_spans_of_row_groups(local_ray, store, tmp_path,
     # rows 290 to 299 repeat the ids of rows 0 to 9, where both rows have text
     assert whole.rejects["duplicate_id"] == sum(1 for i in range(290, 300)
                                                 if i % 37 and (i - 290) % 37)
+
+
+# ---- KTO unpairing in the workers: an exchange over buckets of positions (issue 31) --------------
+def generated_pairs(n: int, seed: int) -> list[dict]:
+    """Preference pairs from `generated` MCQ rows: the answer chosen, another option
+    rejected; a tenth of them in the validation split."""
+    pairs = []
+    for i, r in enumerate(generated(n, "p", seed)):
+        wrong = next(o["text"] for o in r["options"] if o["text"] != r["answer"])
+        pairs.append({"id": r["id"], "source": r["source"], "lang": r["lang"],
+                      "task": r["task"], "split": "validation" if i % 10 == 0 else "train",
+                      "prompt": [{"role": "user", "content": r["question"]}],
+                      "chosen": [{"role": "assistant", "content": r["answer"]}],
+                      "rejected": [{"role": "assistant", "content": wrong}],
+                      "rejected_by": "distractor"})
+    return pairs
+
+
+def test_kto_from_a_preference_version_over_several_units_is_the_same_on_ray(
+        local_ray, store, monkeypatch):
+    """Unpairing runs in Ray tasks: the units scatter their rows into buckets of positions,
+    a task per bucket sorts one and writes its shards; the same id as the local engine."""
+    from meddata.builders import preference
+    from meddata.engines import units
+    from meddata.steps import seeded
+
+    table = pa.Table.from_pylist(generated_pairs(20_000, 8), schema=preference.SCHEMA)
+    pref = store.publish("preference", "pairs", preference.SCHEMA, table.to_batches(4096))
+    monkeypatch.setattr(units, "unit_rows", lambda total: 7000)  # (on the driver, which plans)
+    assert len(units.plan_units([pref])) == 3
+    v = same(store, lambda engine, tag: pipeline.build(
+        "kto", recipe_mod.from_dict({"from_ref": pref.ref, "name": f"kto-{tag}", "seed": 3}),
+        store, progress=False, report=False, engine=engine))
+    assert {p.name.split("-")[1] for p in v.shard_paths()} == {f"{b:05d}" for b in range(6)}
+    assert v.manifest["stats"]["kto"] == {"desirable": 20_000, "undesirable": 20_000,
+                                          "desirable_ratio": 0.5}
+    split_of = dict(zip(table.column("id").to_pylist(), table.column("split").to_pylist()))
+    order = []  # the seeded order of each label, interleaved
+    for good, bad in zip(*(sorted((f"{i}#{label}" for i in split_of),
+                                  key=lambda x: seeded(3, "kto", x))
+                           for label in ("chosen", "rejected"))):
+        order += [good, bad]
+    got = v.to_table(columns=["id", "split"]).to_pylist()
+    for split in ("train", "validation"):
+        assert [r["id"] for r in got if r["split"] == split] == \
+            [x for x in order if split_of[x.split("#")[0]] == split]
+
+
+def toy_exchange_steps():
+    """A toy exchange step (rows ordered by a hash of their id), a parallel step after it
+    and one that runs on the driver; classes made in a function, so Ray pickles them by
+    value."""
+    import numpy as np
+
+    from meddata.steps import POSITION, Step, key_hashes
+
+    class ByHash(Step):
+        name, needs, passes, parallel, exchange = "by_hash", ("id",), 2, True, True
+
+        def __init__(self):
+            self.sorted = np.empty(0, np.uint64)
+
+        def scan(self, batch):
+            return pa.table({"h": key_hashes(batch.column("id"))})
+
+        def plan(self, compact, spill_dir):
+            self.sorted = np.sort(np.concatenate([np.empty(0, np.uint64)] + [
+                t.column("h").to_numpy() for t in compact]))
+
+        def exchange_rows(self):
+            return len(self.sorted)
+
+        def map(self, batch, books):
+            places = np.searchsorted(self.sorted, key_hashes(batch.column("id")))
+            return batch.append_column(POSITION, pa.array(places.astype(np.int64)))
+
+    class Mcq(Step):
+        name, needs, parallel = "mcq", ("task",), True
+
+        def map(self, batch, books):
+            keep = pa.compute.equal(batch.column("task"), "mcq")
+            books.drop("not_mcq", rows=batch.filter(pa.compute.invert(keep)))
+            return batch.filter(keep)
+
+    class OnTheDriver(Step):
+        name = "on_the_driver"
+
+        def map(self, batch, books):
+            return batch
+
+    return [ByHash(), Mcq(), OnTheDriver()]
+
+
+def test_an_exchange_before_a_step_on_the_driver_is_the_same_on_ray(local_ray, store):
+    """Ray runs the exchange and the parallel step after it in tasks (per bucket), spills
+    the buckets' rows and hands them to the driver in order; locally the driver sorts by
+    position: the same rows in the same order, so the same id."""
+    import numpy as np
+
+    from meddata import runner
+    from meddata.steps import key_hashes
+
+    rows = generated(20_000, "x", 9)
+    for r in rows[::7]:
+        r["task"] = "open_qa"
+    v = publish_rows(store, "toy", rows)
+    same(store, lambda engine, tag: runner.publish(
+        store, "canonical", f"toy-{tag}", CANONICAL, runner.read_versions([v]),
+        toy_exchange_steps(), manifest={}, engine=engine))
+    got = store.resolve("canonical/toy-ray").to_table(columns=["id", "split"]).to_pylist()
+    assert len(got) == 20_000 - len(rows[::7])
+    for split in ("train", "test"):  # (a shard per split)
+        ids = [r["id"] for r in got if r["split"] == split]
+        assert ids == [ids[i] for i in np.argsort(key_hashes(pa.array(ids)), kind="stable")]

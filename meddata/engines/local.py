@@ -1,6 +1,7 @@
 """The local engine: every step in this process (`--engine local`, the default): the read
 units one after another (meddata/engines/units.py), or, for a run with a step that cannot
-run in the workers, batch after batch through the chained steps."""
+run in the workers, batch after batch through the chained steps (an exchange step's output
+put in order by `units.in_position_order`)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,12 @@ def _stage(step: Step, upstream, replayable: bool, books: Books, spill_dir: Path
     def make(replay: bool) -> Iterator[pa.RecordBatch]:
         own = Books(step.name) if replay else books  # a replay's counts are not the stage's
         source = Source(upstream, replayable, spill_dir, own, step.passes, replay)
-        return _counted(step.run(source, own), own)
+        out = _counted(step.run(source, own), own)
+        if step.exchange:  # its rows in the order of their positions
+            from meddata.engines.units import in_position_order
+
+            return in_position_order(step, out, spill_dir)
+        return out
     return make
 
 

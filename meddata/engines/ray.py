@@ -12,8 +12,9 @@ How a run maps onto Ray Data:
   and runs its `plan`; then the step, with its plan, is put into the object store once and
   every task maps with it.
 - The steps after the first step that needs the whole stream in one place (preference
-  pairing with cross_sample, KTO unpairing, packing) run on the driver, on the ordered
-  output of the Ray part.
+  pairing with cross_sample) run on the driver, on the ordered output of the Ray part.
+  KTO unpairing, which orders rows globally, runs in tasks: an exchange over buckets of
+  positions (meddata/engines/units.py), a task per bucket.
 - The execution keeps the input order (`preserve_order`), so the driver's publisher sees
   the rows in the same order as on the local engine and writes the same shards: the same
   version id. Each task sends its books (rows in and out, drops by reason, facts) and its

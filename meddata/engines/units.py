@@ -4,16 +4,37 @@ The input versions' row groups are cut into read units (`plan_units`): runs of c
 row groups of about `unit_rows` rows, a number that depends only on the inputs (never on
 the workers), so every engine cuts the same units. A task takes one unit through a phase:
 the steps from `start` to `end`, reading either the inputs or the unit's spill file of an
-earlier phase, and ending in one of three sinks:
+earlier phase (or an exchange's bucket, below), and ending in one of four sinks:
 
 - `scan`: the next two-phase step's `scan` of the unit's rows (compact per-row state,
   which the driver reads back in unit order and `plan`s from);
 - `spill`: the unit's rows, into an Arrow file of its own in the run's spill folder (when
   the steps before a two-phase step are costly to run twice, or a step that cannot run in
   the workers comes next);
+- `exchange`: the unit's rows by bucket of positions (below);
 - `shards`: the unit's rows into the version's shards (meddata.store.ShardWriter, the
   files `<split>-<unit>-<n>.parquet` in the publisher's temporary folder), each batch
   checked by the kind's validation first (a worker's own `Checker`).
+
+An exchange step (KTO unpairing) orders rows globally: after its `plan` it knows how many
+rows it outputs, and its `map` gives each row its place in the whole output (the column
+POSITION, meddata/steps/base.py). The run exchanges them in two maps (`Run.exchange`):
+
+- scatter: each unit through the steps up to and including the exchange step; its rows go
+  by bucket of positions (`POSITION // bucket_rows(total)`, so the buckets, like the
+  units, depend only on the data) into one Arrow file of the unit's, a record batch per
+  bucket, written whenever EXCHANGE_ROWS rows wait; the task returns which batches hold
+  which bucket, and the exchange step's books;
+- gather: from then on a run's tasks take `Bucket`s where they took units (through
+  `Engine.map_units`, so Ray runs them as tasks and the local engine in turn): a task
+  reads its bucket's batches from every unit's file, sorts them by position (checking
+  that each position of the bucket comes once), drops POSITION and goes on with the steps
+  after the exchange step, and writes its shards with the bucket's number as their unit.
+
+A bucket task holds its bucket's rows (about a unit's: at most a shard's); the driver holds
+which batches hold which bucket. On the driver (a run with a step that cannot run in the
+workers) an exchange step's output is sorted by position instead (`in_position_order`:
+DuckDB, out of core).
 
 A task's dropped rows go to an Arrow file of its own in the spill folder (per step and
 unit); it returns only its books (rows in and out, drops, edits, facts), its steps'
@@ -39,11 +60,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
-from meddata.steps.base import BATCH_ROWS, Books, Ledger, Step
+from meddata.steps.base import (
+    BATCH_ROWS,
+    DUCKDB_MEMORY,
+    POSITION,
+    Books,
+    Ledger,
+    Step,
+    StepError,
+)
 
 TARGET_UNITS = 256  # aim: enough units to keep many workers busy, yet shards not tiny
+EXCHANGE_ROWS = 4 * BATCH_ROWS  # rows an exchange task holds before it writes its buckets'
 
 
 @dataclass(frozen=True)
@@ -88,12 +119,32 @@ def plan_units(versions: list) -> list[Unit]:
     return units
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """An exchange's rows at positions `first` .. `first` + `rows` - 1: the record batches
+    `pieces` names, (read unit, the batches' indexes in that unit's exchange file), in unit
+    order. After an exchange a run's tasks take buckets where they took read units."""
+
+    n: int
+    first: int
+    rows: int
+    pieces: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+def bucket_rows(total: int) -> int:
+    """Rows per bucket of an exchange of `total` rows: as many as a read unit's, so the
+    buckets depend only on the data."""
+    return unit_rows(total)
+
+
 @dataclass
 class Phase:
     """Steps `start`..`end`-1 over every unit, from `source` (None: the inputs; else the
     spill folder of an earlier phase), into `sink` ("scan": then steps[end]'s scan;
-    "spill": a spill folder; "shards": the version's shards). `steps` are what the engine
-    shipped (`Engine.ship`), one per step of the run."""
+    "spill": a spill folder; "exchange": an exchange folder, steps[end - 1] being an
+    exchange step; "shards": the version's shards). `gather`: `source` is an exchange
+    folder and the items are its Buckets. `steps` are what the engine shipped
+    (`Engine.ship`), one per step of the run."""
 
     steps: list[Any]
     start: int
@@ -103,15 +154,19 @@ class Phase:
     columns: list[str] | None = None
     tag: Callable | None = None
     source: str | None = None
-    target: str | None = None       # spill: the folder; shards: the publisher's folder
+    gather: bool = False
+    target: str | None = None       # spill, exchange: the folder; shards: the publisher's folder
+    bucket_rows: int = 0            # exchange: rows per bucket of positions
     schema: pa.Schema | None = None  # shards: the version's schema
     check: Any = None                # shards: an empty Checker to spawn per unit
     book: bool = True                # the books, report state and rejects count
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
 
-def run_unit(phase: Phase, unit: Unit, unbox: Callable[[Any], Step]) -> dict[str, Any]:
-    """One task: `unit` through `phase`. Returns its books and what its sink made."""
+def run_unit(phase: Phase, unit: Unit | Bucket,
+             unbox: Callable[[Any], Step]) -> dict[str, Any]:
+    """One task: `unit` (a read unit, or an exchange's bucket) through `phase`. Returns its
+    books and what its sink made."""
     steps = [unbox(box) for box in phase.steps[phase.start:phase.end + (
         1 if phase.sink == "scan" else 0)]]
     for step in steps:
@@ -129,6 +184,9 @@ def run_unit(phase: Phase, unit: Unit, unbox: Callable[[Any], Step]) -> dict[str
             result["scanned"] = list(_scan(scanner, batches))
         elif phase.sink == "spill":
             _spill(batches, Path(phase.target) / f"{unit.n:09d}.arrow")
+        elif phase.sink == "exchange":
+            result["buckets"] = _scatter(batches, Path(phase.target) / f"{unit.n:09d}.arrow",
+                                         phase.bucket_rows)
         else:
             result.update(_write(phase, unit, batches))
     finally:
@@ -143,7 +201,10 @@ def run_unit(phase: Phase, unit: Unit, unbox: Callable[[Any], Step]) -> dict[str
     return result
 
 
-def _read(phase: Phase, unit: Unit) -> Iterator[pa.RecordBatch]:
+def _read(phase: Phase, unit: Unit | Bucket) -> Iterator[pa.RecordBatch]:
+    if phase.gather:
+        yield from _gather(Path(phase.source), unit)
+        return
     if phase.source is not None:
         yield from _read_spill(Path(phase.source) / f"{unit.n:09d}.arrow")
         return
@@ -198,26 +259,161 @@ def _scan(step: Step, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
         yield step.scan(pa.Table.from_batches(pending))
 
 
+class _ArrowFile:
+    """An Arrow file (zstd) written under a temporary name and renamed when complete, so a
+    task run again replaces it whole; no file when nothing was written."""
+
+    def __init__(self, path: Path):
+        self.path, self.batches = path, 0
+        self.tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.part")
+        self.writer = None
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        """Append `batch`; its index in the file."""
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pa.ipc.new_file(self.tmp, batch.schema, options=pa.ipc.
+                                          IpcWriteOptions(compression="zstd"))
+        self.writer.write_batch(batch)
+        self.batches += 1
+        return self.batches - 1
+
+    def close(self) -> None:
+        if self.writer is None:
+            self.path.unlink(missing_ok=True)  # (a run of this task before may have left one)
+            return
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.tmp.unlink(missing_ok=True)
+
+
 def _spill(batches: Iterator[pa.RecordBatch], path: Path) -> None:
+    out = _ArrowFile(path)
+    try:
+        for batch in batches:
+            out.write(batch)
+    except BaseException:
+        out.abort()
+        raise
+    out.close()
+
+
+def _scatter(batches: Iterator[pa.RecordBatch], path: Path,
+             size: int) -> list[tuple[int, tuple[int, ...], int]]:
+    """An exchange step's output rows of one unit into one Arrow file at `path`, each record
+    batch the rows of one bucket (POSITION // `size`); rows wait per bucket until
+    EXCHANGE_ROWS rows wait in all. Returns (bucket, its batches' indexes, its rows) for
+    each bucket the unit has rows in, in bucket order."""
+    out = _ArrowFile(path)
+    waiting: dict[int, list[pa.RecordBatch]] = {}
+    written: dict[int, list[int]] = {}
+    rows: dict[int, int] = {}
+    held = 0
+
+    def flush() -> None:
+        for b in sorted(waiting):
+            table = pa.Table.from_batches(waiting[b]).combine_chunks()
+            written.setdefault(b, []).append(out.write(table.to_batches()[0]))
+        waiting.clear()
+
+    try:
+        for batch in batches:
+            for b, part in _by_bucket(batch, size):
+                waiting.setdefault(b, []).append(part)
+                rows[b] = rows.get(b, 0) + part.num_rows
+                held += part.num_rows
+            if held >= EXCHANGE_ROWS:
+                flush()
+                held = 0
+        flush()
+    except BaseException:
+        out.abort()
+        raise
+    out.close()
+    return [(b, tuple(written[b]), rows[b]) for b in sorted(written)]
+
+
+def _by_bucket(batch: pa.RecordBatch, size: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """`batch`'s rows by bucket of their positions, (bucket, its rows) in bucket order."""
+    if not batch.num_rows:
+        return
+    buckets = batch.column(POSITION).to_numpy() // size
+    order = np.argsort(buckets, kind="stable")
+    ordered = buckets[order]
+    taken = batch.take(pa.array(order))
+    cuts = [0, *(np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist(), len(order)]
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        yield int(ordered[lo]), taken.slice(lo, hi - lo)
+
+
+def _gather(folder: Path, bucket: Bucket) -> Iterator[pa.RecordBatch]:
+    """A bucket's rows from every unit's exchange file in `folder`, in position order,
+    without POSITION (the task holds the bucket's rows: about a read unit's)."""
+    parts: list[pa.RecordBatch] = []
+    for unit, indexes in bucket.pieces:
+        with pa.OSFile(str(folder / f"{unit:09d}.arrow")) as source:
+            reader = pa.ipc.open_file(source)
+            parts += [reader.get_batch(i) for i in indexes]
+    if not parts:
+        return
+    table = pa.Table.from_batches(parts)
+    positions = table.column(POSITION).to_numpy()
+    order = np.argsort(positions, kind="stable")
+    if not np.array_equal(positions[order], np.arange(bucket.first, bucket.first + len(order))):
+        raise StepError(f"an exchange's bucket {bucket.n} holds positions other than "
+                        f"{bucket.first} .. {bucket.first + bucket.rows - 1}, each once")
+    del parts
+    table = table.drop_columns([POSITION]).combine_chunks()  # one chunk: each take is cheap
+    for lo in range(0, len(order), BATCH_ROWS):
+        yield from table.take(pa.array(order[lo:lo + BATCH_ROWS])).to_batches()
+
+
+def in_position_order(step: Step, batches: Iterator[pa.RecordBatch],
+                      spill_dir: Path) -> Iterator[pa.RecordBatch]:
+    """An exchange step's output put in order in one process (a run on the driver, after a
+    step that cannot run in the workers): its rows by POSITION, without that column. The
+    rows go to a Parquet spill in `spill_dir`; DuckDB sorts it, out of core past
+    DUCKDB_MEMORY."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    path = spill_dir / f"exchange-{uuid.uuid4().hex}.parquet"
     writer = None
-    tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.part")
     try:
         for batch in batches:
             if writer is None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                writer = pa.ipc.new_file(tmp, batch.schema, options=pa.ipc.IpcWriteOptions(
-                    compression="zstd"))
+                writer = pq.ParquetWriter(path, batch.schema)
             writer.write_batch(batch)
     finally:
         if writer is not None:
             writer.close()
-    if writer is not None:
-        os.replace(tmp, path)
-    else:
-        path.unlink(missing_ok=True)  # (a run of this task before may have left one)
+    if writer is None:
+        return
+    schema = writer.schema.remove(writer.schema.get_field_index(POSITION))
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    con.execute("SET temp_directory = ?", [str(spill_dir)])
+    table = f"read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')"
+    (rows, distinct, low, high), = con.sql(f'SELECT count(*), count(DISTINCT "{POSITION}"), '
+                                           f'min("{POSITION}"), max("{POSITION}") FROM {table}'
+                                           ).fetchall()
+    if not rows == distinct == step.exchange_rows() or (low, high) != (0, rows - 1):
+        raise StepError(f"step {step.name} gave {rows} rows at {distinct} positions from "
+                        f"{low} to {high}, where its plan said 0 .. "
+                        f"{step.exchange_rows() - 1}, each once")
+    reader = con.sql(f'SELECT * EXCLUDE ("{POSITION}") FROM {table} ORDER BY "{POSITION}"'
+                     ).to_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        yield pa.RecordBatch.from_arrays([batch.column(f.name).cast(f.type) for f in schema],
+                                         schema=schema)
 
 
-def _write(phase: Phase, unit: Unit, batches: Iterator[pa.RecordBatch]) -> dict[str, Any]:
+def _write(phase: Phase, unit: Unit | Bucket,
+           batches: Iterator[pa.RecordBatch]) -> dict[str, Any]:
     from meddata.store import ShardWriter
 
     writer = ShardWriter(Path(phase.target), phase.schema, unit=unit.n)
@@ -283,16 +479,18 @@ class Run:
         self.units = plan_units(self.reader.versions)
         self.books = [ledger.open(step.name) for step in steps]
         self.shipped: list[Any] = []
-        self.start, self.source = 0, None
+        self.start, self.source, self.gathering = 0, None, False
+        self.items: list[Any] = list(self.units)  # what the tasks take: units, then buckets
 
     def phase(self, end: int, sink: str, book: bool, **more: Any) -> Phase:
         return Phase(list(self.shipped), self.start, end, sink, str(self.spill_dir),
-                     self.reader.columns, self.reader.tag, self.source, book=book, **more)
+                     self.reader.columns, self.reader.tag, self.source, self.gathering,
+                     book=book, **more)
 
     def prepare(self) -> None:
         """Ship every step to the workers, planning each two-phase step first (from its
         scan of every unit), and spilling the units' rows before it where the steps before
-        it are costly to run twice."""
+        it are costly to run twice; an exchange step's rows are exchanged at once."""
         for k, step in enumerate(self.steps):
             if step.passes == 2:
                 if not all(s.replayable for s in self.steps[self.start:k]):
@@ -305,6 +503,8 @@ class Run:
                 self.shipped[k] = self.engine.ship(step)  # with its plan
             else:
                 self.shipped.append(self.engine.ship(step))
+            if step.exchange:
+                self.exchange(k)
 
     def spill(self, end: int) -> None:
         """The units through steps start..end-1 into spill files (booked), read from there
@@ -312,15 +512,45 @@ class Run:
         target = self.spill_dir / f"stage-{end:04d}"
         target.mkdir(parents=True, exist_ok=True)
         self.absorb(self.map(self.phase(end, "spill", True, target=str(target))))
-        self.start, self.source = end, str(target)
+        self.start, self.source, self.gathering = end, str(target), False
+
+    def exchange(self, k: int) -> None:
+        """The items through steps start..k (k an exchange step), each into an exchange file
+        of its own, bucket by bucket of positions (booked); from then on the tasks take the
+        buckets, each read in position order from every unit's file."""
+        step = self.steps[k]
+        total = step.exchange_rows()
+        size = bucket_rows(total)
+        count = max(1, math.ceil(total / size))
+        target = self.spill_dir / f"exchange-{k:04d}"
+        target.mkdir(parents=True, exist_ok=True)
+        pieces: list[list[tuple[int, tuple[int, ...]]]] = [[] for _ in range(count)]
+        held = [0] * count
+
+        def take(result: dict[str, Any]) -> None:
+            for b, indexes, rows in result["buckets"]:
+                if not 0 <= b < count:
+                    raise StepError(f"step {step.name} gave a row a position outside 0 .. "
+                                    f"{total - 1}")
+                pieces[b].append((result["unit"], indexes))
+                held[b] += rows
+
+        self.absorb(self.map(self.phase(k + 1, "exchange", True, target=str(target),
+                                        bucket_rows=size)), take)
+        if held != [min(size, total - b * size) for b in range(count)]:
+            raise StepError(f"step {step.name} gave {sum(held)} rows where its plan said "
+                            f"{total}, at positions 0 .. {total - 1}, each once")
+        self.items = [Bucket(b, b * size, held[b], tuple(pieces[b])) for b in range(count)]
+        self.start, self.source, self.gathering = k + 1, str(target), True
 
     def map(self, phase: Phase) -> Iterator[dict[str, Any]]:
-        """The tasks' results, in unit order (a pass over the inputs counted on the bar)."""
+        """The tasks' results, in order of their items (read units, or an exchange's
+        buckets); a pass over the inputs is counted on the bar."""
         counted = self.progress is not None and phase.source is None
         with self.progress.bar() if counted else contextlib.nullcontext() as bar:
-            for result in self.engine.map_units(phase, self.units):
+            for result in self.engine.map_units(phase, self.items):
                 if bar is not None:
-                    bar.update(self.units[result["unit"]].rows)
+                    bar.update(self.items[result["unit"]].rows)
                 yield result
 
     def absorb(self, results: Iterator[dict[str, Any]],
@@ -356,8 +586,9 @@ class Run:
 
     def write(self, target: Path, schema: pa.Schema, check: Any,
               take: Callable[[dict[str, Any]], None]) -> None:
-        """Every step in the workers, and the units' rows into shards under `target`;
-        `take(result)` gets each unit's shards and checks, in unit order."""
+        """Every step in the workers, and the units' rows into shards under `target` (after
+        an exchange, the buckets' rows, a bucket's number as the shards' unit number);
+        `take(result)` gets each item's shards and checks, in order."""
         self.prepare()
         self.absorb(self.map(self.phase(len(self.steps), "shards", True, target=str(target),
                                         schema=schema, check=check)), take)
@@ -367,8 +598,8 @@ class Run:
         """Every step in the workers; their output, in unit order, for the driver to go on
         with (the steps that cannot run in the workers)."""
         self.prepare()
-        if self.start < len(self.steps) or self.source is None:
+        if self.start < len(self.steps) or self.source is None or self.gathering:
             self.spill(len(self.steps))
         self.finish()
-        for unit in self.units:
-            yield from _read_spill(Path(self.source) / f"{unit.n:09d}.arrow")
+        for item in self.items:
+            yield from _read_spill(Path(self.source) / f"{item.n:09d}.arrow")

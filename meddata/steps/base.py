@@ -21,6 +21,11 @@ In the spirit of datatrove's pipeline steps and NeMo Curator's stages:
   `map`s. Report state a parallel step gathers per batch (lengths, counts, examples) is
   handed over by `take_state` and summed up by `merge_state`, and `close(books)` writes its
   final facts into its books when the stream ends.
+- An `exchange` step reorders rows globally (KTO unpairing's seeded, interleaved order): a
+  parallel step whose output rows each carry their place in the whole output, the column
+  POSITION (0 .. `exchange_rows()` - 1, each once, known after its `plan`). The engines
+  put the rows in that order and drop the column (meddata/engines/units.py: an exchange
+  over buckets of positions in the workers; on the driver, a sort by position).
 - Engines (meddata/engines/) chain the steps: nothing holds more than a batch of rows,
   plus each step's compact state. Named steps, their typed settings and the registry that
   finds them by name are in meddata/steps/registry.py.
@@ -39,6 +44,7 @@ import pyarrow as pa
 
 BATCH_ROWS = 8_192  # rows per batch through the steps
 DUCKDB_MEMORY = "128MB"  # what a step's DuckDB query may hold before it spills to disk
+POSITION = "_position"  # an exchange step's output rows: their place in the whole output
 
 
 class StepError(Exception):
@@ -207,6 +213,7 @@ class Step:
     passes: int = 1                  # 2: reads its source twice (global knowledge)
     replayable: bool = False         # cheap and deterministic: may be run again
     parallel: bool = False           # map-only (scan/plan/map when passes = 2): any worker
+    exchange: bool = False           # reorders rows globally: each output row's POSITION
     report_key: str | None = None    # the manifest key of its report (default: its name)
     stats_key: str | None = None     # ... or a key inside the manifest's stats
     scan_rows: int = BATCH_ROWS      # rows per `scan` call (text work may like more)
@@ -283,6 +290,11 @@ class Step:
         """Global state from every `scan` result, in input order (before any `map`);
         `spill_dir` takes its spill files."""
         raise NotImplementedError(f"step {self.name} has passes = 2 but no plan")
+
+    def exchange_rows(self) -> int:
+        """An exchange step, after its `plan`: how many rows it outputs (the positions its
+        rows carry are 0 .. that - 1, each once)."""
+        raise NotImplementedError(f"step {self.name} is not an exchange step")
 
     def take_state(self) -> Any:
         """The report state gathered since the last call (then forgotten here), for

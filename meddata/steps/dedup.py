@@ -40,7 +40,7 @@ from meddata.minhash import (
     jaccard_pairs,
 )
 from meddata.steps.base import Books, Step, StepError
-from meddata.steps.keys import key_hashes
+from meddata.steps.keys import SpilledArray, key_hashes
 from meddata.steps.registry import setting
 
 FINGERPRINT_ROWS = 65_536  # rows fingerprinted at a time (the text work is per frame)
@@ -71,25 +71,6 @@ class DedupSettings(MinHashSettings):
 DedupConfig = DedupSettings  # the name the library API has used
 
 
-class _Spilled:
-    """A 1-D array grown batch by batch in a file and read back as a memory map: the state
-    of millions of rows is kept on disk, and only the parts a step touches are paged in."""
-
-    def __init__(self, path: Path, dtype):
-        self.path, self.dtype, self.n = path, np.dtype(dtype), 0
-        self.file = open(path, "wb")
-
-    def append(self, values: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
-        self.n += len(values)
-
-    def array(self) -> np.ndarray:
-        self.file.close()
-        if not self.n:
-            return np.empty(0, self.dtype)
-        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n,))
-
-
 class Fingerprints:
     """Fingerprints of every row seen, batch after batch, spilled to `folder`; and the plan
     they lead to. What stays in memory is per-row fixed-size state (exact keys, cluster
@@ -99,12 +80,12 @@ class Fingerprints:
         config.check()
         self.config, self.folder = config, Path(folder)
         tag = f"fp-{id(self)}"
-        self.exact = _Spilled(self.folder / f"{tag}-exact", _U64)
-        self.answer = _Spilled(self.folder / f"{tag}-answer", _U64)
-        self.long = _Spilled(self.folder / f"{tag}-long", bool)
-        self.sizes = _Spilled(self.folder / f"{tag}-sizes", np.int64)
-        self.values = _Spilled(self.folder / f"{tag}-values", _U64)
-        self.bands = [_Spilled(self.folder / f"{tag}-band{b}", _U64)
+        self.exact = SpilledArray(self.folder / f"{tag}-exact", _U64)
+        self.answer = SpilledArray(self.folder / f"{tag}-answer", _U64)
+        self.long = SpilledArray(self.folder / f"{tag}-long", bool)
+        self.sizes = SpilledArray(self.folder / f"{tag}-sizes", np.int64)
+        self.values = SpilledArray(self.folder / f"{tag}-values", _U64)
+        self.bands = [SpilledArray(self.folder / f"{tag}-band{b}", _U64)
                       for b in range(config.bands)]
         self.survivor_files: list[Path] = []
         self.n = 0

@@ -1,10 +1,11 @@
 """Compact per-row state for steps that need global knowledge: seeded 64-bit hashes, a set
-of uint64 keys in sorted numpy runs, and first-seen filtering. A step keeps these, never
-the rows."""
+of uint64 keys in sorted numpy runs, first-seen filtering, and 1-D arrays grown in a file and
+read back memory-mapped. A step keeps these, never the rows."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -69,3 +70,22 @@ def first_seen(keys: np.ndarray, seen: SeenKeys) -> np.ndarray:
     fresh = ~seen.contains(keys) & pl.Series(keys).is_first_distinct().to_numpy()
     seen.add(keys[fresh])
     return fresh
+
+
+class SpilledArray:
+    """A 1-D array grown batch by batch in a file and read back as a memory map: the state
+    of millions of rows is kept on disk, and only the parts a step touches are paged in."""
+
+    def __init__(self, path: Path, dtype):
+        self.path, self.dtype, self.n = path, np.dtype(dtype), 0
+        self.file = open(path, "wb")
+
+    def append(self, values: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+        self.n += len(values)
+
+    def array(self) -> np.ndarray:
+        self.file.close()
+        if not self.n:
+            return np.empty(0, self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n,))
