@@ -3,25 +3,19 @@ cluster (`--engine ray`, `--ray-address`).
 
 How a run maps onto Ray Data:
 
-- The input versions' shards are read row group by row group, one Ray Data block each, in
-  order (the driver has verified their hashes first).
-- The leading `parallel` steps (select, dedup, decontam, render, length, split: every
-  step whose output batch depends only on its input batch and what its `plan` found) run
-  inside `map_batches` tasks, which Ray fuses into one task per block. A two-phase step
-  first runs its `scan` the same way; the driver reads the compact rows back, in order,
-  and runs its `plan`; then the step, with its plan, is put into the object store once and
-  every task maps with it.
-- The steps after the first step that needs the whole stream in one place (preference
-  pairing with cross_sample) run on the driver, on the ordered output of the Ray part.
-  KTO unpairing, which orders rows globally, runs in tasks: an exchange over buckets of
-  positions (meddata/engines/units.py), a task per bucket.
-- The execution keeps the input order (`preserve_order`), so the driver's publisher sees
-  the rows in the same order as on the local engine and writes the same shards: the same
-  version id. Each task sends its books (rows in and out, drops by reason, facts) and its
-  steps' report state to a `_Tally` actor, keyed by step and read unit (a retried task
-  replaces its report), which writes the dropped rows to files in the run's spill folder
-  under `<store>/.tmp/`; the driver merges them into the ledger, in input order, when the
-  stream ends. So the store must be on a filesystem every node sees.
+- A run is tasks over read units (meddata/engines/units.py, shared with the local engine):
+  `ray.data.from_items` gives one block per unit (or per bucket of an exchange), and one
+  `map_batches` task runs `units.run_unit` on it: the unit's row groups read by the task
+  itself, every step (each built per worker by its `setup`), and the sink of the phase
+  (a scan for a two-phase step's plan, a spill, an exchange, or the version's shards,
+  which the task writes and checks). It returns one row: its pickled result (books,
+  report state, compact scan rows, the shards it wrote). Ray Data keeps the blocks in
+  order (`preserve_order`), so the driver merges the results in unit order.
+- A run with a step that is not `parallel` (a user's own) runs the steps before it as
+  unit tasks, spilled per unit, and the rest on the driver (`run_steps`).
+- `convert` runs a task per span of its input files (meddata/ranges.py), its report
+  state kept by a `_Tally` actor that survives its worker's death.
+- The store must be on a filesystem every node sees, at the same path.
 
 Ray is imported only here, and only when a command asks for it.
 """

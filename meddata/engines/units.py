@@ -195,7 +195,8 @@ def run_unit(phase: Phase, unit: Unit | Bucket,
     result["books"] = [{"rows_in": b.rows_in, "rows_out": b.rows_out,
                         "dropped": dict(b.dropped), "edited": dict(b.edited),
                         "rows_changed": b.rows_changed, "info": b.info,
-                        "count_out": b.count_out, "state": step.take_state()} for step, b in zip(chain, books)]
+                        "count_out": b.count_out, "state": step.take_state()}
+                       for step, b in zip(chain, books)]
     if scanner is not None:
         scanner.take_state()  # a scan's copy gathers nothing the report counts
     return result

@@ -44,31 +44,42 @@ class Length(Step):
         self.adds = (TOKENS, IDS) if ids else (TOKENS,)
         self.lengths: list[np.ndarray] = []
 
-    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+    def map_unit(self, batches: Iterator[pa.RecordBatch], books: Books,
+                 unit: int) -> Iterator[pa.RecordBatch | None]:
         if not self.keep_ids:
-            yield from super().run(source, books)
+            yield from super().map_unit(batches, books, unit)
             return
-        # Token ids: the next batch is tokenized on a worker thread (the Rust tokenizer
+        # Token ids: the next batch is tokenized on a second thread (the Rust tokenizer
         # releases the GIL) while the steps after this one pack and write the current one.
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1, thread_name_prefix="meddata-tokenize") as pool:
             ahead: deque = deque()  # (batch, its token ids to come): at most two
-            for batch in source.batches():
-                self.check_columns(batch)
+            for batch in batches:
                 texts = pl.from_arrow(batch.column("text"))
                 ahead.append((batch, pool.submit(self.measure.ids, texts)))
                 if len(ahead) == 2:
-                    yield from self._with_ids(*ahead.popleft(), books)
+                    batch, ids = ahead.popleft()
+                    yield self.map(batch, books, ids.result())
             while ahead:
-                yield from self._with_ids(*ahead.popleft(), books)
-        self.close(books)
+                batch, ids = ahead.popleft()
+                yield self.map(batch, books, ids.result())
 
-    def _with_ids(self, batch: pa.RecordBatch, ids, books: Books) -> Iterator[pa.RecordBatch]:
-        out = self.map(batch, books, ids.result())
-        if out is not None and out.num_rows:
-            yield out
+    def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
+        """On the driver (after a step that cannot run in the workers): the whole stream as
+        one unit."""
+        self.ready()
+
+        def checked() -> Iterator[pa.RecordBatch]:
+            for batch in source.batches():
+                self.check_columns(batch)
+                yield batch
+
+        for out in self.map_unit(checked(), books, 0):
+            if out is not None and out.num_rows:
+                yield out
+        self.close(books)
 
     def map(self, batch: pa.RecordBatch, books: Books,
             ids: pa.Array | None = None) -> pa.RecordBatch | None:
