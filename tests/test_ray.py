@@ -127,6 +127,46 @@ def test_packed_pretrain_with_a_tokenizer_is_the_same_on_ray(local_ray, store, t
     assert length["max"] > 0 and cache["hits"] + cache["misses"] > 0  # merged from the tasks
 
 
+def test_packing_and_writing_run_in_the_workers(local_ray, store, tmp_path, monkeypatch):
+    """pretrain --pack over several read units: the workers pack (the driver's own
+    Pack.map_unit fails if called) and write the shards (the driver's publisher never
+    writes a row), on both engines the same version; each unit's sequences are its own
+    and every shard is a unit's."""
+    from meddata.builders.pretrain import Pack
+    from meddata.engines.units import plan_units
+    from meddata.store import Publisher
+    from meddata.testing import tiny_tokenizer
+
+    tiny_tokenizer(tmp_path / "tok")
+    v = publish_rows(store, "docs", generated(30_000, "p", 11))
+    assert len(plan_units([v])) >= 3
+    recipe = recipe_mod.from_dict({
+        "kind": "pretrain", "sources": [{"ref": "canonical/docs"}],
+        "tokenizer": str(tmp_path / "tok"), "max_tokens": 64, "pack": True,
+        "validation_ratio": 0.1})
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the driver did a worker's job")
+
+    def build(engine, tag):
+        with monkeypatch.context() as m:
+            m.setattr(Publisher, "write", not_here)
+            if tag == "ray":
+                m.setattr(Pack, "map_unit", not_here)
+            return pipeline.build("pretrain", recipe, store, name=f"packed-{tag}",
+                                  progress=False, report=False, engine=engine)
+
+    built = same(store, build)
+    stages = {s["stage"]: s for s in built.manifest["stages"]}
+    assert stages["pack"]["rows_in"] == stages["pack"]["rows_out"] > 20_000
+    ids = [r for b in built.iter_batches(columns=["id"]) for r in b.column("id").to_pylist()]
+    assert len(ids) == len(set(ids)) == built.rows == stages["pack"]["sequences"]
+    units = {i.split("/")[-1].split("-")[0] for i in ids}
+    assert len(units) >= 3
+    shards = [s["path"] for s in built.manifest["shards"]]
+    assert {p.split("-")[1] for p in shards} == units and shards == sorted(shards)
+
+
 def test_generated_sources_in_several_blocks(local_ray, store):
     """Two sources sharing ids, a limit, a weight, the test split, near duplicates, a
     benchmark to decontaminate against: every global step on more than one block."""
