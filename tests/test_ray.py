@@ -301,13 +301,18 @@ def test_two_node_cluster(store):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
-        publish_rows(store, "gen-a", generated(5000, "a", 5))
-        recipe = recipe_mod.from_dict({"kind": "sft", "sources": [{"ref": "canonical/gen-a"}],
-                                       "dedup": {}, "validation_ratio": 0.1})
-        local = pipeline.build("sft", recipe, store, name="local", progress=False, report=False,
-                             engine=LOCAL)
-        on_ray = pipeline.build("sft", recipe, store, name="ray", progress=False, report=False,
-                              engine=RayEngine(address=cluster.address))
+        from meddata.engines.units import plan_units
+
+        v = publish_rows(store, "gen-a", generated(20_000, "a", 5))
+        assert len(plan_units([v])) >= 2  # tasks for both nodes
+        recipe = recipe_mod.from_dict({"kind": "preference",
+                                       "sources": [{"ref": "canonical/gen-a"}],
+                                       "dedup": {}, "rejected": {"strategy": "cross_sample"},
+                                       "validation_ratio": 0.1})
+        local = pipeline.build("preference", recipe, store, name="local", progress=False,
+                               report=False, engine=LOCAL)
+        on_ray = pipeline.build("preference", recipe, store, name="ray", progress=False,
+                                report=False, engine=RayEngine(address=cluster.address))
         assert on_ray.id == local.id
         assert on_ray.manifest["stages"] == local.manifest["stages"]
         assert not ray.is_initialized()  # the command joined the cluster and left it
