@@ -50,7 +50,8 @@ def publish(store: Store, kind: str, name: str, schema: pa.Schema,
             attach: Callable[[Any], None] | None = None) -> Version:
     """Run `steps` over `read`, write the output to `kind/name`, and commit. `check` (a
     validation Checker) sees every output batch before it is written (when every step runs
-    in the workers, a copy of it in each worker, absorbed back in input order); `finish(extra)` runs before the commit and
+    in the workers, a copy of it in each worker, absorbed back in input order);
+    `finish(extra)` runs before the commit and
     may add to the manifest or raise to publish nothing; `attach(publisher)` then adds
     files to the version (a retrieval index's); `report` writes the version's report.html
     (meddata/report.py). `engine` says where the steps run; the version is the same.
@@ -87,7 +88,9 @@ def _publish(store, kind, name, schema, read, steps, manifest, check, finish, re
         spill.mkdir(parents=True, exist_ok=True)
         spill_dir = tempfile.mkdtemp(prefix="spill-", dir=spill)
         try:
-            if all_parallel(steps):  # the workers write the shards (meddata/engines/units.py)
+            # every step in the workers over read units of store versions: the workers
+            # write the shards (meddata/engines/units.py); else the driver writes them
+            if all_parallel(steps) and hasattr(getattr(read, "reader", read), "versions"):
                 engine.write_steps(read, steps, ledger, Path(spill_dir), pub, check)
             else:
                 for batch in engine.run_steps(read, steps, ledger, Path(spill_dir)):

@@ -39,7 +39,6 @@ from meddata.steps.base import BATCH_ROWS, Ledger, Step
 # core in every task, and a worker's CPU count would mean nothing
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1",
               "FASTOKENS_BPE_THREADS": "1", "POLARS_MAX_THREADS": "1"}
-POLL_SECONDS = 0.5  # how often the driver asks the tally for rows read (progress bar)
 # Ray Data's map tasks already run again when their worker dies or their input is lost
 # (max_retries -1, retry_exceptions only RaySystemError; lost blocks are rebuilt from their
 # lineage); an exception the task's own code raises is deterministic and fails the run at
