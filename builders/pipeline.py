@@ -151,7 +151,7 @@ def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progr
     read = runner.with_progress(read, f"build {kind.name}", sum(v.rows for v in inputs),
                                 progress)
     checker = Checker(kind.name, Bounds(max_tokens=recipe.max_tokens),
-                      tokens=measure.tok is not None)
+                      tokens=measure.has_tokenizer)
 
     def finish(extra: dict[str, Any]) -> None:
         result = checker.result()
@@ -166,7 +166,7 @@ def _build(kind_name: str, recipe: Recipe, store: Store, name: str | None, progr
             "results": [{k: c.get(k) for k in ("name", "expectation", "description", "success",
                                                 "failing_rows", "observed")}
                         for c in result["checks"]]}
-        if measure.tok is not None:
+        if measure.has_tokenizer:
             extra.setdefault("stats", {})["tokenizer"] = measure.describe()
             extra["stats"]["token_cache"] = {"hits": measure.cache_hits,
                                              "misses": measure.cache_misses}

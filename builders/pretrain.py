@@ -152,13 +152,19 @@ class Pack(Step):
     adds = ("input_ids",)
     parallel = True
 
+    worker_state = ("eos",)
+
     def __init__(self, measure, max_len: int):
-        if measure.tok is None:
+        if not measure.has_tokenizer:
             raise ValueError("packing needs a tokenizer")
-        if measure.tok.eos_token_id is None:
-            raise ValueError("packing needs a tokenizer with an EOS token")
-        self.eos, self.max_len = measure.tok.eos_token_id, max_len
+        self.measure, self.max_len = measure, max_len
         self.sequences = self.tokens = 0
+
+    def setup(self) -> None:
+        self.eos = self.measure.tok.eos_token_id  # (the tokenizer loads in each worker)
+        if self.eos is None:
+            raise ValueError(f"packing needs a tokenizer with an EOS token; "
+                             f"{self.measure.path} has none")
 
     def map_unit(self, batches: Iterator[pa.RecordBatch], books: Books,
                  unit: int) -> Iterator[pa.RecordBatch]:
@@ -198,6 +204,7 @@ class Pack(Step):
     def run(self, source: Source, books: Books) -> Iterator[pa.RecordBatch]:
         """Packing on the driver (after a step that cannot run in the workers): the whole
         stream as one unit."""
+        self.ready()
         for out in self.map_unit(source.batches(), books, 0):
             if out is not None and out.num_rows:
                 yield out

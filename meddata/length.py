@@ -72,17 +72,52 @@ def estimate(texts: pl.Series) -> np.ndarray:
 
 
 class Measure:
+    """Token counts (and ids) with the recipe's tokenizer, or the estimate without one.
+
+    The tokenizer is loaded where it is first used: in each worker that measures rows, and
+    on the driver only when the driver measures rows itself (the local engine). A Ray run's
+    driver never loads it (transformers imports PyTorch: seconds of CPU the driver does not
+    need); its manifest describes the tokenizer as the workers found it (`absorb`)."""
+
     def __init__(self, tokenizer_path: str | None = None, cache_dir: Path | None = None,
                  backend: str | None = None):
-        from meddata.encoder import Encoder, requested
+        from meddata.encoder import requested
 
         requested(backend)  # an unknown name fails here, with or without a tokenizer
-        self.path = tokenizer_path
-        self.tok = load_tokenizer(tokenizer_path) if tokenizer_path else None
-        self.encoder = Encoder(self.tok, backend) if self.tok is not None else None
+        if tokenizer_path and not Path(tokenizer_path).is_dir():
+            raise FileNotFoundError(f"tokenizer {tokenizer_path}: no such folder (meddata "
+                                    "loads tokenizers from local folders at build time)")
+        self.path, self.backend = tokenizer_path, backend
+        self._tok = self._encoder = None
         self.sha256 = tokenizer_hash(tokenizer_path) if tokenizer_path else None
         self.cache_dir = cache_dir / self.sha256[:16] if cache_dir and self.sha256 else None
         self.cache_hits = self.cache_misses = 0
+        self.found: dict[str, Any] | None = None  # a worker's description (absorb)
+        self.sampled_elsewhere = 0  # rows the workers' encoders compared (absorb)
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return self.path is not None or self._tok is not None
+
+    @property
+    def tok(self):
+        """The tokenizer (loaded on first use, checked against the files the build started
+        with), or None without one."""
+        if self._tok is None and self.path is not None:
+            self._tok = load_tokenizer(self.path)
+            if self.sha256 is not None and tokenizer_hash(self.path) != self.sha256:
+                raise RuntimeError(f"tokenizer {self.path} differs on this worker from the one "
+                                   "the build started with (its files' sha256): give every "
+                                   "node the same tokenizer folder")
+        return self._tok
+
+    @property
+    def encoder(self):
+        if self._encoder is None and self.tok is not None:
+            from meddata.encoder import Encoder
+
+            self._encoder = Encoder(self.tok, self.backend)
+        return self._encoder
 
     def __getstate__(self) -> dict[str, Any]:
         """Shipped to a worker without the tokenizer: a Measure over a tokenizer folder
@@ -90,37 +125,41 @@ class Measure:
         made `with_tokenizer` (no folder) travels whole."""
         state = dict(self.__dict__)
         if self.path is not None and self.sha256 is not None:
-            state["tok"] = state["encoder"] = None
-            state["_backend"] = self.encoder.requested if self.encoder is not None else None
+            state["_tok"] = state["_encoder"] = None
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        backend = state.pop("_backend", None)
-        self.__dict__.update(state)
-        if self.tok is None and self.path is not None and self.sha256 is not None:
-            from meddata.encoder import Encoder
-
-            self.tok = load_tokenizer(self.path)
-            if tokenizer_hash(self.path) != self.sha256:
-                raise RuntimeError(f"tokenizer {self.path} differs on this worker from the one "
-                                   "the build started with (its files' sha256): give every "
-                                   "node the same tokenizer folder")
-            self.encoder = Encoder(self.tok, backend)
+    def absorb(self, hits: int, misses: int, sampled: int,
+               described: dict[str, Any] | None) -> None:
+        """Add what a worker's copy counted: cache hits and misses, rows its encoder
+        compared with `tokenizers`, and how it described the tokenizer."""
+        self.cache_hits += hits
+        self.cache_misses += misses
+        if self._encoder is not None:
+            self._encoder.sampled += sampled
+        else:
+            self.sampled_elsewhere += sampled
+        if self.found is None and described is not None:
+            self.found = described
 
     @classmethod
     def with_tokenizer(cls, tokenizer, backend: str | None = None) -> Measure:
         """A Measure over a tokenizer already loaded (a model's, at training time)."""
         from meddata.encoder import Encoder
 
-        measure = cls()
-        measure.tok = tokenizer
-        measure.encoder = Encoder(tokenizer, backend)
+        measure = cls(backend=backend)
+        measure._tok = tokenizer
+        measure._encoder = Encoder(tokenizer, backend)
         measure.path = getattr(tokenizer, "name_or_path", None)
         return measure
 
     def describe(self) -> dict[str, Any]:
-        if self.tok is None:
+        if not self.has_tokenizer:
             return {"counter": "estimate (words + CJK characters)"}
+        if self._tok is None and self.found is not None:  # as the workers found it
+            out = {**self.found, "encoder": dict(self.found["encoder"])}
+            if "sampled_rows" in out["encoder"]:
+                out["encoder"]["sampled_rows"] = self.sampled_elsewhere
+            return out
         return {"counter": "tokenizer", "tokenizer": self.path, "tokenizer_sha256": self.sha256,
                 "chat_template": bool(getattr(self.tok, "chat_template", None)),
                 "encoder": self.encoder.describe()}

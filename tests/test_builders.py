@@ -640,7 +640,7 @@ def test_token_ids_are_computed_one_batch_ahead_in_order(tmp_path, tokenizer):
 
     broken = Length(pretrain.KIND, measure, None, drop=False, ids=True)
     broken.measure = type("M", (), {"ids": staticmethod(failing), "tok": measure.tok,
-                                    "describe": measure.describe})()
+                                    "has_tokenizer": True, "describe": measure.describe})()
     with pytest.raises(RuntimeError, match="batch 3"):
         list(run(lambda replay: iter(table.to_batches(max_chunksize=7)), [broken], Ledger(),
                  tmp_path))
@@ -665,7 +665,8 @@ def test_packing_is_the_plain_concatenation_cut_every_max_len(tmp_path):
                      "task": "document", "split": rng.choice(["train", "validation"]),
                      IDS: [rng.randrange(3, 50) for _ in range(rng.choice([0, 1, 5, 40, 130]))]})
     eos, L = 2, 64
-    measure = type("M", (), {"tok": type("T", (), {"eos_token_id": eos})()})()
+    measure = type("M", (), {"tok": type("T", (), {"eos_token_id": eos})(),
+                             "has_tokenizer": True, "path": "tok"})()
     table = pa.Table.from_pylist(rows)
     out = [r for b in run(lambda replay: iter(table.to_batches(max_chunksize=37)),
                           [Pack(measure, L)], Ledger(), tmp_path) for r in b.to_pylist()]

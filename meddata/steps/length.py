@@ -99,25 +99,26 @@ class Length(Step):
                              for n in lengths[long]])
                 batch, lengths = batch.filter(pa.array(~long)), lengths[~long]
         self.lengths.append(lengths.astype(np.int32))
-        if self.measure.tok is not None:
+        if self.measure.has_tokenizer:
             batch = batch.append_column(TOKENS, pa.array(lengths.astype(np.int32)))
         return batch
 
-    def take_state(self) -> tuple[list[np.ndarray], int, int, int]:
-        m, enc = self.measure, getattr(self.measure, "encoder", None)
-        state = (self.lengths, m.cache_hits, m.cache_misses, enc.sampled if enc else 0)
+    def take_state(self) -> tuple[list[np.ndarray], int, int, int, dict[str, Any] | None]:
+        m = self.measure
+        enc = m._encoder  # (None where this copy measured nothing with a tokenizer)
+        described = m.describe() if m._tok is not None else None
+        state = (self.lengths, m.cache_hits, m.cache_misses, enc.sampled if enc else 0,
+                 described)
         self.lengths, m.cache_hits, m.cache_misses = [], 0, 0
         if enc:
             enc.sampled = 0
         return state
 
-    def merge_state(self, state: tuple[list[np.ndarray], int, int, int]) -> None:
-        lengths, hits, misses, sampled = state
+    def merge_state(self, state: tuple[list[np.ndarray], int, int, int,
+                                       dict[str, Any] | None]) -> None:
+        lengths, hits, misses, sampled, described = state
         self.lengths += lengths
-        self.measure.cache_hits += hits
-        self.measure.cache_misses += misses
-        if getattr(self.measure, "encoder", None):
-            self.measure.encoder.sampled += sampled  # rows checked against tokenizers
+        self.measure.absorb(hits, misses, sampled, described)
 
     def report(self) -> dict[str, Any]:
         lengths = np.concatenate(self.lengths) if self.lengths else np.empty(0, np.int32)
