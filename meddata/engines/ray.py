@@ -243,45 +243,30 @@ def _unbox(box: list):
 
 
 class _Tally:
-    """Books of the tasks, per (step, read unit): counts, facts, report state, and the
-    dropped rows in a file of their own under `folder` (rewritten if a task runs again)."""
+    """The report state of `convert`'s span tasks, by span number, each also written to a
+    file of its own under `folder`: an actor that Ray restarts after its worker died
+    reloads what it had, and a span task run again replaces its state."""
 
     def __init__(self, folder: str):
         import pickle
 
         self.folder = folder
-        self.books: dict[tuple[int, int], dict[str, Any]] = {}
+        self.states: dict[int, Any] = {}
         Path(folder).mkdir(parents=True, exist_ok=True)  # (the actor may run on another node)
-        for path in sorted(Path(folder).glob("books-*.pkl")):  # restarted: what it had
-            self.books[tuple(map(int, path.stem.split("-")[1:]))] = pickle.loads(
-                path.read_bytes())
+        for path in sorted(Path(folder).glob("state-*.pkl")):  # restarted: what it had
+            self.states[int(path.stem.split("-")[1])] = pickle.loads(path.read_bytes())
 
-    def add(self, k: int, unit: int, rows_in: int, rows_out: int, dropped: dict[str, int],
-            info: dict[str, Any], state: Any, rejects: list[dict[str, Any]],
-            edited: dict[str, int] | None = None, rows_changed: int = 0) -> None:
+    def add(self, span: int, state: Any) -> None:
         import os
         import pickle
 
-        from meddata.schema import REJECTS
-
-        book = {"rows_in": rows_in, "rows_out": rows_out, "dropped": dropped, "info": info,
-                "state": state, "edited": edited or {}, "rows_changed": rows_changed}
-        path = Path(self.folder) / f"books-{k:04d}-{unit:09d}.pkl"  # (kept for a restart)
-        path.with_suffix(".tmp").write_bytes(pickle.dumps(book))
+        path = Path(self.folder) / f"state-{span:09d}.pkl"  # (kept for a restart)
+        path.with_suffix(".tmp").write_bytes(pickle.dumps(state))
         os.replace(path.with_suffix(".tmp"), path)
-        self.books[(k, unit)] = book
-        if rejects:
-            path = Path(self.folder) / f"rejects-{k:04d}-{unit:09d}.arrow"
-            tmp = path.with_suffix(".tmp")
-            with pa.ipc.new_file(tmp, REJECTS) as writer:
-                writer.write_table(pa.Table.from_pylist(rejects, schema=REJECTS))
-            os.replace(tmp, path)
+        self.states[span] = state
 
-    def rows_read(self) -> int:
-        return sum(b["rows_in"] for (k, _), b in self.books.items() if k == 0)
-
-    def result(self) -> dict[tuple[int, int], dict[str, Any]]:
-        return self.books
+    def result(self) -> dict[int, Any]:
+        return self.states
 
 
 # ---- a run over read units (meddata/engines/units.py) --------------------------------------------
@@ -347,8 +332,8 @@ def _convert_files(convert_span, conv, files: list[Path]) -> Iterator[tuple]:
         with _task_errors():
             yield from ranges.stitch(spans, lambda span: _convert_here(
                 convert_span, ray.get(conv_ref), span, here), ahead, dropped)
-            books = ray.get(tally.result.remote())
-        states = {unit: t["state"] for (_, unit), t in books.items() if unit not in dropped}
+            states = ray.get(tally.result.remote())
+        states = {span: state for span, state in states.items() if span not in dropped}
         for _, state in sorted({**states, **here}.items()):
             if state is not None:
                 conv.merge_state(state)
@@ -408,7 +393,7 @@ def _convert_task(table: pa.Table, convert_span, box: list, spans_box: list,
             yield _part_table(pending)
     finally:
         parts.close()
-    ray.get(tally.add.remote(0, number, 0, 0, {}, {}, conv.take_state(), []))
+    ray.get(tally.add.remote(number, conv.take_state()))
 
 
 def _part_table(parts: list[tuple]) -> pa.Table:
