@@ -71,6 +71,7 @@ from meddata.steps.base import (
     Ledger,
     Step,
     StepError,
+    read_spill,
 )
 
 TARGET_UNITS = 256  # aim: enough units to keep many workers busy, yet shards not tiny
@@ -207,7 +208,7 @@ def _read(phase: Phase, unit: Unit | Bucket) -> Iterator[pa.RecordBatch]:
         yield from _gather(Path(phase.source), unit)
         return
     if phase.source is not None:
-        yield from _read_spill(Path(phase.source) / f"{unit.n:09d}.arrow")
+        yield from read_spill(Path(phase.source) / f"{unit.n:09d}.arrow")
         return
     import pyarrow.parquet as pq
 
@@ -218,15 +219,6 @@ def _read(phase: Phase, unit: Unit | Bucket) -> Iterator[pa.RecordBatch]:
         table = files[path].read_row_group(g, columns=phase.columns)
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
             yield phase.tag(i, batch) if phase.tag else batch
-
-
-def _read_spill(path: Path) -> Iterator[pa.RecordBatch]:
-    if not path.exists():  # every row of the unit was dropped before the spill
-        return
-    with pa.OSFile(str(path)) as source:  # read, not mapped: pages do not pile up in RSS
-        reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
 
 
 def _through(step: Step, batches: Iterator[pa.RecordBatch], books: Books,
@@ -582,7 +574,7 @@ class Run:
             return
         for path in sorted(self.spill_dir.glob("rejects-*.arrow"),
                            key=lambda p: p.name.split("-", 2)[2]):
-            for batch in _read_spill(path):
+            for batch in read_spill(path):
                 self.ledger.sink(batch.to_pylist())
 
     def write(self, target: Path, schema: pa.Schema, check: Any,
@@ -603,4 +595,4 @@ class Run:
             self.spill(len(self.steps))
         self.finish()
         for item in self.items:
-            yield from _read_spill(Path(self.source) / f"{item.n:09d}.arrow")
+            yield from read_spill(Path(self.source) / f"{item.n:09d}.arrow")

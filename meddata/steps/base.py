@@ -163,7 +163,7 @@ class Source:
                             f"declares passes = {self._passes}")
         if self._replayable:
             return self._upstream(True)
-        return _read_spill(self._spill)
+        return read_spill(self._spill)
 
     def _first(self, it: Iterator[pa.RecordBatch], spill: bool) -> Iterator[pa.RecordBatch]:
         writer = None
@@ -184,8 +184,10 @@ class Source:
             self._spill = None
 
 
-def _read_spill(path: Path | None) -> Iterator[pa.RecordBatch]:
-    if path is None:
+def read_spill(path: Path | None) -> Iterator[pa.RecordBatch]:
+    """The batches of an Arrow spill file; none when there is no file (nothing was
+    spilled)."""
+    if path is None or not path.exists():
         return
     with pa.OSFile(str(path)) as source:  # read, not mapped: pages do not pile up in RSS
         reader = pa.ipc.open_file(source)
