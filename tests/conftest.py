@@ -121,3 +121,49 @@ def through_workers(step, units: list, spill_dir: Path) -> tuple[list[dict], obj
         step.merge_state(state)
     step.close(merged)
     return rows, merged
+
+
+def toy_exchange_steps():
+    """A toy exchange step (rows ordered by a 64-bit hash of their id), a parallel step
+    that keeps MCQ rows and one that runs on the driver (not parallel); classes made in a
+    function, so Ray pickles them by value (tests/test_ray.py, tests/test_kinds.py)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from meddata.steps import POSITION, Step, key_hashes
+
+    class ByHash(Step):
+        name, needs, passes, parallel, exchange = "by_hash", ("id",), 2, True, True
+
+        def __init__(self):
+            self.sorted = np.empty(0, np.uint64)
+
+        def scan(self, batch):
+            return pa.table({"h": key_hashes(batch.column("id"))})
+
+        def plan(self, compact, spill_dir):
+            self.sorted = np.sort(np.concatenate([np.empty(0, np.uint64)] + [
+                t.column("h").to_numpy() for t in compact]))
+
+        def exchange_rows(self):
+            return len(self.sorted)
+
+        def map(self, batch, books):
+            places = np.searchsorted(self.sorted, key_hashes(batch.column("id")))
+            return batch.append_column(POSITION, pa.array(places.astype(np.int64)))
+
+    class Mcq(Step):
+        name, needs, parallel = "mcq", ("task",), True
+
+        def map(self, batch, books):
+            keep = pa.compute.equal(batch.column("task"), "mcq")
+            books.drop("not_mcq", rows=batch.filter(pa.compute.invert(keep)))
+            return batch.filter(keep)
+
+    class OnTheDriver(Step):
+        name = "on_the_driver"
+
+        def map(self, batch, books):
+            return batch
+
+    return [ByHash(), Mcq(), OnTheDriver()]

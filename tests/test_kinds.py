@@ -18,7 +18,7 @@ from meddata.builders import registry
 from meddata.builders.common import lineage, schema
 from meddata.cli import cli
 from meddata.engines.local import chain as run
-from meddata.steps import POSITION, Books, Ledger, Source, Step, StepError, key_hashes
+from meddata.steps import Books, Ledger, Source, Step, StepError, key_hashes
 from meddata.steps.length import Length
 from meddata.steps.render import Render
 from meddata.steps.split import Split
@@ -174,40 +174,6 @@ class Keep(Step):
         return batch.filter(keep)
 
 
-class ByHash(Step):
-    """A toy exchange step: rows ordered by a 64-bit hash of their id."""
-
-    name = "by_hash"
-    needs = ("id",)
-    passes = 2
-    parallel = True
-    exchange = True
-
-    def __init__(self):
-        self.sorted = np.empty(0, np.uint64)
-
-    def scan(self, batch):
-        return pa.table({"h": key_hashes(batch.column("id"))})
-
-    def plan(self, compact, spill_dir):
-        self.sorted = np.sort(np.concatenate([np.empty(0, np.uint64)] + [
-            t.column("h").to_numpy() for t in compact]))
-
-    def exchange_rows(self):
-        return len(self.sorted)
-
-    def map(self, batch, books):
-        places = np.searchsorted(self.sorted, key_hashes(batch.column("id")))
-        return batch.append_column(POSITION, pa.array(places.astype(np.int64)))
-
-
-class OnTheDriver(Step):
-    name = "on_the_driver"  # not parallel: the run before it goes to the driver
-
-    def map(self, batch, books):
-        return batch
-
-
 def test_an_exchange_orders_rows_the_same_in_the_workers_and_on_the_driver(store,
                                                                             monkeypatch):
     """An exchange step between other steps: in the workers (buckets of positions, the
@@ -215,6 +181,7 @@ def test_an_exchange_orders_rows_the_same_in_the_workers_and_on_the_driver(store
     the same order, the same books and rejects."""
     from collections import Counter
 
+    from conftest import toy_exchange_steps
     from meddata import runner
     from meddata.engines import LocalEngine, units
 
@@ -226,12 +193,13 @@ def test_an_exchange_orders_rows_the_same_in_the_workers_and_on_the_driver(store
     assert len(units.plan_units([v])) == 3
 
     def build(name, *more):
-        steps = [Keep("even", lambda n: n % 2 == 0), ByHash(),
+        by_hash, _, _ = toy_exchange_steps()
+        steps = [Keep("even", lambda n: n % 2 == 0), by_hash,
                  Keep("not_three", lambda n: n % 3 != 0), *more]
         return runner.publish(store, "canonical", name, nums, runner.read_versions([v]),
                               steps, manifest={}, engine=LocalEngine())
 
-    workers, driver = build("workers"), build("driver", OnTheDriver())
+    workers, driver = build("workers"), build("driver", toy_exchange_steps()[2])
     kept = [f"r{i}" for i in range(20_000) if i % 2 == 0 and i % 3]
     expected = [kept[i] for i in np.argsort(key_hashes(pa.array(kept)), kind="stable")]
     for version in (workers, driver):

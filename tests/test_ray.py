@@ -675,57 +675,13 @@ def test_kto_from_a_preference_version_over_several_units_is_the_same_on_ray(
             [x for x in order if split_of[x.split("#")[0]] == split]
 
 
-def toy_exchange_steps():
-    """A toy exchange step (rows ordered by a hash of their id), a parallel step after it
-    and one that runs on the driver; classes made in a function, so Ray pickles them by
-    value."""
-    import numpy as np
-
-    from meddata.steps import POSITION, Step, key_hashes
-
-    class ByHash(Step):
-        name, needs, passes, parallel, exchange = "by_hash", ("id",), 2, True, True
-
-        def __init__(self):
-            self.sorted = np.empty(0, np.uint64)
-
-        def scan(self, batch):
-            return pa.table({"h": key_hashes(batch.column("id"))})
-
-        def plan(self, compact, spill_dir):
-            self.sorted = np.sort(np.concatenate([np.empty(0, np.uint64)] + [
-                t.column("h").to_numpy() for t in compact]))
-
-        def exchange_rows(self):
-            return len(self.sorted)
-
-        def map(self, batch, books):
-            places = np.searchsorted(self.sorted, key_hashes(batch.column("id")))
-            return batch.append_column(POSITION, pa.array(places.astype(np.int64)))
-
-    class Mcq(Step):
-        name, needs, parallel = "mcq", ("task",), True
-
-        def map(self, batch, books):
-            keep = pa.compute.equal(batch.column("task"), "mcq")
-            books.drop("not_mcq", rows=batch.filter(pa.compute.invert(keep)))
-            return batch.filter(keep)
-
-    class OnTheDriver(Step):
-        name = "on_the_driver"
-
-        def map(self, batch, books):
-            return batch
-
-    return [ByHash(), Mcq(), OnTheDriver()]
-
-
 def test_an_exchange_before_a_step_on_the_driver_is_the_same_on_ray(local_ray, store):
     """Ray runs the exchange and the parallel step after it in tasks (per bucket), spills
     the buckets' rows and hands them to the driver in order; locally the driver sorts by
     position: the same rows in the same order, so the same id."""
     import numpy as np
 
+    from conftest import toy_exchange_steps
     from meddata import runner
     from meddata.steps import key_hashes
 
